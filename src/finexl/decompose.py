@@ -306,11 +306,11 @@ def _forward_step(v_div, concept_vecs, rejected, *, e_decomp, e_ortho, ortho_rul
     path: list[float] = []
     residual = 1.0
     while True:
-        if len(selected) >= cap:
-            return selected, weights, path, MAX_CONCEPTS
         candidates = [i for i in range(len(concept_vecs)) if i not in out]
         if not candidates:
             return selected, weights, path, EXHAUSTED
+        if len(selected) >= cap:
+            return selected, weights, path, MAX_CONCEPTS
         best = None
         for i in candidates:
             columns = concept_vecs[selected + [i]]
@@ -355,7 +355,7 @@ def _given_step(v_div, concept_vecs, rejected, *, e_decomp, e_ortho, ortho_rule,
         path.append(_relative_residual(concept_vecs[selected], weights, v_div))
         if path[-1] < e_decomp:
             return selected, weights, path, CONVERGED
-        if len(selected) >= cap:
+        if len(selected) >= cap and i < len(concept_vecs) - 1:
             return selected, weights, path, MAX_CONCEPTS
     return selected, weights, path, EXHAUSTED
 
