@@ -1,0 +1,169 @@
+"""The ``finexl`` command: parse, build a config, call one function, print.
+
+A :class:`FinexlError` (the user's mistake or the environment's) becomes one line on
+stderr and exit code 1; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from finexl import __version__
+from finexl.errors import FinexlError
+
+
+class _Context:
+    debug = False
+
+
+def _guard(func):
+    """Map FinexlError to ``finexl: error: ...`` and exit 1 (``--debug`` keeps the traceback)."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except FinexlError as exc:
+            if _Context.debug:
+                raise
+            click.echo(f"finexl: error: {exc}", err=True)
+            sys.exit(1)
+        except KeyboardInterrupt:
+            click.echo("finexl: interrupted; finished files are kept, nothing is half-written",
+                       err=True)
+            sys.exit(130)
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="finexl")
+@click.option("--debug", is_flag=True, help="Show tracebacks for errors too.")
+@click.option("-v", "--verbose", is_flag=True, help="Log what each step does.")
+def main(debug: bool, verbose: bool) -> None:
+    """Explain how a personalized image generator differs from its base model (FineXL)."""
+    _Context.debug = debug
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="finexl: %(levelname)s: %(message)s")
+
+
+def _console():
+    from rich.console import Console
+
+    return Console()
+
+
+def _encoder_options(func):
+    options = [
+        click.option("--encoder", default="mini", show_default=True,
+                     help="'mini' (shipped), a local CLIP-family model directory, or a hub id"
+                          " already in the local Hugging Face cache."),
+        click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1, auto"),
+        click.option("--dtype", default="float32", show_default=True,
+                     type=click.Choice(["float32", "float16", "bfloat16"])),
+        click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1)),
+        click.option("--no-cache", is_flag=True, help="Do not read or write the embedding cache."),
+        click.option("--quiet", "-q", is_flag=True, help="No progress bars."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _decomposition_options(func):
+    options = [
+        click.option("--concepts", "concepts_file", type=click.Path(path_type=Path),
+                     help="Your candidate concepts: a text file, one per line."),
+        click.option("--proposer", type=click.Choice(["user", "vocab", "vlm", "vlm+vocab"]),
+                     help="Where candidates come from (default: user with --concepts, else vocab)."),
+        click.option("--e-decomp", default=0.2, show_default=True, type=float,
+                     help="Stop adding concepts when the relative residual is below this."),
+        click.option("--e-ortho", default=0.8, show_default=True, type=float,
+                     help="Reject a concept whose |cos| with a kept one reaches this."),
+        click.option("--ortho-rule", default="max_abs", show_default=True,
+                     type=click.Choice(["max_abs", "paper_sum"])),
+        click.option("--order", default="forward", show_default=True,
+                     type=click.Choice(["forward", "given"]),
+                     help="forward: best residual drop first; given: the paper's proposal order."),
+        click.option("--solver", default="lstsq", show_default=True,
+                     type=click.Choice(["lstsq", "nnls"])),
+        click.option("--max-concepts", default=12, show_default=True, type=click.IntRange(1)),
+        click.option("--centering", is_flag=True, help="Remove the mean candidate vector first."),
+        click.option("--template", default="{prompt}, {concept}", show_default=True,
+                     help="How a prompt and a concept are joined for f(C)."),
+        click.option("--n-bootstrap", default=200, show_default=True, type=click.IntRange(0)),
+        click.option("--seed", default=0, show_default=True, type=int),
+        click.option("--top-k", "vocab_top_k", default=40, show_default=True,
+                     type=click.IntRange(1), help="Candidates the vocabulary proposer keeps."),
+        click.option("--vlm-url", envvar="FINEXL_VLM_URL", help="OpenAI-compatible base URL."),
+        click.option("--vlm-model", envvar="FINEXL_VLM_MODEL", help="VLM model name."),
+        click.option("--vlm-pairs", type=click.IntRange(1), help="Image pairs shown to the VLM."),
+        click.option("--vlm-max-requests", type=click.IntRange(1), help="Cap on VLM requests."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _explain_config(**options):
+    from finexl.concepts.user import read_concepts
+    from finexl.pipeline import ExplainConfig
+
+    concepts_file = options.pop("concepts_file")
+    vlm = _vlm_config(options.pop("vlm_url"), options.pop("vlm_model"),
+                      options.pop("vlm_pairs"), options.pop("vlm_max_requests"))
+    return ExplainConfig(
+        concepts=read_concepts(concepts_file) if concepts_file else None,
+        cache=not options.pop("no_cache"), vlm=vlm, **options)
+
+
+def _vlm_config(url, model, pairs, max_requests):
+    if not any((url, model, pairs, max_requests)):
+        return None
+    from finexl.concepts.vlm import VlmConfig
+
+    fields = {"url": url, "model": model, "pairs": pairs, "max_requests": max_requests}
+    return VlmConfig(**{k: v for k, v in fields.items() if v is not None})
+
+
+@main.command()
+@click.option("--base", required=True, type=click.Path(path_type=Path),
+              help="Folder of the base model's images.")
+@click.option("--personal", required=True, type=click.Path(path_type=Path),
+              help="Folder of the personalized model's images (same file names).")
+@click.option("--prompts", "prompts_file", type=click.Path(path_type=Path),
+              help="Prompts, when the folders have no metadata.jsonl.")
+@_encoder_options
+@_decomposition_options
+@click.option("--json", "json_out", type=click.Path(path_type=Path), help="Write the JSON here.")
+@click.option("--html", "html_out", type=click.Path(path_type=Path), help="Write the report here.")
+@_guard
+def explain(base, personal, prompts_file, quiet, json_out, html_out, **options):
+    """Explain how the images in --personal differ from those in --base."""
+    from finexl.pipeline import explain as run_explain
+    from finexl.report.table import print_explanation
+
+    config = _explain_config(prompts_file=prompts_file, **options)
+    result = run_explain(base, personal, config, progress=not quiet)
+    print_explanation(result, _console())
+    _write_outputs(result, json_out, html_out)
+
+
+def _write_outputs(result, json_out, html_out) -> None:
+    if json_out:
+        from finexl.report.json import write_json
+
+        click.echo(f"wrote {write_json(result, json_out)}", err=True)
+    if html_out:
+        from finexl.report.html import write_html
+
+        click.echo(f"wrote {write_html(result, html_out)}", err=True)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,290 @@
+"""``explain()``: FineXL from two image folders to an :class:`Explanation`, as numbered steps.
+
+This is the one place that wires pairs, encoders, proposers and the decomposition
+together; each step is a small function so the flow reads like Algorithm 1.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from finexl.concepts.base import Candidate, Proposal, ProposalContext, Proposer
+from finexl.concepts.compose import DEFAULT_TEMPLATE, GENERIC_PROMPTS, check_template, compose_all
+from finexl.decompose import ORDERS, ORTHO_RULES, SOLVERS, Decomposer, top_pairs_along
+from finexl.errors import FinexlError
+from finexl.results import ConceptScore, Evidence, Explanation, RejectedConcept
+
+if TYPE_CHECKING:
+    from finexl.encoders.base import Encoder
+    from finexl.pairs import PairSet
+
+logger = logging.getLogger(__name__)
+
+PROPOSERS = ("user", "vocab", "vlm", "vlm+vocab")
+
+
+@dataclass
+class ExplainConfig:
+    """Every setting of ``explain``; the CLI builds one, the library reads it."""
+
+    encoder: str = "mini"  # "mini", a local model directory, or a hub id in the local cache
+    concepts: Sequence[str] | None = None  # the user's candidates (proposer "user")
+    proposer: str | None = None  # None: "user" when concepts are given, else "vocab"
+    template: str = DEFAULT_TEMPLATE  # how a prompt and a concept are joined for f(C)
+    e_decomp: float = 0.2  # stop when the relative residual is below this
+    e_ortho: float = 0.8  # reject a candidate this redundant with a kept one
+    ortho_rule: str = "max_abs"  # or "paper_sum" (Eq. 9 as published)
+    order: str = "forward"  # or "given" (the paper's proposal order)
+    solver: str = "lstsq"  # or "nnls"
+    max_concepts: int | None = 12  # cap on concepts in one explanation
+    centering: bool = False  # remove the mean candidate vector first
+    n_bootstrap: int = 200  # resamples for the 95% intervals
+    seed: int = 0  # seeds the bootstrap, the null test and pair sampling
+    n_evidence: int = 4  # image pairs shown per concept
+    vocab_top_k: int = 40  # candidates the vocabulary proposer hands on
+    device: str = "cpu"
+    dtype: str = "float32"
+    batch_size: int = 32
+    cache: bool | str | Path = True  # True: $FINEXL_CACHE_DIR; False: nothing on disk
+    prompts_file: Path | None = None  # prompts when the folders carry no metadata.jsonl
+    vlm: Any = None  # finexl.concepts.vlm.VlmConfig for the "vlm" proposers
+    extra: dict[str, Any] = field(default_factory=dict)  # recorded in the output settings
+
+
+def check_config(config: ExplainConfig) -> None:
+    """Reject bad settings before any image is read or model loaded."""
+    proposer = resolve_proposer_name(config)
+    if not 0 <= config.e_decomp < 1:
+        raise FinexlError(f"--e-decomp must be in [0, 1) (a relative residual), got {config.e_decomp}")
+    if not 0 < config.e_ortho <= 1 and config.ortho_rule == "max_abs":
+        raise FinexlError(f"--e-ortho must be in (0, 1] (a |cosine|), got {config.e_ortho}")
+    for name, value, allowed in (("--ortho-rule", config.ortho_rule, ORTHO_RULES),
+                                 ("--order", config.order, ORDERS),
+                                 ("--solver", config.solver, SOLVERS)):
+        if value not in allowed:
+            raise FinexlError(f"{name} {value!r} is not one of {', '.join(allowed)}")
+    if config.max_concepts is not None and config.max_concepts < 1:
+        raise FinexlError(f"--max-concepts must be at least 1, got {config.max_concepts}")
+    if config.n_bootstrap < 0:
+        raise FinexlError(f"--n-bootstrap must be 0 or more, got {config.n_bootstrap}")
+    if proposer == "user" and not config.concepts:
+        raise FinexlError("no candidate concepts: pass --concepts FILE or choose --proposer vocab")
+    check_template(config.template)
+
+
+def resolve_proposer_name(config: ExplainConfig) -> str:
+    name = config.proposer or ("user" if config.concepts else "vocab")
+    if name not in PROPOSERS:
+        raise FinexlError(f"--proposer {name!r} is not one of {', '.join(PROPOSERS)}")
+    return name
+
+
+def explain(
+    base: str | Path | PairSet,
+    personal: str | Path | None = None,
+    config: ExplainConfig | None = None,
+    *,
+    encoder: Encoder | None = None,
+    proposer: Proposer | None = None,
+    progress: bool = False,
+) -> Explanation:
+    """Explain how the personalized images differ from the base images.
+
+    Parameters
+    ----------
+    base, personal
+        Folders of images paired by file name, or a ready ``PairSet`` as ``base``.
+    config
+        Settings; defaults to ``ExplainConfig()`` (the shipped mini encoder and vocabulary).
+    encoder, proposer
+        Already built objects, used instead of the ones ``config`` names.
+
+    Examples
+    --------
+    >>> from finexl import explain, ExplainConfig                      # doctest: +SKIP
+    >>> result = explain("out/base", "out/lora", ExplainConfig(concepts=["sepia", "blurry"]))
+    >>> print(result.concepts[0].concept, result.concepts[0].weight)
+    """
+    config = config or ExplainConfig()
+    # 1. Check inputs before anything expensive.
+    check_config(config)
+    pairs = _load_pairs(base, personal, config)
+    # 2. Encoder.
+    encoder = encoder or _load_encoder(config, progress)
+    # 3. Images -> per-pair differences -> V_div (Eq. 4-5).
+    pair_diffs = embed_pair_differences(encoder, pairs, config.batch_size, progress)
+    v_div = pair_diffs.mean(axis=0)
+    prompts, aligned = _prompts_for_concepts(pairs)
+    # 4. Candidate concepts.
+    context = ProposalContext(image_pairs=pairs.image_pairs, prompts=prompts, v_div=v_div,
+                              encoder=encoder, template=config.template)
+    proposal = (proposer or build_proposer(config)).propose(context)
+    candidates, unknown = _split_unknown(encoder, proposal.candidates)
+    # 5. f(C) per prompt (Eq. 6).
+    concept_diffs = embed_concept_differences(
+        encoder, prompts, [c.concept for c in candidates], config.template, progress)
+    # 6. Decompose, with intervals and the null test.
+    model = Decomposer(
+        e_decomp=config.e_decomp, e_ortho=config.e_ortho, ortho_rule=config.ortho_rule,
+        order=config.order, solver=config.solver, max_concepts=config.max_concepts,
+        centering=config.centering, n_bootstrap=config.n_bootstrap, seed=config.seed,
+    ).fit(pair_diffs, concept_diffs if aligned else concept_diffs.mean(axis=1))
+    # 7. Result.
+    return build_explanation(model, pair_diffs, pairs, candidates, unknown, proposal, encoder,
+                             config, generic_prompts=not aligned)
+
+
+def _load_pairs(base, personal, config: ExplainConfig) -> PairSet:
+    from finexl.pairs import PairSet, check_images, load_pairs
+
+    if isinstance(base, PairSet):
+        return base
+    if personal is None:
+        raise FinexlError("explain needs both --base and --personal image folders")
+    pairs = load_pairs(base, personal, prompts_file=config.prompts_file)
+    check_images(pairs)
+    return pairs
+
+
+def _load_encoder(config: ExplainConfig, progress: bool) -> Encoder:
+    from finexl.encoders.loader import load_encoder
+
+    return load_encoder(config.encoder, device=config.device, dtype=config.dtype,
+                        batch_size=config.batch_size, cache=config.cache, progress=progress)
+
+
+def build_proposer(config: ExplainConfig) -> Proposer:
+    """The proposer ``config`` names (a registry, not an if-chain of imports elsewhere)."""
+    name = resolve_proposer_name(config)
+    if name == "user":
+        from finexl.concepts.user import UserProposer
+
+        return UserProposer(config.concepts or ())
+    if name == "vocab":
+        from finexl.concepts.vocab import VocabProposer
+
+        return VocabProposer(top_k=config.vocab_top_k)
+    from finexl.concepts.vlm import VlmConfig, VlmProposer
+    from finexl.cache import open_store
+
+    vlm = VlmProposer(config.vlm or VlmConfig(), open_store(config.cache, subdir="vlm"))
+    if name == "vlm":
+        return vlm
+    from finexl.concepts.vocab import VocabProposer
+    from finexl.concepts.vlm import UnionProposer
+
+    return UnionProposer([vlm, VocabProposer(top_k=config.vocab_top_k)])
+
+
+def embed_pair_differences(encoder: Encoder, pairs: PairSet, batch_size: int,
+                           progress: bool) -> np.ndarray:
+    """``E(personal_i) - E(base_i)`` for every pair, loading images a batch at a time."""
+    from finexl.pairs import load_images
+    from finexl.progress import track
+
+    n = len(pairs)
+    chunks = range(0, n, batch_size)
+    rows: list[np.ndarray] = []
+    for start in track(chunks, total=len(chunks), description="embedding images", enabled=progress):
+        stop = min(start + batch_size, n)
+        base = encoder.embed_images(load_images(pairs.base_paths[start:stop]))
+        personal = encoder.embed_images(load_images(pairs.personal_paths[start:stop]))
+        rows.append(personal.astype(np.float64) - base.astype(np.float64))
+    return np.concatenate(rows) if rows else np.zeros((0, encoder.dim))
+
+
+def embed_concept_differences(encoder: Encoder, prompts: Sequence[str], concepts: Sequence[str],
+                              template: str, progress: bool = False) -> np.ndarray:
+    """Per-prompt differences ``E(t ∪ C) - E(t)``, shape ``(n_concepts, n_prompts, dim)``.
+
+    All texts go to the encoder in one flat list (as open_clip's zero-shot classifier does)
+    and each distinct prompt is encoded once, however many seeds share it.
+    """
+    if not concepts:
+        return np.zeros((0, len(prompts), encoder.dim))
+    unique = list(dict.fromkeys(prompts))
+    position = {prompt: i for i, prompt in enumerate(unique)}
+    texts = unique + compose_all(unique, concepts, template)
+    embeddings = encoder.embed_texts(texts, progress=progress).astype(np.float64)
+    prompt_emb = embeddings[: len(unique)]
+    composed = embeddings[len(unique):].reshape(len(concepts), len(unique), -1)
+    diffs = composed - prompt_emb[None]
+    return diffs[:, [position[p] for p in prompts]]
+
+
+def _prompts_for_concepts(pairs: PairSet) -> tuple[list[str], bool]:
+    """The pairs' own prompts (aligned with the pairs), or neutral ones when there are none."""
+    if all(prompt for prompt in pairs.prompts):
+        return list(pairs.prompts), True
+    if any(prompt for prompt in pairs.prompts):
+        raise FinexlError("some pairs have a prompt and some do not: give every pair a prompt in"
+                          " metadata.jsonl (or pass --prompts FILE)")
+    logger.warning("the folders carry no prompts; f(C) uses generic captions %s", GENERIC_PROMPTS)
+    return list(GENERIC_PROMPTS), False
+
+
+def _split_unknown(encoder: Encoder, candidates: Sequence[Candidate]):
+    from finexl.encoders.base import unknown_concepts
+
+    unknown = set(unknown_concepts(encoder, [c.concept for c in candidates]))
+    known = [c for c in candidates if c.concept not in unknown]
+    return known, [c for c in candidates if c.concept in unknown]
+
+
+def build_explanation(model: Decomposer, pair_diffs: np.ndarray, pairs: PairSet,
+                      candidates: Sequence[Candidate], unknown: Sequence[Candidate],
+                      proposal: Proposal, encoder: Encoder, config: ExplainConfig,
+                      *, generic_prompts: bool = False) -> Explanation:
+    """Turn the fitted decomposer into the result the JSON and the report show."""
+    names = [c.concept for c in candidates]
+    concepts: list[ConceptScore] = []
+    notes = list(proposal.notes)
+    if not model.significant_difference_:
+        notes.append(
+            f"the two sets do not differ beyond noise (p = {model.p_value_:.3f}); no concept is named")
+    else:
+        for rank, index in enumerate(model.selected_):
+            direction = model.concept_vectors_[index]
+            evidence = tuple(
+                Evidence(pairs.file_names[i], pairs.prompts[i],
+                         float(pair_diffs[i] @ direction / (np.linalg.norm(direction) or 1.0)))
+                for i in top_pairs_along(pair_diffs, direction, config.n_evidence))
+            candidate = candidates[index]
+            concepts.append(ConceptScore(
+                concept=candidate.concept, weight=float(model.weights_[rank]),
+                ci95=(float(model.ci_[rank, 0]), float(model.ci_[rank, 1])),
+                share=float(model.shares_[rank]), significant=bool(model.significant_[rank]),
+                source=candidate.source, votes=candidate.votes,
+                residual_after=float(model.path_[rank]) if rank < len(model.path_) else None,
+                evidence=evidence))
+    rejected = [RejectedConcept(c.concept, "unknown_to_encoder") for c in unknown]
+    for rejection in model.rejected_:
+        partner = names[rejection.partner] if rejection.partner is not None else None
+        rejected.append(RejectedConcept(names[rejection.index], rejection.reason, partner,
+                                        rejection.cos))
+    if generic_prompts:
+        notes.append("the folders carry no prompts; f(C) was computed on generic captions")
+    settings = {
+        "template": config.template, "ortho_rule": config.ortho_rule, "order": config.order,
+        "solver": config.solver, "max_concepts": config.max_concepts,
+        "centering": config.centering, "n_bootstrap": config.n_bootstrap, "seed": config.seed,
+        "proposer": resolve_proposer_name(config), "difference": "mean of L2-normalised embeddings",
+        **config.extra,
+    }
+    return Explanation(
+        encoder_id=encoder.id, encoder_dim=encoder.dim, n_pairs=len(pairs),
+        # With no concept named, nothing of V_div is explained (and a zero V_div has nothing).
+        residual=model.residual_ if concepts else (1.0 if model.divergence_norm_ > 0 else 0.0),
+        e_decomp=config.e_decomp, e_ortho=config.e_ortho,
+        significant_difference=model.significant_difference_, p_value=model.p_value_,
+        divergence_norm=model.divergence_norm_, noise_floor=model.noise_floor_,
+        concepts=tuple(concepts), rejected=tuple(rejected),
+        n_candidates=len(candidates) + len(unknown), stop_reason=model.stop_reason_,
+        settings=settings, notes=tuple(notes), pairs=tuple(pairs.to_records()),
+    )

@@ -1,0 +1,41 @@
+"""The table ``finexl explain`` prints: concepts, weights, intervals, shares."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from finexl.results import Explanation
+
+
+def print_explanation(explanation: Explanation, console: Console) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    if not explanation.significant_difference:
+        console.print(Text(
+            f"No difference beyond noise: |V_div| {explanation.divergence_norm:.4f} vs noise floor"
+            f" {explanation.noise_floor:.4f} (p = {explanation.p_value:.3f},"
+            f" {explanation.n_pairs} pairs). No concept is named."))
+        return
+    table = Table(show_edge=False, header_style="bold")
+    for name, justify in (("concept", "left"), ("weight", "right"), ("95% CI", "right"),
+                          ("share", "right"), ("", "left")):
+        table.add_column(name, justify=justify)
+    for score in sorted(explanation.concepts, key=lambda c: -c.weight):
+        flag = "" if score.significant else "not significant"
+        table.add_row(Text(score.concept), f"{score.weight:.3f}",
+                      f"[{score.ci95[0]:.3f}, {score.ci95[1]:.3f}]", f"{score.share:.0%}", flag)
+    console.print(table)
+    redundant = [r for r in explanation.rejected if r.reason == "redundant"]
+    unknown = [r.concept for r in explanation.rejected if r.reason == "unknown_to_encoder"]
+    console.print(Text(
+        f"residual {explanation.residual:.2f} (threshold {explanation.e_decomp:.2f}) · "
+        f"{explanation.n_pairs} prompt pairs · {explanation.n_candidates} candidates · "
+        f"{len(redundant)} redundant · encoder {explanation.encoder_id}"), style="dim")
+    if unknown:
+        console.print(Text(f"unknown to the encoder: {', '.join(unknown)}"), style="yellow")
+    for note in explanation.notes:
+        console.print(Text(f"note: {note}"), style="yellow")
