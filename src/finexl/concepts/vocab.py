@@ -1,0 +1,140 @@
+"""The ``vocab`` proposer: rank a shipped vocabulary of visual concepts against V_div.
+
+Like clip-interrogator's ``LabelTable``, the vocabulary is embedded once per encoder (one
+prompt-free text per entry, cached as one table) and then ranked against any number of
+V_div; only the short list it hands on gets the full per-prompt f(C). Ranking the whole
+vocabulary with the full f(C) would cost ``n_prompts × n_entries`` text encodings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from finexl.cache import make_key
+from finexl.concepts.base import Candidate, Proposal, ProposalContext
+from finexl.concepts.compose import compose
+from finexl.errors import FinexlError
+
+if TYPE_CHECKING:
+    from finexl.encoders.base import Encoder
+
+logger = logging.getLogger(__name__)
+
+# The stand-in prompt for the cheap pass: f~(C) = E("a photo, C") - E("a photo").
+NEUTRAL_PROMPT = "a photo"
+CHUNK = 4096
+
+
+@dataclass(frozen=True)
+class VocabularyEntry:
+    concept: str
+    category: str
+
+
+def load_vocabulary(path: str | Path | None = None) -> list[VocabularyEntry]:
+    """The shipped vocabulary, or a file of ``category: concept`` / bare ``concept`` lines."""
+    if path is None:
+        text = resources.files("finexl.concepts").joinpath("data/vocabulary.txt").read_text("utf-8")
+        source = "the shipped vocabulary"
+    else:
+        path = Path(path)
+        if not path.is_file():
+            raise FinexlError(f"--vocabulary {path}: no such file (one concept per line)")
+        text = path.read_text(encoding="utf-8")
+        source = str(path)
+    entries: dict[str, VocabularyEntry] = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        category, _, concept = line.rpartition(":")
+        concept = concept.strip()
+        entries.setdefault(concept.lower(), VocabularyEntry(concept, category.strip() or "other"))
+    if not entries:
+        raise FinexlError(f"{source} names no concept")
+    return list(entries.values())
+
+
+def embed_vocabulary(encoder: Encoder, concepts: Sequence[str], template: str,
+                     *, progress: bool = False) -> np.ndarray:
+    """Prompt-free concept directions, shape ``(n_concepts, dim)``, cached as one table.
+
+    The key holds the encoder id, the template and a sha256 of the JSON list of concepts
+    (not a comma-joined string, which is ambiguous once concepts contain commas).
+    """
+    from finexl.progress import track
+
+    store = getattr(encoder, "store", None)
+    # Embed through the wrapped encoder: the table is cached whole, not text by text.
+    raw = getattr(encoder, "encoder", encoder)
+    content = hashlib.sha256(json.dumps(list(concepts)).encode("utf-8")).hexdigest()
+    key = make_key("vocab-table", encoder.id, template, NEUTRAL_PROMPT, content)
+    if store is not None:
+        cached = store.get_array(key)
+        if cached is not None and cached.shape == (len(concepts), encoder.dim):
+            return cached
+    neutral = raw.embed_texts([NEUTRAL_PROMPT]).astype(np.float64)[0]
+    starts = range(0, len(concepts), CHUNK)
+    rows = []
+    for start in track(starts, total=len(starts), description="embedding vocabulary",
+                       enabled=progress):
+        texts = [compose(NEUTRAL_PROMPT, c, template) for c in concepts[start:start + CHUNK]]
+        rows.append(raw.embed_texts(texts).astype(np.float64) - neutral)
+    table = np.concatenate(rows).astype(np.float32) if rows else np.zeros((0, encoder.dim), np.float32)
+    if store is not None:
+        store.put_array(key, table)
+    return table
+
+
+def rank_by_alignment(table: np.ndarray, v_div: np.ndarray, top_k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of the ``top_k`` rows most aligned with ``v_div`` (cosine), best first, and
+    their cosines. One code path for any table size: cosines cost ``n_rows`` floats."""
+    table = np.asarray(table, dtype=np.float64)
+    v_div = np.asarray(v_div, dtype=np.float64)
+    norms = np.linalg.norm(table, axis=1) * (np.linalg.norm(v_div) or 1.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        scores = np.nan_to_num(table @ v_div / norms, nan=-1.0)
+    k = min(top_k, len(scores))
+    if k == 0:
+        return np.zeros(0, np.int64), np.zeros(0)
+    top = np.argpartition(-scores, k - 1)[:k]
+    top = top[np.argsort(-scores[top], kind="stable")]
+    return top, scores[top]
+
+
+class VocabProposer:
+    """Proposes the ``top_k`` vocabulary entries whose direction best matches V_div."""
+
+    name = "vocab"
+
+    def __init__(self, top_k: int = 40, vocabulary: str | Path | None = None,
+                 progress: bool = False) -> None:
+        self.top_k = top_k
+        self.vocabulary = vocabulary
+        self.progress = progress
+
+    def propose(self, context: ProposalContext) -> Proposal:
+        if context.encoder is None or context.v_div is None:
+            raise FinexlError("the vocab proposer needs an encoder and V_div")
+        from finexl.encoders.base import unknown_concepts
+
+        entries = load_vocabulary(self.vocabulary)
+        unknown = set(unknown_concepts(context.encoder, [e.concept for e in entries]))
+        known = [e.concept for e in entries if e.concept not in unknown]
+        notes = []
+        if unknown:
+            notes.append(f"{len(known)} of {len(entries)} vocabulary entries are known to the"
+                         f" encoder; the other {len(unknown)} were not ranked")
+        table = embed_vocabulary(context.encoder, known, context.template, progress=self.progress)
+        top, scores = rank_by_alignment(table, context.v_div, self.top_k)
+        candidates = tuple(Candidate(known[i], "vocab", score=float(s)) for i, s in zip(top, scores))
+        return Proposal(candidates, tuple(notes))
