@@ -165,5 +165,98 @@ def _write_outputs(result, json_out, html_out) -> None:
         click.echo(f"wrote {write_html(result, html_out)}", err=True)
 
 
+def _named_folders(values) -> dict[str, Path]:
+    folders: dict[str, Path] = {}
+    for value in values:
+        name, sep, folder = value.partition("=")
+        if not sep or not name or not folder:
+            raise FinexlError(f"--personal {value!r}: expected NAME=DIR, e.g. --personal watercolor=out/wc")
+        if name in folders:
+            raise FinexlError(f"--personal: the name {name!r} is given twice")
+        folders[name] = Path(folder)
+    return folders
+
+
+@main.command()
+@click.option("--base", required=True, type=click.Path(path_type=Path),
+              help="Folder of the base model's images.")
+@click.option("--personal", "personal", required=True, multiple=True, metavar="NAME=DIR",
+              help="A personalized model's images; repeat for each model.")
+@click.option("--prompts", "prompts_file", type=click.Path(path_type=Path),
+              help="Prompts, when the folders have no metadata.jsonl.")
+@_encoder_options
+@_decomposition_options
+@click.option("--json", "json_out", type=click.Path(path_type=Path), help="Write the JSON here.")
+@click.option("--html", "html_out", type=click.Path(path_type=Path), help="Write the page here.")
+@_guard
+def compare(base, personal, prompts_file, quiet, json_out, html_out, **options):
+    """Explain several personalized models of one base on one shared concept basis."""
+    from finexl.compare import compare as run_compare
+    from finexl.report.table import print_comparison
+
+    folders = _named_folders(personal)
+    config = _explain_config(prompts_file=prompts_file, **options)
+    result = run_compare(base, folders, config, progress=not quiet)
+    print_comparison(result, _console())
+    if json_out:
+        from finexl.report.json import write_json
+
+        click.echo(f"wrote {write_json(result, json_out)}", err=True)
+    if html_out:
+        from finexl.report.html import write_comparison_html
+
+        click.echo(f"wrote {write_comparison_html(result, html_out)}", err=True)
+
+
+@main.group()
+def catalog() -> None:
+    """A catalog of explained models: add explanations, ask which model is most of a concept."""
+
+
+_catalog_path = click.option("--catalog", "catalog_path", type=click.Path(path_type=Path),
+                             help="SQLite file (default: the finexl data folder).")
+
+
+@catalog.command("add")
+@click.argument("name")
+@click.option("--json", "json_in", required=True, type=click.Path(path_type=Path),
+              help="An explanation written by finexl explain --json.")
+@_catalog_path
+@_guard
+def catalog_add(name, json_in, catalog_path):
+    """Add (or replace) model NAME with its explanation."""
+    import json
+
+    from finexl.catalog import Catalog
+
+    try:
+        data = json.loads(Path(json_in).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise FinexlError(f"--json {json_in}: cannot read it as JSON ({exc})") from exc
+    store = Catalog(catalog_path)
+    count = store.add(name, data)
+    click.echo(f"added {name} ({count} concepts) to {store.path}")
+
+
+@catalog.command("query")
+@click.argument("concept")
+@click.option("--top", default=10, show_default=True, type=click.IntRange(1))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@_catalog_path
+@_guard
+def catalog_query(concept, top, as_json, catalog_path):
+    """The models that are most CONCEPT, with their intervals."""
+    import json
+
+    from finexl.catalog import Catalog
+    from finexl.report.table import print_catalog_hits
+
+    hits = Catalog(catalog_path).query(concept, top)
+    if as_json:
+        click.echo(json.dumps([hit.to_dict() for hit in hits], indent=2))
+    else:
+        print_catalog_hits(concept, hits, _console())
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

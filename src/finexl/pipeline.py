@@ -116,16 +116,16 @@ def explain(
     check_config(config)
     pairs = _load_pairs(base, personal, config)
     # 2. Encoder.
-    encoder = encoder or _load_encoder(config, progress)
+    encoder = encoder or load_configured_encoder(config, progress)
     # 3. Images -> per-pair differences -> V_div (Eq. 4-5).
     pair_diffs = embed_pair_differences(encoder, pairs, config.batch_size, progress)
     v_div = pair_diffs.mean(axis=0)
-    prompts, aligned = _prompts_for_concepts(pairs)
+    prompts, aligned = prompts_for_concepts(pairs)
     # 4. Candidate concepts.
     context = ProposalContext(image_pairs=pairs.image_pairs, prompts=prompts, v_div=v_div,
                               encoder=encoder, template=config.template)
     proposal = (proposer or build_proposer(config)).propose(context)
-    candidates, unknown = _split_unknown(encoder, proposal.candidates)
+    candidates, unknown = split_unknown(encoder, proposal.candidates)
     # 5. f(C) per prompt (Eq. 6).
     concept_diffs = embed_concept_differences(
         encoder, prompts, [c.concept for c in candidates], config.template, progress)
@@ -152,7 +152,7 @@ def _load_pairs(base, personal, config: ExplainConfig) -> PairSet:
     return pairs
 
 
-def _load_encoder(config: ExplainConfig, progress: bool) -> Encoder:
+def load_configured_encoder(config: ExplainConfig, progress: bool) -> Encoder:
     from finexl.encoders.loader import load_encoder
 
     return load_encoder(config.encoder, device=config.device, dtype=config.dtype,
@@ -218,7 +218,7 @@ def embed_concept_differences(encoder: Encoder, prompts: Sequence[str], concepts
     return diffs[:, [position[p] for p in prompts]]
 
 
-def _prompts_for_concepts(pairs: PairSet) -> tuple[list[str], bool]:
+def prompts_for_concepts(pairs: PairSet) -> tuple[list[str], bool]:
     """The pairs' own prompts (aligned with the pairs), or neutral ones when there are none."""
     if all(prompt for prompt in pairs.prompts):
         return list(pairs.prompts), True
@@ -229,7 +229,7 @@ def _prompts_for_concepts(pairs: PairSet) -> tuple[list[str], bool]:
     return list(GENERIC_PROMPTS), False
 
 
-def _split_unknown(encoder: Encoder, candidates: Sequence[Candidate]):
+def split_unknown(encoder: Encoder, candidates: Sequence[Candidate]):
     from finexl.encoders.base import unknown_concepts
 
     unknown = set(unknown_concepts(encoder, [c.concept for c in candidates]))

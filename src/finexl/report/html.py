@@ -87,3 +87,27 @@ def write_html(explanation: Explanation, path: str | Path) -> Path:
     path = Path(path)
     write_text_atomic(path, render_html(explanation))
     return path
+
+
+def comparison_context(comparison) -> dict[str, Any]:
+    """Rows of the shared basis with one cell per model, for the sortable page."""
+    names = list(comparison.models)
+    data = {name: explanation.to_dict() for name, explanation in comparison.models.items()}
+    top = max((abs(c["weight"]) for d in data.values() for c in d["concepts"]), default=0.0) or 1.0
+    rows = []
+    for concept in comparison.concepts:
+        cells = []
+        for name in names:
+            score = next((c for c in data[name]["concepts"] if c["concept"] == concept), None)
+            cells.append(None if score is None else dict(score, bar=100 * max(score["weight"], 0) / top))
+        rows.append({"concept": concept, "cells": cells})
+    return {"names": names, "rows": rows, "models": data,
+            "rejected": [r.to_dict() for r in comparison.rejected]}
+
+
+def write_comparison_html(comparison, path: str | Path) -> Path:
+    """The ``finexl compare`` page: one sortable table, a column per model."""
+    path = Path(path)
+    page = _environment().get_template("comparison.html.j2").render(**comparison_context(comparison))
+    write_text_atomic(path, page)
+    return path

@@ -39,3 +39,47 @@ def print_explanation(explanation: Explanation, console: Console) -> None:
         console.print(Text(f"unknown to the encoder: {', '.join(unknown)}"), style="yellow")
     for note in explanation.notes:
         console.print(Text(f"note: {note}"), style="yellow")
+
+
+def print_comparison(comparison, console: Console) -> None:
+    """One row per concept of the shared basis, one column per model."""
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(show_edge=False, header_style="bold")
+    table.add_column("concept")
+    names = list(comparison.models)
+    for name in names:
+        table.add_column(Text(name), justify="right")
+    scores = {name: {c.concept: c for c in e.concepts} for name, e in comparison.models.items()}
+    for concept in comparison.concepts:
+        cells = []
+        for name in names:
+            score = scores[name].get(concept)
+            if score is None:
+                cells.append("–")
+            else:
+                mark = "" if score.significant else "*"
+                cells.append(f"{score.weight:.3f}{mark}")
+        table.add_row(Text(concept), *cells)
+    console.print(table)
+    residuals = " · ".join(f"{n} {e.residual:.2f}" for n, e in comparison.models.items())
+    console.print(Text(f"residual: {residuals} · * not significant"), style="dim")
+
+
+def print_catalog_hits(concept: str, hits, console: Console) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    if not hits:
+        console.print(Text(f"no model in the catalog has a concept like {concept!r}"))
+        return
+    table = Table(show_edge=False, header_style="bold")
+    for name, justify in (("model", "left"), ("concept", "left"), ("weight", "right"),
+                          ("95% CI", "right"), ("encoder", "left")):
+        table.add_column(name, justify=justify)
+    for hit in hits:
+        shown = hit.concept if hit.similarity == 1.0 else f"{hit.concept} (~{hit.similarity:.2f})"
+        table.add_row(Text(hit.model), Text(shown), f"{hit.weight:.3f}",
+                      f"[{hit.ci95[0]:.3f}, {hit.ci95[1]:.3f}]", Text(hit.encoder_id))
+    console.print(table)

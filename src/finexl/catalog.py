@@ -1,0 +1,143 @@
+"""A catalog of explained models in SQLite: "which models are most <concept>?".
+
+One row per (model, concept) with its weight and interval, plus the whole explanation
+JSON. Weights are only comparable between explanations that share an encoder and
+prompts, so queries group by encoder and say so.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from finexl.cache import default_data_dir
+from finexl.errors import FinexlError
+
+SCHEMA_SQL = """
+CREATE TABLE IF NOT EXISTS models (
+    name TEXT PRIMARY KEY,
+    encoder_id TEXT NOT NULL,
+    n_pairs INTEGER NOT NULL,
+    significant_difference INTEGER NOT NULL,
+    explanation TEXT NOT NULL,
+    added TEXT NOT NULL DEFAULT (datetime('now'))
+);
+CREATE TABLE IF NOT EXISTS scores (
+    model TEXT NOT NULL REFERENCES models(name) ON DELETE CASCADE,
+    concept TEXT NOT NULL,
+    concept_key TEXT NOT NULL,
+    weight REAL NOT NULL,
+    ci_low REAL NOT NULL,
+    ci_high REAL NOT NULL,
+    significant INTEGER NOT NULL,
+    PRIMARY KEY (model, concept_key)
+);
+CREATE INDEX IF NOT EXISTS scores_by_concept ON scores(concept_key, weight DESC);
+"""
+
+
+def default_catalog_path() -> Path:
+    return default_data_dir() / "catalog.sqlite"
+
+
+def concept_key(concept: str) -> str:
+    return " ".join(concept.lower().split())
+
+
+@dataclass(frozen=True)
+class CatalogHit:
+    model: str
+    concept: str
+    weight: float
+    ci95: tuple[float, float]
+    significant: bool
+    encoder_id: str
+    similarity: float  # 1.0 for the exact concept, else how close the stored concept is
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "concept": self.concept, "weight": self.weight,
+                "ci95": list(self.ci95), "significant": self.significant,
+                "encoder_id": self.encoder_id, "similarity": round(self.similarity, 4)}
+
+
+class Catalog:
+    """``Catalog(path).add(name, explanation_dict)``; ``.query("watercolor", top=10)``."""
+
+    def __init__(self, path: str | Path | None = None) -> None:
+        self.path = Path(path) if path is not None else default_catalog_path()
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            connection = sqlite3.connect(self.path)
+        except sqlite3.Error as exc:
+            raise FinexlError(f"cannot open the catalog {self.path}: {exc}") from exc
+        try:
+            connection.execute("PRAGMA foreign_keys = ON")
+            connection.executescript(SCHEMA_SQL)
+            with connection:  # one transaction: a failed add leaves nothing behind
+                yield connection
+        except sqlite3.DatabaseError as exc:
+            raise FinexlError(f"the catalog {self.path} is not a finexl catalog ({exc})") from exc
+        finally:
+            connection.close()
+
+    def add(self, name: str, explanation: dict[str, Any]) -> int:
+        """Store (or replace) one model's explanation; returns the number of concepts."""
+        if explanation.get("schema") != "finexl.explanation/v1":
+            raise FinexlError(f"catalog add {name}: not a finexl.explanation/v1 JSON"
+                              f" (schema {explanation.get('schema')!r})")
+        with self._connect() as db:
+            db.execute("DELETE FROM models WHERE name = ?", (name,))
+            db.execute(
+                "INSERT INTO models (name, encoder_id, n_pairs, significant_difference,"
+                " explanation) VALUES (?, ?, ?, ?, ?)",
+                (name, explanation["encoder"]["id"], explanation["n_pairs"],
+                 int(explanation["significant_difference"]), json.dumps(explanation)))
+            rows = [(name, c["concept"], concept_key(c["concept"]), c["weight"], c["ci95"][0],
+                     c["ci95"][1], int(c["significant"])) for c in explanation["concepts"]]
+            db.executemany("INSERT OR REPLACE INTO scores VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+        return len(rows)
+
+    def models(self) -> list[str]:
+        with self._connect() as db:
+            return [row[0] for row in db.execute("SELECT name FROM models ORDER BY name")]
+
+    def concepts(self) -> list[str]:
+        with self._connect() as db:
+            return [row[0] for row in db.execute("SELECT DISTINCT concept_key FROM scores")]
+
+    def query(self, concept: str, top: int = 10, *, min_similarity: float = 0.6) -> list[CatalogHit]:
+        """The models with the largest weight on ``concept``.
+
+        When no stored concept matches exactly, the closest stored concepts by text
+        similarity stand in (each hit says how similar its concept is).
+        """
+        wanted = concept_key(concept)
+        known = self.concepts()
+        if wanted in known:
+            matches = {wanted: 1.0}
+        else:
+            matches = {key: difflib.SequenceMatcher(None, wanted, key).ratio() for key in known}
+            matches = {k: s for k, s in matches.items() if s >= min_similarity}
+        if not matches:
+            return []
+        marks = ",".join("?" * len(matches))
+        with self._connect() as db:
+            rows = db.execute(
+                f"SELECT s.model, s.concept, s.concept_key, s.weight, s.ci_low, s.ci_high,"
+                f" s.significant, m.encoder_id FROM scores s JOIN models m ON m.name = s.model"
+                f" WHERE s.concept_key IN ({marks})", list(matches)).fetchall()
+        hits = [CatalogHit(model, name, weight, (low, high), bool(sig), encoder, matches[key])
+                for model, name, key, weight, low, high, sig, encoder in rows]
+        best: dict[str, CatalogHit] = {}
+        for hit in sorted(hits, key=lambda h: (-h.similarity, -h.weight)):
+            best.setdefault(hit.model, hit)
+        return sorted(best.values(), key=lambda h: (-h.similarity, -h.weight))[:top]
