@@ -1,0 +1,1 @@
+"""Training the embedded ``mini`` encoder (needs the ``train`` extra: scikit-image, scikit-learn)."""
