@@ -1,0 +1,91 @@
+"""The command line: one-line errors with exit 1 and no traceback; real runs end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from test_pipeline import _darken, _folders
+
+
+def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    full_env = dict(os.environ, **(env or {}))
+    return subprocess.run([sys.executable, "-m", "finexl.cli", *args], capture_output=True,
+                          text=True, env=full_env, timeout=300)
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, *words: str) -> None:
+    assert result.returncode == 1, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("finexl: error: ")
+    assert "Traceback" not in result.stderr
+    for word in words:
+        assert word in lines[0]
+
+
+@pytest.fixture()
+def concepts_file(tmp_path):
+    path = tmp_path / "concepts.txt"
+    path.write_text("dark\nwarm\n# a comment\n\nvivid\n")
+    return path
+
+
+def test_help_lists_the_commands():
+    result = run_cli("--help")
+    assert result.returncode == 0
+    for command in ("explain", "compare", "catalog"):
+        assert command in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("extra", "words"),
+    [
+        (["--e-decomp", "1.5"], ["--e-decomp"]),
+        (["--e-ortho", "0"], ["--e-ortho"]),
+        (["--template", "{prompt} {style}"], ["--template"]),
+        (["--template", "{prompt} only"], ["{concept}"]),
+    ],
+)
+def test_bad_settings_fail_before_any_work(tmp_path, concepts_file, extra, words):
+    result = run_cli("explain", "--base", str(tmp_path / "b"), "--personal", str(tmp_path / "p"),
+                     "--concepts", str(concepts_file), *extra)
+    assert_one_line_error(result, *words)
+
+
+def test_missing_concepts_file(tmp_path):
+    result = run_cli("explain", "--base", "b", "--personal", "p", "--concepts",
+                     str(tmp_path / "nope.txt"))
+    assert_one_line_error(result, "--concepts", "nope.txt")
+
+
+def test_missing_folder(tmp_path, concepts_file):
+    result = run_cli("explain", "--base", str(tmp_path / "missing"), "--personal",
+                     str(tmp_path), "--concepts", str(concepts_file))
+    assert_one_line_error(result, "missing")
+
+
+def test_one_side_has_extra_files(tmp_path, concepts_file):
+    base, personal = _folders(tmp_path, lambda im: _darken(im, 0.5))
+    (personal / "0000.png").unlink()
+    result = run_cli("explain", "--base", str(base), "--personal", str(personal),
+                     "--concepts", str(concepts_file))
+    assert_one_line_error(result, "0000.png")
+
+
+def test_compare_needs_name_equals_dir(tmp_path, concepts_file):
+    result = run_cli("compare", "--base", str(tmp_path), "--personal", "justadir",
+                     "--concepts", str(concepts_file))
+    assert_one_line_error(result, "NAME=DIR")
+
+
+def test_catalog_add_rejects_non_explanations(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"hello": 1}))
+    result = run_cli("catalog", "add", "m", "--json", str(bad), "--catalog",
+                     str(tmp_path / "c.sqlite"))
+    assert_one_line_error(result, "finexl.explanation/v1")
