@@ -1,0 +1,175 @@
+"""The paper's evaluation (Section 5-6, Appendix C), scored for FineXL and the baselines.
+
+Scenario 1: one aspect at L levels; each level is one personalized "model". Every method
+scores every level on the aspect's concept; the rank of the scores is compared with the
+true level (MAE). Scenario 2: two aspects x 3 levels (9 models); for each aspect the
+models' scores are ranked into 3 bins of 3 and compared with the true level (accuracy over
+18 predictions, the paper's Table 3).
+
+Every method sees the same embeddings and the same candidate concepts: FineXL decomposes
+V_div over all candidates, the baselines score the aspect's concept directly.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy.stats import rankdata
+
+from finexl.decompose import Decomposer, PrematureStopWarning
+from finexl.eval.baselines import gsclip_scores, rank_mae, single_pair_scores, visdiff_scores
+
+METHODS = ("finexl", "visdiff", "gsclip", "single_pair")
+
+
+@dataclass(frozen=True)
+class ConceptBasis:
+    """The candidate concepts every method is given, embedded once.
+
+    ``concept_diffs`` (n_concepts, n_pairs, dim) are the per-prompt f(C) differences;
+    ``text_embeddings`` (n_concepts, dim) the bare concept texts (VisDiff's ranker).
+    """
+
+    concepts: tuple[str, ...]
+    concept_diffs: np.ndarray
+    text_embeddings: np.ndarray
+
+    def index(self, concept: str) -> int:
+        return self.concepts.index(concept)
+
+
+@dataclass(frozen=True)
+class FinexlParams:
+    """Decomposition settings under evaluation (the ablations vary these)."""
+
+    e_decomp: float = 0.2
+    e_ortho: float = 0.8
+    ortho_rule: str = "max_abs"
+    order: str = "forward"
+    solver: str = "lstsq"
+    centering: bool = False
+    max_concepts: int | None = 12
+
+    def decomposer(self) -> Decomposer:
+        return Decomposer(e_decomp=self.e_decomp, e_ortho=self.e_ortho, ortho_rule=self.ortho_rule,
+                          order=self.order, solver=self.solver, centering=self.centering,
+                          max_concepts=self.max_concepts, n_bootstrap=0, n_permutations=1)
+
+
+def method_scores(base: np.ndarray, personal: np.ndarray, basis: ConceptBasis,
+                  targets: Sequence[str], params: FinexlParams = FinexlParams(),
+                  methods: Sequence[str] = METHODS) -> dict[str, np.ndarray]:
+    """Each method's score of one personalized set on each target concept.
+
+    Returns ``{method: ndarray of shape (len(targets),)}``; FineXL's score is the target's
+    weight in the decomposition (0 when it was not selected).
+    """
+    index = [basis.index(t) for t in targets]
+    vectors = basis.concept_diffs.mean(axis=1)
+    out: dict[str, np.ndarray] = {}
+    if "finexl" in methods:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", PrematureStopWarning)
+            model = params.decomposer().fit(personal - base, basis.concept_diffs)
+        weights = dict(zip(model.selected_.tolist(), model.weights_))
+        out["finexl"] = np.array([weights.get(i, 0.0) for i in index])
+    if "visdiff" in methods:
+        out["visdiff"] = visdiff_scores(base, personal, basis.text_embeddings[index])
+    if "gsclip" in methods:
+        out["gsclip"] = gsclip_scores(base, personal, vectors[index])
+    if "single_pair" in methods:
+        out["single_pair"] = single_pair_scores(base, personal, vectors[index])
+    return out
+
+
+@dataclass
+class ScenarioResult:
+    """``methods[name]`` holds the headline metric and the per-aspect values."""
+
+    scenario: str
+    levels: int
+    source: str
+    metric: str  # "mae" or "accuracy"
+    methods: dict[str, dict[str, Any]] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"scenario": self.scenario, "levels": self.levels, "source": self.source,
+                "metric": self.metric, "methods": self.methods, "details": self.details}
+
+
+def scenario1(base: np.ndarray, level_sets: Mapping[str, Sequence[np.ndarray]],
+              basis: ConceptBasis, aspect_concepts: Mapping[str, str], *, source: str,
+              params: FinexlParams = FinexlParams(),
+              methods: Sequence[str] = METHODS) -> ScenarioResult:
+    """MAE between score ranks and true levels, per aspect and averaged.
+
+    ``level_sets[aspect][l]`` are the personalized embeddings at level ``l + 1``;
+    ``aspect_concepts[aspect]`` names the candidate concept that stands for it.
+    """
+    n_levels = len(next(iter(level_sets.values())))
+    result = ScenarioResult("scenario1", n_levels, source, "mae")
+    scores: dict[str, dict[str, list[float]]] = {m: {} for m in methods}
+    for aspect, sets in level_sets.items():
+        concept = aspect_concepts[aspect]
+        for personal in sets:
+            for method, values in method_scores(base, personal, basis, [concept], params,
+                                                methods).items():
+                scores[method].setdefault(aspect, []).append(float(values[0]))
+    levels = np.arange(1, n_levels + 1)
+    for method in methods:
+        per_aspect = {a: rank_mae(np.array(s), levels) for a, s in scores[method].items()}
+        result.methods[method] = {"mae": float(np.mean(list(per_aspect.values()))),
+                                  "per_aspect": per_aspect}
+    result.details["scores"] = scores
+    return result
+
+
+def scenario2(base: np.ndarray, models: Sequence[tuple[dict[str, int], np.ndarray]],
+              basis: ConceptBasis, aspect_concepts: Mapping[str, str], *, source: str,
+              n_levels: int = 3, params: FinexlParams = FinexlParams(),
+              methods: Sequence[str] = METHODS) -> ScenarioResult:
+    """Accuracy of recovering every model's level on each aspect.
+
+    ``models`` holds ``(true_levels, personal_embeddings)`` with ``true_levels`` mapping each
+    aspect to 1..n_levels. For each aspect the models are ranked by score and cut into
+    ``n_levels`` equal bins; a prediction is right when its bin is the true level.
+    """
+    aspects = list(aspect_concepts)
+    result = ScenarioResult("scenario2", n_levels, source, "accuracy")
+    scores = {m: np.zeros((len(models), len(aspects))) for m in methods}
+    for row, (_, personal) in enumerate(models):
+        targets = [aspect_concepts[a] for a in aspects]
+        for method, values in method_scores(base, personal, basis, targets, params, methods).items():
+            scores[method][row] = values
+    truth = np.array([[levels[a] for a in aspects] for levels, _ in models])
+    per_bin = len(models) / n_levels
+    for method in methods:
+        predicted = np.ceil(rankdata(scores[method], axis=0, method="ordinal") / per_bin)
+        correct = predicted == truth
+        result.methods[method] = {
+            "accuracy": float(correct.mean()),
+            "per_aspect": {a: float(correct[:, k].mean()) for k, a in enumerate(aspects)}}
+    result.details["scores"] = {m: s.tolist() for m, s in scores.items()}
+    result.details["truth"] = truth.tolist()
+    return result
+
+
+def markdown_table(results: Sequence[ScenarioResult]) -> str:
+    """One row per method, one column per result (the headline metric)."""
+    header = "| method | " + " | ".join(f"{r.scenario} {r.source} L={r.levels} ({r.metric})"
+                                          for r in results) + " |"
+    lines = [header, "|" + "---|" * (len(results) + 1)]
+    methods = list(dict.fromkeys(m for r in results for m in r.methods))
+    for method in methods:
+        cells = []
+        for r in results:
+            value = r.methods.get(method, {}).get(r.metric)
+            cells.append("–" if value is None else
+                         (f"{100 * value:.1f}%" if r.metric == "accuracy" else f"{value:.2f}"))
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
