@@ -1,0 +1,244 @@
+"""Talking to an OpenAI-compatible chat-completions server that accepts images.
+
+OpenAI, vLLM, Ollama, LM Studio and the llama.cpp server all accept
+``POST {url}/chat/completions`` with ``image_url`` parts holding base64 data URLs. This
+module owns the wire: encoding images, the request body, time-outs, retries with
+exponential back-off and jitter (honouring ``Retry-After``), the request budget, and the
+errors a user can act on. The API key travels only in the ``Authorization`` header; it is
+never logged, and any server text quoted in a message has it masked.
+"""
+
+from __future__ import annotations
+
+import base64
+import email.utils
+import io
+import logging
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Self
+from urllib.parse import urlsplit
+
+import numpy as np
+
+from finexl.errors import FinexlError
+
+if TYPE_CHECKING:
+    from finexl.concepts.templates import PromptTemplate
+    from finexl.concepts.vlm import VlmConfig
+
+logger = logging.getLogger(__name__)
+
+KEY_ENVS = ("FINEXL_VLM_API_KEY", "OPENAI_API_KEY")
+RETRIED_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524, 529})
+CHECK_SETTINGS = "--vlm-url / FINEXL_VLM_URL and --vlm-model / FINEXL_VLM_MODEL"
+
+
+def safe_url(url: str) -> str:
+    """``url`` without any ``user:password@`` part, for messages and reports."""
+    parts = urlsplit(url)
+    return parts._replace(netloc=parts.netloc.rsplit("@", 1)[-1]).geturl()
+
+
+class PairFailure(Exception):
+    """One image pair got no usable answer; the proposer counts it and goes on."""
+
+    def __init__(self, reason: str, *, unreachable: bool = False, capped: bool = False) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.unreachable = unreachable  # the server could not be reached at all
+        self.capped = capped  # the request budget ran out
+
+
+def encode_image(path: Path, max_side: int, image_format: str = "png") -> str:
+    """A ``data:`` URL of the image at ``path``, shrunk so its long side is <= ``max_side``.
+
+    Transparent images are flattened onto white (a VLM sees RGB); images are never enlarged.
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as opened:
+            image = ImageOps.exif_transpose(opened)
+            image.load()
+    except (OSError, UnidentifiedImageError) as exc:
+        raise FinexlError(f"{path}: cannot read it as an image for the VLM ({exc})") from exc
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        image = Image.new("RGB", rgba.size, (255, 255, 255))
+        image.paste(rgba, mask=rgba.getchannel("A"))
+    elif image.mode != "RGB":
+        image = image.convert("RGB")
+    if max(image.size) > max_side:
+        image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+    buffer = io.BytesIO()
+    if image_format == "jpeg":
+        image.save(buffer, format="JPEG", quality=90)
+    else:
+        image.save(buffer, format="PNG", optimize=False)
+    encoded = base64.b64encode(buffer.getvalue()).decode("ascii")
+    return f"data:image/{image_format};base64,{encoded}"
+
+
+def build_request(config: VlmConfig, template: PromptTemplate, base_url: str,
+                  personal_url: str) -> dict[str, Any]:
+    """The chat-completions body for one (base, personalized) pair."""
+    content = [
+        {"type": "text", "text": template.text},
+        {"type": "text", "text": template.first_label},
+        {"type": "image_url", "image_url": {"url": base_url}},
+        {"type": "text", "text": template.second_label},
+        {"type": "image_url", "image_url": {"url": personal_url}},
+    ]
+    body: dict[str, Any] = {
+        "model": config.model,
+        "messages": [{"role": "user", "content": content}],
+        "temperature": config.temperature,
+    }
+    if config.max_tokens is not None:
+        body["max_tokens"] = config.max_tokens
+    return body
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta seconds or an HTTP date)."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
+
+
+class ChatSession:
+    """One HTTP client, one request budget, shared by every pair of one ``propose`` call.
+
+    ``max_requests`` counts every HTTP request, retries included, so a flaky server cannot
+    multiply the bill. Cached answers cost nothing and are not counted.
+    """
+
+    def __init__(self, config: VlmConfig, api_key: str | None,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        import httpx
+
+        self.config = config
+        self.endpoint = config.url.rstrip("/") + "/chat/completions"
+        self.safe_endpoint = safe_url(self.endpoint)
+        self._api_key = api_key
+        headers = {"Content-Type": "application/json"}
+        if api_key:
+            headers["Authorization"] = f"Bearer {api_key}"
+        self._client = httpx.Client(timeout=httpx.Timeout(config.timeout), headers=headers)
+        self._sleep = sleep
+        # Jitter only spreads retries of concurrent clients; it never changes a result,
+        # so it draws from fresh OS entropy rather than the run's seed.
+        self._rng = np.random.default_rng()
+        self.requests_made = 0
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    @property
+    def exhausted(self) -> bool:
+        return self.requests_made >= self.config.max_requests
+
+    def complete(self, body: dict[str, Any]) -> str:
+        """The text of the first choice, after retries; ``PairFailure`` or ``FinexlError``."""
+        import httpx
+
+        reason = "no request made"
+        for attempt in range(self.config.retries + 1):
+            if self.exhausted:
+                raise PairFailure(f"request cap reached after {reason}" if attempt else
+                                  "request cap reached", capped=True)
+            self.requests_made += 1
+            retry_after = None
+            try:
+                response = self._client.post(self.endpoint, json=body)
+            except httpx.TimeoutException:
+                reason, unreachable = f"timeout after {self.config.timeout:g} s", False
+            except httpx.TransportError as exc:
+                reason, unreachable = f"connection error ({type(exc).__name__})", True
+            else:
+                unreachable = False
+                if response.status_code == 200:
+                    return self._content_of(response)
+                reason = self._check_status(response)
+                retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            logger.debug("VLM request %d to %s failed (%s)", self.requests_made, self.safe_endpoint,
+                         reason)
+            if attempt < self.config.retries and not self.exhausted:
+                self._sleep(self._delay(attempt, retry_after))
+        raise PairFailure(reason, unreachable=unreachable)
+
+    def _delay(self, attempt: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return min(retry_after, self.config.backoff_max)
+        ceiling = min(self.config.backoff_max, self.config.backoff * 2.0 ** attempt)
+        return float(ceiling * (0.5 + 0.5 * self._rng.random()))
+
+    def _check_status(self, response: Any) -> str:
+        """The retryable reason for ``response``; raises for answers retrying cannot fix."""
+        status = response.status_code
+        url = safe_url(self.config.url)
+        if status in (401, 403):
+            # The body is not quoted: OpenAI echoes part of a wrong key in it.
+            raise FinexlError(
+                f"the VLM server at {url} refused the request (HTTP {status}): check the API key "
+                f"in {' or '.join(KEY_ENVS)} and that --vlm-url / FINEXL_VLM_URL is the server "
+                f"you meant")
+        if status == 404:
+            raise FinexlError(
+                f"the VLM server answered HTTP 404 for model {self.config.model!r} at "
+                f"{self.safe_endpoint}: the model name or the URL is wrong; check {CHECK_SETTINGS} "
+                f"(the URL should end where /chat/completions can be appended, e.g. .../v1)")
+        reason = f"HTTP {status}"
+        if status in RETRIED_STATUSES:
+            return reason
+        raise PairFailure(f"{reason}: {self._server_message(response)}")
+
+    def _server_message(self, response: Any) -> str:
+        try:
+            payload = response.json()
+            message = payload.get("error", payload)
+            if isinstance(message, dict):
+                message = message.get("message", message)
+            text = str(message)
+        except ValueError:
+            text = response.text
+        text = " ".join(text.split())[:200]
+        return self.redact(text) or "no message"
+
+    def redact(self, text: str) -> str:
+        if self._api_key and self._api_key in text:
+            text = text.replace(self._api_key, "***")
+        return text
+
+    def _content_of(self, response: Any) -> str:
+        try:
+            message = response.json()["choices"][0]["message"]
+            content = message.get("content")
+            if isinstance(content, list):
+                # Some servers return content parts even for text-only answers.
+                content = "".join(part.get("text", "") for part in content
+                                  if isinstance(part, dict))
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
+            raise PairFailure("malformed response (not a chat completion)") from exc
+        if not isinstance(content, str):
+            raise PairFailure("malformed response (no text content)")
+        return content
