@@ -104,6 +104,9 @@ def _decomposition_options(func):
         click.option("--vlm-model", envvar="FINEXL_VLM_MODEL", help="VLM model name."),
         click.option("--vlm-pairs", type=click.IntRange(1), help="Image pairs shown to the VLM."),
         click.option("--vlm-max-requests", type=click.IntRange(1), help="Cap on VLM requests."),
+        click.option("--vlm-timeout", type=click.FloatRange(min=0.1), help="Seconds per request."),
+        click.option("--vlm-template", type=click.Choice(["figure5", "condensed", "elaborated"]),
+                     help="Instruction shown to the VLM (paper Figure 5 and Appendix G)."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -115,20 +118,22 @@ def _explain_config(**options):
     from finexl.pipeline import ExplainConfig
 
     concepts_file = options.pop("concepts_file")
-    vlm = _vlm_config(options.pop("vlm_url"), options.pop("vlm_model"),
-                      options.pop("vlm_pairs"), options.pop("vlm_max_requests"))
+    vlm = _vlm_config(url=options.pop("vlm_url"), model=options.pop("vlm_model"),
+                      pairs=options.pop("vlm_pairs"), max_requests=options.pop("vlm_max_requests"),
+                      timeout=options.pop("vlm_timeout"), template=options.pop("vlm_template"))
     return ExplainConfig(
         concepts=read_concepts(concepts_file) if concepts_file else None,
         cache=not options.pop("no_cache"), vlm=vlm, **options)
 
 
-def _vlm_config(url, model, pairs, max_requests):
-    if not any((url, model, pairs, max_requests)):
+def _vlm_config(**fields):
+    """A VlmConfig from the flags given (None when no VLM flag was given)."""
+    given = {k: v for k, v in fields.items() if v is not None}
+    if not given:
         return None
     from finexl.concepts.vlm import VlmConfig
 
-    fields = {"url": url, "model": model, "pairs": pairs, "max_requests": max_requests}
-    return VlmConfig(**{k: v for k, v in fields.items() if v is not None})
+    return VlmConfig(**given)
 
 
 @main.command()

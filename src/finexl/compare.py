@@ -80,7 +80,7 @@ def compare(
     for pairs in pair_sets.values():
         check_images(pairs)
     encoder = encoder or load_configured_encoder(config, progress)
-    proposer = proposer or build_proposer(config)
+    proposer = proposer or build_proposer(config, progress)
     # 2. Per-pair differences for each model (base embeddings come from the cache after the first).
     diffs = {name: embed_pair_differences(encoder, pairs, config.batch_size, progress)
              for name, pairs in pair_sets.items()}

@@ -124,7 +124,7 @@ def explain(
     # 4. Candidate concepts.
     context = ProposalContext(image_pairs=pairs.image_pairs, prompts=prompts, v_div=v_div,
                               encoder=encoder, template=config.template)
-    proposal = (proposer or build_proposer(config)).propose(context)
+    proposal = (proposer or build_proposer(config, progress)).propose(context)
     candidates, unknown = split_unknown(encoder, proposal.candidates)
     # 5. f(C) per prompt (Eq. 6).
     concept_diffs = embed_concept_differences(
@@ -159,7 +159,7 @@ def load_configured_encoder(config: ExplainConfig, progress: bool) -> Encoder:
                         batch_size=config.batch_size, cache=config.cache, progress=progress)
 
 
-def build_proposer(config: ExplainConfig) -> Proposer:
+def build_proposer(config: ExplainConfig, progress: bool = False) -> Proposer:
     """The proposer ``config`` names (a registry, not an if-chain of imports elsewhere)."""
     name = resolve_proposer_name(config)
     if name == "user":
@@ -169,17 +169,18 @@ def build_proposer(config: ExplainConfig) -> Proposer:
     if name == "vocab":
         from finexl.concepts.vocab import VocabProposer
 
-        return VocabProposer(top_k=config.vocab_top_k)
-    from finexl.concepts.vlm import VlmConfig, VlmProposer
+        return VocabProposer(top_k=config.vocab_top_k, progress=progress)
     from finexl.cache import open_store
+    from finexl.concepts.vlm import VlmConfig, VlmProposer
 
-    vlm = VlmProposer(config.vlm or VlmConfig(), open_store(config.cache, subdir="vlm"))
+    vlm = VlmProposer(config.vlm or VlmConfig(), open_store(config.cache, subdir="vlm"),
+                      progress=progress)
     if name == "vlm":
         return vlm
     from finexl.concepts.vocab import VocabProposer
     from finexl.concepts.vlm import UnionProposer
 
-    return UnionProposer([vlm, VocabProposer(top_k=config.vocab_top_k)])
+    return UnionProposer([vlm, VocabProposer(top_k=config.vocab_top_k, progress=progress)])
 
 
 def embed_pair_differences(encoder: Encoder, pairs: PairSet, batch_size: int,
@@ -275,6 +276,8 @@ def build_explanation(model: Decomposer, pair_diffs: np.ndarray, pairs: PairSet,
         "solver": config.solver, "max_concepts": config.max_concepts,
         "centering": config.centering, "n_bootstrap": config.n_bootstrap, "seed": config.seed,
         "proposer": resolve_proposer_name(config), "difference": "mean of L2-normalised embeddings",
+        **(config.vlm.describe() if config.vlm is not None and "vlm" in resolve_proposer_name(config)
+           else {}),
         **config.extra,
     }
     return Explanation(
