@@ -1,0 +1,170 @@
+"""``load_encoder(spec)``: the one place that turns a user's encoder name into an encoder.
+
+A spec is resolved by explicit rules, in this order (never by guessing from substrings):
+
+1. ``"mini"``: the encoder shipped inside the package (``finexl/encoders/mini/``).
+2. A path: anything that exists on disk, or that is written as a path (absolute, starting
+   with ``.`` or ``~``, or with more than one ``/``). It must be a transformers CLIP-family
+   model directory.
+3. A Hugging Face model id (``org/name``, optionally ``org/name@revision``) that is already
+   in the local HF cache (``$HF_HUB_CACHE`` / ``$HF_HOME``). finexl never downloads, so it
+   behaves as with ``HF_HUB_OFFLINE=1`` whatever that variable says.
+
+The encoder id names the weights and the preprocessing, so a cached embedding is reused
+only for that pair: ``clip:<repo id>@<commit[:12]>`` for a cache snapshot, and
+``clip:<directory name>@<fingerprint[:12]>`` for a directory (see :func:`fingerprint`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from importlib import resources
+from pathlib import Path
+
+from finexl.cache import open_store
+from finexl.encoders.base import CachedEncoder
+from finexl.encoders.clip import WEIGHT_SUFFIXES, ClipEncoder, check_dtype, resolve_device
+from finexl.errors import FinexlError
+
+MINI_SPEC = "mini"
+# Files read in full by the fingerprint: configs, preprocessing and tokenizer files.
+_TEXT_SUFFIXES = (".json", ".txt", ".model", ".tiktoken")
+_EDGE_BYTES = 1 << 20
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?(@[\w./-]+)?$")
+_ALTERNATIVES = ("pass 'mini' (the shipped encoder), a local transformers CLIP/SigLIP directory,"
+                 " or a Hugging Face model id already in the local cache")
+
+
+def load_encoder(spec: str, *, device: str = "cpu", dtype: str = "float32", batch_size: int = 32,
+                 cache: bool | str | Path | None = True, progress: bool = False) -> CachedEncoder:
+    """Resolve ``spec`` to an encoder wrapped in the on-disk embedding cache.
+
+    Parameters
+    ----------
+    spec : str
+        ``"mini"``, a local model directory, or a Hugging Face id in the local cache
+        (resolution order in the module docstring).
+    device : str
+        ``"cpu"`` (default), ``"cuda"``, ``"cuda:N"`` or ``"auto"``.
+    dtype : str
+        ``"float32"`` (default), ``"float16"`` or ``"bfloat16"`` for the forward pass.
+    batch_size : int
+        Images or texts per forward pass.
+    cache : bool, str, Path or None
+        ``True``: the default cache folder; a path: that folder; ``False``/``None``: memory only.
+        Embeddings live in its ``embeddings/`` subfolder.
+    progress : bool
+        Accepted for a uniform signature; bars are drawn per call (``embed_*(progress=True)``).
+
+    Returns
+    -------
+    CachedEncoder
+        ``id``, ``dim``, ``embed_images``/``embed_texts`` returning ``(n, dim)`` float32
+        unit rows, ``forward_calls`` and ``store.hits``/``store.misses``; plus
+        ``unknown_concepts`` from the wrapped :class:`ClipEncoder`.
+
+    Raises
+    ------
+    FinexlError
+        One sentence naming ``spec`` and the alternatives, when nothing loadable is found.
+    """
+    check_dtype(dtype)
+    device = resolve_device(device)
+    directory, encoder_id = resolve_spec(spec)
+    if dtype != "float32":
+        # Half precision changes the numbers: its embeddings are cached apart.
+        encoder_id = f"{encoder_id}+{dtype}"
+    encoder = ClipEncoder(directory, encoder_id=encoder_id, device=device, dtype=dtype,
+                          batch_size=batch_size, spec=spec)
+    return CachedEncoder(encoder, open_store(cache, subdir="embeddings"))
+
+
+def resolve_spec(spec: str) -> tuple[Path, str]:
+    """The model directory ``spec`` names and its encoder id (no weights are loaded)."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise FinexlError(f"encoder {spec!r} is empty; {_ALTERNATIVES}")
+    if spec == MINI_SPEC:
+        return _resolve_mini()
+    path = Path(spec).expanduser()
+    if path.exists() or _written_as_path(spec):
+        return _resolve_directory(spec, path)
+    if _HUB_ID.match(spec):
+        return _resolve_hub_id(spec)
+    raise FinexlError(f"encoder {spec!r} is neither an existing path nor a Hugging Face model id;"
+                      f" {_ALTERNATIVES}")
+
+
+def mini_directory() -> Path:
+    """Where the shipped mini encoder lives inside the installed package."""
+    return Path(str(resources.files("finexl.encoders") / "mini"))
+
+
+def fingerprint(directory: Path) -> str:
+    """sha256 hex digest identifying a model directory's weights and preprocessing.
+
+    Config, preprocessor and tokenizer files are hashed in full; each weights file by its
+    name, size and the sha256 of its first and last MiB, so multi-GB checkpoints are
+    fingerprinted in milliseconds (a change confined to the middle of a file with the same
+    size is the one edit this misses).
+    """
+    digest = hashlib.sha256()
+    for path in sorted(p for p in directory.iterdir() if p.is_file() and not p.name.startswith(".")):
+        if path.suffix in WEIGHT_SUFFIXES:
+            size = path.stat().st_size
+            with path.open("rb") as handle:
+                head = hashlib.sha256(handle.read(_EDGE_BYTES)).hexdigest()
+                handle.seek(max(0, size - _EDGE_BYTES))
+                tail = hashlib.sha256(handle.read(_EDGE_BYTES)).hexdigest()
+            digest.update(f"weights\0{path.name}\0{size}\0{head}\0{tail}\0".encode())
+        elif path.suffix in _TEXT_SUFFIXES:
+            digest.update(f"file\0{path.name}\0".encode())
+            digest.update(hashlib.sha256(path.read_bytes()).hexdigest().encode())
+    return digest.hexdigest()
+
+
+def _written_as_path(spec: str) -> bool:
+    # A hub id has at most one "/"; these forms can only mean a place on disk.
+    return (Path(spec).is_absolute() or spec.startswith((".", "~")) or "\\" in spec
+            or spec.count("/") > 1 or spec.endswith("/"))
+
+
+def _resolve_mini() -> tuple[Path, str]:
+    directory = mini_directory()
+    if not directory.is_dir() or not any(p.suffix in WEIGHT_SUFFIXES for p in directory.iterdir()):
+        raise FinexlError(
+            f"the shipped mini encoder is missing from {directory} (no weights file); train it"
+            " with `python scripts/train_mini.py --out src/finexl/encoders/mini`, or pass"
+            " --encoder with a local CLIP directory or a Hugging Face id in the local cache"
+        )
+    return directory, f"clip:{MINI_SPEC}@{fingerprint(directory)[:12]}"
+
+
+def _resolve_directory(spec: str, path: Path) -> tuple[Path, str]:
+    if not path.exists():
+        raise FinexlError(f"encoder {spec!r}: no such file or directory; {_ALTERNATIVES}")
+    if not path.is_dir():
+        raise FinexlError(f"encoder {spec!r} is a file, expected a model directory with"
+                          f" config.json; {_ALTERNATIVES}")
+    directory = path.resolve()
+    return directory, f"clip:{directory.name}@{fingerprint(directory)[:12]}"
+
+
+def _resolve_hub_id(spec: str) -> tuple[Path, str]:
+    from huggingface_hub import try_to_load_from_cache
+
+    repo_id, _, revision = spec.partition("@")
+    try:
+        found = try_to_load_from_cache(repo_id, "config.json", revision=revision or None)
+    except ValueError as exc:  # HFValidationError is a ValueError
+        raise FinexlError(f"encoder {spec!r} is not a valid Hugging Face model id ({exc});"
+                          f" {_ALTERNATIVES}") from exc
+    if not isinstance(found, str):
+        raise FinexlError(
+            f"encoder {spec!r} is not a local directory and not in the local Hugging Face cache,"
+            " and finexl runs offline; on a connected machine run `huggingface-cli download"
+            f" {repo_id}` (and copy the cache, or set HF_HOME to it), pass the model's local"
+            " directory instead, or use 'mini'"
+        )
+    snapshot = Path(found).parent
+    return snapshot, f"clip:{repo_id}@{snapshot.name[:12]}"
