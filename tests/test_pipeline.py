@@ -45,7 +45,7 @@ def _warm(image: Image.Image, strength: float) -> Image.Image:
 def _folders(tmp_path, transform, name="personal"):
     base, personal = tmp_path / "base", tmp_path / name
     for folder in (base, personal):
-        folder.mkdir(exist_ok=True)
+        folder.mkdir(parents=True, exist_ok=True)
     records = []
     for i, prompt in enumerate(PROMPTS):
         file_name = f"{i:04d}.png"
