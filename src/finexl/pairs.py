@@ -1,0 +1,383 @@
+"""Find, pair and validate the base and personalized image folders.
+
+``base/`` and ``personal/`` hold images paired by identical file name (subfolders are not
+scanned). Prompts and seeds come from ``metadata.jsonl`` in either folder (the Hugging Face
+ImageFolder convention) or from a prompts file. Everything a user can get wrong here is
+found before any model loads, and reported as one ``FinexlError`` line that names the
+folder or file and says what to do.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import struct
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from finexl.prompts_file import (
+    METADATA_NAME,
+    fail,
+    list_names,
+    read_metadata,
+    read_prompts,
+    shorten,
+    write_metadata,
+)
+
+__all__ = [
+    "IMAGE_EXTENSIONS", "PairSet", "check_images", "load_images", "load_pairs",
+    "natural_sort_key", "read_metadata", "read_prompts", "write_metadata",
+]
+
+logger = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"})
+
+
+def natural_sort_key(name: str) -> tuple[list[Any], str]:
+    """Sort key putting ``2.png`` before ``10.png`` (digit runs compare as numbers)."""
+    # re.split with a group alternates text, digits, text..., so lists compare type-safely.
+    parts = re.split(r"([0-9]+)", name)
+    return ([int(p) if i % 2 else p.casefold() for i, p in enumerate(parts)], name)
+
+
+@dataclass(frozen=True)
+class PairSet:
+    """Image pairs made from the same prompt (and seed), sorted by file name.
+
+    All tuples have one entry per pair, in the same order.
+    """
+
+    file_names: tuple[str, ...]
+    base_paths: tuple[Path, ...]
+    personal_paths: tuple[Path, ...]
+    prompts: tuple[str | None, ...]
+    seeds: tuple[int | None, ...]
+
+    def __post_init__(self) -> None:
+        for field in ("file_names", "base_paths", "personal_paths", "prompts", "seeds"):
+            object.__setattr__(self, field, tuple(getattr(self, field)))
+        object.__setattr__(self, "base_paths", tuple(Path(p) for p in self.base_paths))
+        object.__setattr__(self, "personal_paths", tuple(Path(p) for p in self.personal_paths))
+        lengths = {len(self.file_names), len(self.base_paths), len(self.personal_paths),
+                   len(self.prompts), len(self.seeds)}
+        if len(lengths) != 1:
+            raise ValueError(f"PairSet fields differ in length: {sorted(lengths)}")
+
+    def __len__(self) -> int:
+        return len(self.file_names)
+
+    @property
+    def image_pairs(self) -> tuple[tuple[Path, Path], ...]:
+        """``(base_path, personal_path)`` for each pair."""
+        return tuple(zip(self.base_paths, self.personal_paths))
+
+    def to_records(self) -> list[dict[str, Any]]:
+        """One plain dict per pair for the JSON output: file_name, prompt, seed, base, personal."""
+        return [
+            {"file_name": name, "prompt": prompt, "seed": seed, "base": str(base),
+             "personal": str(personal)}
+            for name, prompt, seed, base, personal in zip(
+                self.file_names, self.prompts, self.seeds, self.base_paths, self.personal_paths)
+        ]
+
+
+def load_pairs(base_dir: str | Path, personal_dir: str | Path, *,
+               prompts_file: str | Path | None = None) -> PairSet:
+    """Pair the images of two folders by file name and attach their prompts and seeds.
+
+    Parameters
+    ----------
+    base_dir, personal_dir
+        Folders of images (.png .jpg .jpeg .webp .bmp .tif .tiff, any case). Hidden files,
+        ``metadata.jsonl``, other files and subfolders are ignored.
+    prompts_file
+        Prompts (and optionally seeds) when the folders carry no ``metadata.jsonl``: one prompt
+        per line in file-name order, or JSONL with ``file_name``/``prompt``/``seed``. It takes
+        precedence over the folders' metadata.
+
+    Returns
+    -------
+    PairSet
+        Pairs in natural file-name order (``2.png`` before ``10.png``); a prompt or seed is
+        ``None`` where nothing gives one.
+
+    Raises
+    ------
+    FinexlError
+        A folder that is missing or holds no images, images on one side only, a bad
+        ``metadata.jsonl``, prompts that disagree between the folders, or a prompts file that
+        does not match the pairs.
+    """
+    base_dir, personal_dir = Path(base_dir), Path(personal_dir)
+    base_images = _scan_folder(base_dir, "base")
+    personal_images = _scan_folder(personal_dir, "personal")
+    if base_dir.resolve() == personal_dir.resolve():
+        logger.warning("base and personal are the same folder %s; every difference will be 0",
+                       base_dir)
+    _check_same_names(base_images, personal_images, base_dir, personal_dir)
+    names = sorted(base_images, key=natural_sort_key)
+    base_meta = _folder_metadata(base_dir, base_images)
+    personal_meta = _folder_metadata(personal_dir, personal_images)
+    prompts, seeds = _merge_metadata(names, base_meta, personal_meta, base_dir, personal_dir)
+    if prompts_file is not None:
+        prompts, seeds = _apply_prompts_file(Path(prompts_file), names, prompts, seeds)
+    logger.info("%d image pairs from %s and %s", len(names), base_dir, personal_dir)
+    return PairSet(
+        file_names=tuple(names),
+        base_paths=tuple(base_images[n] for n in names),
+        personal_paths=tuple(personal_images[n] for n in names),
+        prompts=tuple(prompts),
+        seeds=tuple(seeds),
+    )
+
+
+# Folders --------------------------------------------------------------------------------------
+
+def _scan_folder(folder: Path, side: str) -> dict[str, Path]:
+    if not folder.exists():
+        raise fail(f"the {side} folder {folder} does not exist; pass the folder that holds the"
+                   f" {side} model's images")
+    if not folder.is_dir():
+        raise fail(f"the {side} folder {folder} is a file, not a folder; pass the folder that"
+                   f" holds the {side} model's images")
+    try:
+        entries = list(folder.iterdir())
+    except OSError as exc:
+        raise fail(f"the {side} folder {folder} cannot be listed ({exc.strerror or exc}); check"
+                   f" its permissions") from exc
+    images = {
+        path.name: path for path in entries
+        if not path.name.startswith(".") and path.suffix.lower() in IMAGE_EXTENSIONS
+        and path.is_file()
+    }
+    if not images:
+        extensions = " ".join(sorted(IMAGE_EXTENSIONS))
+        raise fail(f"the {side} folder {folder} holds no images ({extensions}; subfolders are"
+                   f" not scanned); put the {side} model's images directly in it")
+    return images
+
+
+def _check_same_names(base: Mapping[str, Path], personal: Mapping[str, Path],
+                      base_dir: Path, personal_dir: Path) -> None:
+    only_base = sorted(set(base) - set(personal), key=natural_sort_key)
+    only_personal = sorted(set(personal) - set(base), key=natural_sort_key)
+    if not only_base and not only_personal:
+        return
+    sides = [
+        f"{len(names)} {'is' if len(names) == 1 else 'are'} only in the {side} folder {folder}"
+        f" ({list_names(names)})"
+        for names, side, folder in ((only_base, "base", base_dir),
+                                    (only_personal, "personal", personal_dir)) if names
+    ]
+    hint = ""
+    stems = {Path(n).stem: n for n in only_base}
+    near = [(stems[Path(n).stem], n) for n in only_personal if Path(n).stem in stems]
+    if near:
+        hint = f" (names must match including the extension: {near[0][0]} vs {near[0][1]})"
+    raise fail(f"images pair by identical file name, but {' and '.join(sides)}{hint}; add the"
+               f" missing partners or remove the unpaired images")
+
+
+def _folder_metadata(folder: Path, images: Mapping[str, Path]) -> dict[str, dict[str, Any]]:
+    metadata = read_metadata(folder)
+    unknown = [name for name in metadata if name not in images]
+    if unknown:
+        hint = " (subfolders are not scanned)" if any("/" in n or "\\" in n for n in unknown) else ""
+        raise fail(f"{folder / METADATA_NAME} names {len(unknown)} image(s) that are not in the"
+                   f" folder ({list_names(unknown)}){hint}; remove those lines or add the images")
+    return metadata
+
+
+def _merge_metadata(names: Sequence[str], base_meta: Mapping[str, dict[str, Any]],
+                    personal_meta: Mapping[str, dict[str, Any]], base_dir: Path,
+                    personal_dir: Path) -> tuple[list[str | None], list[int | None]]:
+    """Prompts and seeds per pair from either folder; prompts given on both sides must agree."""
+    prompts: list[str | None] = []
+    seeds: list[int | None] = []
+    disagree: list[tuple[str, str, str]] = []
+    seed_mismatch: list[str] = []
+    for name in names:
+        base, personal = base_meta.get(name, {}), personal_meta.get(name, {})
+        base_prompt, personal_prompt = base.get("prompt"), personal.get("prompt")
+        if base_prompt is not None and personal_prompt is not None and base_prompt != personal_prompt:
+            disagree.append((name, base_prompt, personal_prompt))
+        prompts.append(base_prompt if base_prompt is not None else personal_prompt)
+        base_seed, personal_seed = base.get("seed"), personal.get("seed")
+        if base_seed is not None and personal_seed is not None and base_seed != personal_seed:
+            seed_mismatch.append(name)
+        seeds.append(base_seed if base_seed is not None else personal_seed)
+    if disagree:
+        name, base_prompt, personal_prompt = disagree[0]
+        more = f" (and {len(disagree) - 1} more files)" if len(disagree) > 1 else ""
+        raise fail(f"the prompts for {name} disagree{more}: {base_dir / METADATA_NAME} says"
+                   f" {shorten(base_prompt)!r} but {personal_dir / METADATA_NAME} says"
+                   f" {shorten(personal_prompt)!r}; both images of a pair must come from the"
+                   f" same prompt, so fix the metadata or regenerate the image")
+    if seed_mismatch:
+        logger.warning("base and personal seeds differ for %d pairs (%s); the base seed is kept",
+                       len(seed_mismatch), list_names(seed_mismatch))
+    return prompts, seeds
+
+
+def _apply_prompts_file(path: Path, names: Sequence[str], prompts: list[str | None],
+                        seeds: list[int | None]) -> tuple[list[str | None], list[int | None]]:
+    """Prompts from ``path`` replace the folders'; its seeds replace theirs where given."""
+    records = read_prompts(path)
+    if records[0]["file_name"] is None:
+        if len(records) != len(names):
+            raise fail(f"prompts file {path} has {len(records)} prompts but there are"
+                       f" {len(names)} image pairs; give one prompt per pair in file-name order"
+                       f" ({list_names(list(names), 3)}), or use JSONL lines with file_name")
+        by_name = dict(zip(names, records))
+    else:
+        by_name = {r["file_name"]: r for r in records}
+        unknown = [n for n in by_name if n not in set(names)]
+        if unknown:
+            raise fail(f"prompts file {path} names {len(unknown)} file(s) that are not image"
+                       f" pairs ({list_names(unknown)}); fix those file names or remove the lines")
+        missing = [n for n in names if n not in by_name]
+        if missing:
+            raise fail(f"prompts file {path} has no prompt for {len(missing)} image pair(s)"
+                       f" ({list_names(missing)}); add a line for each")
+    changed = sum(1 for n, p in zip(names, prompts) if p is not None and p != by_name[n]["prompt"])
+    if changed:
+        logger.warning("prompts file %s replaces %d prompts from metadata.jsonl", path, changed)
+    new_seeds = [by_name[n]["seed"] if by_name[n]["seed"] is not None else s
+                 for n, s in zip(names, seeds)]
+    return [by_name[n]["prompt"] for n in names], new_seeds
+
+
+# Images ---------------------------------------------------------------------------------------
+
+# Pillow reports a broken file through many exception types, depending on the format.
+_IMAGE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.error, zlib.error,
+                 Image.DecompressionBombError)
+
+
+def load_images(paths: Sequence[str | Path], *,
+                size: int | tuple[int, int] | None = None) -> list[Image.Image]:
+    """Open images fully into memory as RGB, closing each file.
+
+    Parameters
+    ----------
+    paths
+        Image files.
+    size
+        ``None`` keeps each image's size (sizes may differ; the encoder's processor resizes);
+        an ``int`` gives ``(size, size)``, a pair gives ``(width, height)`` (bicubic).
+
+    Returns
+    -------
+    list of PIL.Image.Image
+        Mode ``"RGB"``, in the order of ``paths``. Transparency is composited over white,
+        16-bit and float images are scaled to 8 bits, CMYK/grayscale/palette are converted,
+        and an EXIF orientation is applied.
+
+    Raises
+    ------
+    FinexlError
+        A file that is missing, unreadable or corrupt, naming it.
+    """
+    target = (size, size) if isinstance(size, int) else size
+    images = []
+    for path in paths:
+        path = Path(path)
+        try:
+            with Image.open(path) as opened:
+                opened.load()
+                image = _to_rgb(ImageOps.exif_transpose(opened), path)
+        except FileNotFoundError as exc:
+            raise fail(f"image {path} does not exist (was it moved or deleted?); run again on"
+                       f" the complete folder") from exc
+        except _IMAGE_ERRORS as exc:
+            raise _unreadable(path, exc) from exc
+        if target is not None and image.size != tuple(target):
+            image = image.resize(tuple(target), Image.Resampling.BICUBIC)
+        images.append(image)
+    return images
+
+
+def check_images(pair_set: PairSet, *, progress: bool = False) -> None:
+    """Open every image of ``pair_set`` once, cheaply, so a corrupt file fails before a model loads.
+
+    PNGs are verified chunk by chunk (CRCs, so truncation and damage show), JPEGs are decoded
+    at 1/8 scale, other formats are decoded in full.
+
+    Parameters
+    ----------
+    pair_set
+        The pairs from ``load_pairs``.
+    progress
+        Draw a bar (on stderr) counting pairs.
+
+    Raises
+    ------
+    FinexlError
+        The first image that is missing, unreadable or corrupt, naming it.
+    """
+    from finexl.progress import track
+
+    for base, personal in track(pair_set.image_pairs, total=len(pair_set),
+                                description="checking images", enabled=progress):
+        _check_image(base)
+        _check_image(personal)
+
+
+def _check_image(path: Path) -> None:
+    try:
+        with Image.open(path) as image:
+            if image.format == "PNG":
+                image.verify()
+            else:
+                if image.format == "JPEG":
+                    image.draft(image.mode, (1, 1))  # decode at the smallest DCT scale
+                image.load()
+    except FileNotFoundError as exc:
+        raise fail(f"image {path} does not exist (was it moved or deleted?); run again on the"
+                   f" complete folder") from exc
+    except _IMAGE_ERRORS as exc:
+        raise _unreadable(path, exc) from exc
+
+
+def _unreadable(path: Path, exc: BaseException) -> Exception:
+    reason = shorten(str(exc) or type(exc).__name__, 80)
+    return fail(f"image {path} cannot be read ({reason}); replace it or remove it together with"
+                f" its partner in the other folder")
+
+
+def _to_rgb(image: Image.Image, path: Path) -> Image.Image:
+    """Any Pillow mode as 8-bit RGB: alpha over white, high bit depths scaled, not clipped."""
+    mode = image.mode
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    if mode.startswith("I") or mode == "F":
+        return Image.fromarray(_to_uint8(np.asarray(image), mode)).convert("RGB")
+    try:
+        return image.convert("RGB")
+    except ValueError as exc:
+        raise fail(f"image {path} has pixel mode {mode}, which cannot be turned into RGB; save"
+                   f" it as an ordinary RGB PNG or JPEG") from exc
+
+
+def _to_uint8(pixels: np.ndarray, mode: str) -> np.ndarray:
+    values = pixels.astype(np.float64)
+    finite = values[np.isfinite(values)]
+    low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
+    if mode.startswith("I;16") or (mode == "I" and low >= 0 and 255 < high <= 65535):
+        values = values / 257.0  # 65535 -> 255
+    elif mode == "F" and low >= 0 and high <= 1:
+        values = values * 255.0
+    elif low < 0 or high > 255:
+        values = (values - low) / ((high - low) or 1.0) * 255.0
+    values = np.nan_to_num(values, nan=0.0, posinf=255.0, neginf=0.0)
+    return np.clip(np.rint(values), 0, 255).astype(np.uint8)
