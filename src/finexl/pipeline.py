@@ -194,8 +194,10 @@ def embed_pair_differences(encoder: Encoder, pairs: PairSet, batch_size: int,
     rows: list[np.ndarray] = []
     for start in track(chunks, total=len(chunks), description="embedding images", enabled=progress):
         stop = min(start + batch_size, n)
-        base = encoder.embed_images(load_images(pairs.base_paths[start:stop]))
-        personal = encoder.embed_images(load_images(pairs.personal_paths[start:stop]))
+        # The bar counts chunks here; the encoder draws none of its own inside it.
+        base = encoder.embed_images(load_images(pairs.base_paths[start:stop]), progress=False)
+        personal = encoder.embed_images(load_images(pairs.personal_paths[start:stop]),
+                                        progress=False)
         rows.append(personal.astype(np.float64) - base.astype(np.float64))
     return np.concatenate(rows) if rows else np.zeros((0, encoder.dim))
 

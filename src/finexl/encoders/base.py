@@ -46,9 +46,10 @@ class CachedEncoder:
     makes none.
     """
 
-    def __init__(self, encoder: Encoder, store: Store) -> None:
+    def __init__(self, encoder: Encoder, store: Store, *, progress: bool = False) -> None:
         self.encoder = encoder
         self.store = store
+        self.progress = progress  # the default for calls that do not say
         self.id = encoder.id
         self.dim = encoder.dim
         self.forward_calls = 0
@@ -57,13 +58,14 @@ class CachedEncoder:
         # Extra capabilities of the wrapped encoder (e.g. unknown_concepts) stay reachable.
         return getattr(self.encoder, name)
 
-    def embed_images(self, images: Sequence[Image.Image], *, progress: bool = False) -> np.ndarray:
+    def embed_images(self, images: Sequence[Image.Image], *,
+                     progress: bool | None = None) -> np.ndarray:
         keys = [make_key("image", self.id, hash_image(image)) for image in images]
-        return self._lookup(keys, list(images), self.encoder.embed_images, progress)
+        return self._lookup(keys, list(images), self.encoder.embed_images, self.progress if progress is None else progress)
 
-    def embed_texts(self, texts: Sequence[str], *, progress: bool = False) -> np.ndarray:
+    def embed_texts(self, texts: Sequence[str], *, progress: bool | None = None) -> np.ndarray:
         keys = [make_key("text", self.id, text) for text in texts]
-        return self._lookup(keys, list(texts), self.encoder.embed_texts, progress)
+        return self._lookup(keys, list(texts), self.encoder.embed_texts, self.progress if progress is None else progress)
 
     def _lookup(self, keys, items, embed, progress: bool) -> np.ndarray:
         rows = self.store.get_rows(keys)

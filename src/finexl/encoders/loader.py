@@ -77,7 +77,7 @@ def load_encoder(spec: str, *, device: str = "cpu", dtype: str = "float32", batc
         encoder_id = f"{encoder_id}+{dtype}"
     encoder = ClipEncoder(directory, encoder_id=encoder_id, device=device, dtype=dtype,
                           batch_size=batch_size, spec=spec)
-    return CachedEncoder(encoder, open_store(cache, subdir="embeddings"))
+    return CachedEncoder(encoder, open_store(cache, subdir="embeddings"), progress=progress)
 
 
 def resolve_spec(spec: str) -> tuple[Path, str]:
