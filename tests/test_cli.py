@@ -89,3 +89,30 @@ def test_catalog_add_rejects_non_explanations(tmp_path):
     result = run_cli("catalog", "add", "m", "--json", str(bad), "--catalog",
                      str(tmp_path / "c.sqlite"))
     assert_one_line_error(result, "finexl.explanation/v1")
+
+
+def test_explain_with_a_local_clip_directory_writes_json_and_html(tmp_path, tiny_clip_dir,
+                                                                  concepts_file):
+    """The issue's "done when": two folders, a local CLIP directory, the JSON of DESIGN.md."""
+    base, personal = _folders(tmp_path, lambda im: _darken(im, 0.6))
+    out = tmp_path / "out"
+    env = {"FINEXL_CACHE_DIR": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1"}
+    result = run_cli("explain", "--base", str(base), "--personal", str(personal),
+                     "--encoder", str(tiny_clip_dir), "--concepts", str(concepts_file),
+                     "--json", str(out / "e.json"), "--html", str(out / "e.html"), "--quiet",
+                     env=env)
+    assert result.returncode == 0, result.stderr
+    data = json.loads((out / "e.json").read_text())
+    assert data["schema"] == "finexl.explanation/v1"
+    assert data["encoder"]["id"].startswith("clip:")
+    assert data["n_pairs"] == 12
+    assert data["n_candidates"] == 3
+    assert (out / "e.html").read_text().startswith("<!doctype html>")
+    # stdout has the table or the no-difference sentence, nothing else.
+    assert "residual" in result.stdout or "No difference" in result.stdout
+    # A second run answers from the cache: same JSON.
+    again = run_cli("explain", "--base", str(base), "--personal", str(personal),
+                    "--encoder", str(tiny_clip_dir), "--concepts", str(concepts_file),
+                    "--json", str(out / "e2.json"), "--quiet", env=env)
+    assert again.returncode == 0
+    assert json.loads((out / "e2.json").read_text()) == data
