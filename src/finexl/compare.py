@@ -117,7 +117,9 @@ def _check_same_prompts(pair_sets: Mapping[str, PairSet]) -> None:
 
 
 def _union_proposals(proposer, pair_sets, diffs, prompts, encoder, config):
-    merged: dict[str, Candidate] = {}
+    from finexl.concepts.normalize import union_candidates
+
+    proposals: list[tuple[Candidate, ...]] = []
     notes: list[str] = []
     for name, pairs in pair_sets.items():
         context = ProposalContext(image_pairs=pairs.image_pairs, prompts=prompts,
@@ -125,15 +127,8 @@ def _union_proposals(proposer, pair_sets, diffs, prompts, encoder, config):
                                   template=config.template)
         proposal = proposer.propose(context)
         notes.extend(f"{name}: {note}" for note in proposal.notes)
-        for candidate in proposal.candidates:
-            key = candidate.concept.lower()
-            if key in merged:
-                previous = merged[key]
-                merged[key] = Candidate(previous.concept, previous.source,
-                                        previous.votes + candidate.votes, previous.score)
-            else:
-                merged[key] = candidate
-    known, unknown = split_unknown(encoder, list(merged.values()))
+        proposals.append(proposal.candidates)
+    known, unknown = split_unknown(encoder, union_candidates(*proposals))
     return known, unknown, notes
 
 

@@ -36,9 +36,12 @@ def read_concepts(path: str | Path) -> list[str]:
 
 
 def _dedupe(items) -> list[str]:
+    """First wording of each concept (plural, case and hyphen folded), in the user's order."""
+    from finexl.concepts.normalize import concept_key
+
     seen: dict[str, str] = {}
     for item in items:
-        seen.setdefault(" ".join(item.lower().split()), item)
+        seen.setdefault(concept_key(item) or item, item)
     return list(seen.values())
 
 
