@@ -58,8 +58,18 @@ def _console():
     return Console()
 
 
-def _encoder_options(func):
-    options = [
+def _stack(*options):
+    """A decorator applying ``options`` in the order written (first shown first in --help)."""
+
+    def apply(func):
+        for option in reversed(options):
+            func = option(func)
+        return func
+
+    return apply
+
+
+_encoder_options = _stack(
         click.option("--encoder", default="mini", show_default=True,
                      help="'mini' (shipped), a local CLIP-family model directory, or a hub id"
                           " already in the local Hugging Face cache."),
@@ -69,14 +79,9 @@ def _encoder_options(func):
         click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1)),
         click.option("--no-cache", is_flag=True, help="Do not read or write the embedding cache."),
         click.option("--quiet", "-q", is_flag=True, help="No progress bars."),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
+)
 
-
-def _decomposition_options(func):
-    options = [
+_decomposition_options = _stack(
         click.option("--concepts", "concepts_file", type=click.Path(path_type=Path),
                      help="Your candidate concepts: a text file, one per line."),
         click.option("--proposer", type=click.Choice(["user", "vocab", "vlm", "vlm+vocab"]),
@@ -107,10 +112,19 @@ def _decomposition_options(func):
         click.option("--vlm-timeout", type=click.FloatRange(min=0.1), help="Seconds per request."),
         click.option("--vlm-template", type=click.Choice(["figure5", "condensed", "elaborated"]),
                      help="Instruction shown to the VLM (paper Figure 5 and Appendix G)."),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
+)
+
+_folder_options = _stack(
+    click.option("--base", required=True, type=click.Path(path_type=Path),
+                 help="Folder of the base model's images."),
+    click.option("--prompts", "prompts_file", type=click.Path(path_type=Path),
+                 help="Prompts, when the folders have no metadata.jsonl."),
+)
+
+_output_options = _stack(
+    click.option("--json", "json_out", type=click.Path(path_type=Path), help="Write the JSON here."),
+    click.option("--html", "html_out", type=click.Path(path_type=Path), help="Write the page here."),
+)
 
 
 def _explain_config(**options):
@@ -137,16 +151,12 @@ def _vlm_config(**fields):
 
 
 @main.command()
-@click.option("--base", required=True, type=click.Path(path_type=Path),
-              help="Folder of the base model's images.")
+@_folder_options
 @click.option("--personal", required=True, type=click.Path(path_type=Path),
               help="Folder of the personalized model's images (same file names).")
-@click.option("--prompts", "prompts_file", type=click.Path(path_type=Path),
-              help="Prompts, when the folders have no metadata.jsonl.")
 @_encoder_options
 @_decomposition_options
-@click.option("--json", "json_out", type=click.Path(path_type=Path), help="Write the JSON here.")
-@click.option("--html", "html_out", type=click.Path(path_type=Path), help="Write the report here.")
+@_output_options
 @_guard
 def explain(base, personal, prompts_file, quiet, json_out, html_out, **options):
     """Explain how the images in --personal differ from those in --base."""
@@ -165,9 +175,10 @@ def _write_outputs(result, json_out, html_out) -> None:
 
         click.echo(f"wrote {write_json(result, json_out)}", err=True)
     if html_out:
-        from finexl.report.html import write_html
+        from finexl.report.html import write_comparison_html, write_html
 
-        click.echo(f"wrote {write_html(result, html_out)}", err=True)
+        writer = write_comparison_html if hasattr(result, "models") else write_html
+        click.echo(f"wrote {writer(result, html_out)}", err=True)
 
 
 @main.command()
@@ -207,16 +218,12 @@ def _named_folders(values) -> dict[str, Path]:
 
 
 @main.command()
-@click.option("--base", required=True, type=click.Path(path_type=Path),
-              help="Folder of the base model's images.")
+@_folder_options
 @click.option("--personal", "personal", required=True, multiple=True, metavar="NAME=DIR",
               help="A personalized model's images; repeat for each model.")
-@click.option("--prompts", "prompts_file", type=click.Path(path_type=Path),
-              help="Prompts, when the folders have no metadata.jsonl.")
 @_encoder_options
 @_decomposition_options
-@click.option("--json", "json_out", type=click.Path(path_type=Path), help="Write the JSON here.")
-@click.option("--html", "html_out", type=click.Path(path_type=Path), help="Write the page here.")
+@_output_options
 @_guard
 def compare(base, personal, prompts_file, quiet, json_out, html_out, **options):
     """Explain several personalized models of one base on one shared concept basis."""
@@ -227,14 +234,7 @@ def compare(base, personal, prompts_file, quiet, json_out, html_out, **options):
     config = _explain_config(prompts_file=prompts_file, **options)
     result = run_compare(base, folders, config, progress=not quiet)
     print_comparison(result, _console())
-    if json_out:
-        from finexl.report.json import write_json
-
-        click.echo(f"wrote {write_json(result, json_out)}", err=True)
-    if html_out:
-        from finexl.report.html import write_comparison_html
-
-        click.echo(f"wrote {write_comparison_html(result, html_out)}", err=True)
+    _write_outputs(result, json_out, html_out)
 
 
 @main.group()
