@@ -196,7 +196,9 @@ def test_vocabulary_file_declares_unknown_concepts(tiny_clip_dir, tmp_path):
     (directory / "finexl_vocabulary.json").write_text(json.dumps({"known_words": ["Red", "cat"]}))
     encoder = load_encoder(str(directory), cache=False)
     concepts = ["red cat", "watercolor", "a watercolor", "cat with fur", "a", "neon-red"]
-    assert unknown_concepts(encoder, concepts) == ["watercolor", "a watercolor", "a"]
+    # One unknown content word makes the concept unknown: "fur" and "neon" are not known.
+    assert unknown_concepts(encoder, concepts) == ["watercolor", "a watercolor", "cat with fur",
+                                                   "a", "neon-red"]
 
 
 def test_features_accepts_tensor_and_model_output():

@@ -179,8 +179,11 @@ class ClipEncoder:
             return self
         import torch
         from transformers import AutoImageProcessor, AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
 
         dtype_argument = _dtype_argument()
+        # finexl draws its own bars on stderr; transformers' "Loading weights" bar is noise.
+        hf_logging.disable_progress_bar()
 
         where = f"encoder {self.spec!r} ({self.directory})"
         try:
@@ -259,10 +262,12 @@ class ClipEncoder:
         return self._embed(texts, forward, "embedding texts", progress)
 
     def unknown_concepts(self, concepts: Sequence[str]) -> list[str]:
-        """Concepts none of whose words the encoder knows (none, for an open vocabulary).
+        """Concepts with a content word the encoder does not know (none, for an open vocabulary).
 
         Only directories with ``finexl_vocabulary.json`` (the shipped mini encoder) declare
-        a vocabulary; function words such as "a" or "with" do not make a concept known.
+        a vocabulary. One unknown word is enough: its embedding is untrained, so f(C) would
+        point partly in a random direction ("charcoal drawing" is not "drawing"). Function
+        words such as "a" or "with" are not counted.
         """
         if self.known_words is None:
             return []
@@ -270,7 +275,7 @@ class ClipEncoder:
         for concept in concepts:
             words = re.findall(r"[a-z]+", concept.lower())
             content = [w for w in words if w not in _FUNCTION_WORDS] or words
-            if not any(word in self.known_words for word in content):
+            if not all(word in self.known_words for word in content):
                 unknown.append(concept)
         return unknown
 
