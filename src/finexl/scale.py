@@ -30,6 +30,8 @@ import numpy as np
 from finexl.errors import FinexlError
 
 if TYPE_CHECKING:
+    from typing import Self  # Python 3.11; annotations are strings, so 3.10 imports this file
+
     from finexl.encoders.base import Encoder
     from finexl.pairs import PairSet
 
@@ -68,7 +70,7 @@ class LocalExecutor:
                 for item in track(items, total=len(items), description=description,
                                   enabled=progress)]
 
-    def __enter__(self) -> LocalExecutor:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -113,9 +115,10 @@ class RayExecutor:
         # the variable keeps their choice.
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         address = self.address or os.environ.get("RAY_ADDRESS") or None
-        options: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False,
-                                       logging_level=logging.WARNING)
+        options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
+                                   "logging_level": logging.WARNING}
         if address is None:
+            # Workers and the driver talk over loopback only.
             options.update(num_cpus=self.num_cpus or min(2, os.cpu_count() or 1),
                            object_store_memory=_LOCAL_OBJECT_STORE_BYTES,
                            _node_ip_address="127.0.0.1")
@@ -134,7 +137,7 @@ class RayExecutor:
             import_ray().shutdown()
             self._started_here = False
 
-    def __enter__(self) -> RayExecutor:
+    def __enter__(self) -> Self:
         self.start()
         return self
 
