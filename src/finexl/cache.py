@@ -10,6 +10,7 @@ logged, and is rewritten by the next ``put``.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import os
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.lib import format as npy_format
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +81,69 @@ def write_text_atomic(path: Path, text: str) -> None:
     write_atomic(Path(path), text.encode("utf-8"))
 
 
+# A warm run reads thousands of one-row files that share a handful of headers; numpy parses
+# each header with a literal_eval, which costs several times the read, so each distinct
+# header is parsed once: (dtype, shape, fortran_order, data offset) by header bytes.
+_NPY_HEADERS: dict[bytes, tuple[np.dtype, tuple[int, ...], bool, int]] = {}
+_NPY_HEADERS_MAX = 256
+
+
+def read_npy(path: Path) -> np.ndarray:
+    """``np.load(path, allow_pickle=False)`` for a ``.npy`` file, parsing each distinct header once.
+
+    Returns
+    -------
+    np.ndarray
+        A writable array (backed by the file's bytes, read in one call).
+
+    Raises
+    ------
+    FileNotFoundError
+        No such file.
+    OSError, ValueError
+        An unreadable, truncated or malformed file, or an object array (which needs pickle).
+    """
+    with open(path, "rb") as handle:
+        data = bytearray(os.fstat(handle.fileno()).st_size)
+        if handle.readinto(data) != len(data):
+            raise ValueError(f"{path} changed size while being read")
+    if len(data) > 6 and data[6] not in (1, 2):
+        # Format 3.0 (utf-8 field names) is rare; numpy's own reader handles it.
+        return np.load(io.BytesIO(bytes(data)), allow_pickle=False)
+    dtype, shape, fortran_order, offset = _npy_header(data)
+    count = int(np.prod(shape, dtype=np.int64))
+    if len(data) - offset < count * dtype.itemsize:
+        raise ValueError(f"{path} is truncated: {len(data) - offset} data bytes for shape {shape}")
+    flat = np.frombuffer(data, dtype=dtype, count=count, offset=offset)
+    if fortran_order:
+        return flat.reshape(shape[::-1]).transpose()
+    return flat.reshape(shape)
+
+
+def _npy_header(data: bytearray) -> tuple[np.dtype, tuple[int, ...], bool, int]:
+    if bytes(data[:6]) != npy_format.MAGIC_PREFIX or len(data) < 12:
+        raise ValueError("not a .npy file (bad magic string)")
+    major = data[6]
+    if major == 1:
+        offset = 10 + int.from_bytes(data[8:10], "little")
+    else:
+        offset = 12 + int.from_bytes(data[8:12], "little")
+    key = bytes(data[:offset])
+    cached = _NPY_HEADERS.get(key)
+    if cached is not None:
+        return cached
+    handle = io.BytesIO(key)
+    version = npy_format.read_magic(handle)
+    read = npy_format.read_array_header_1_0 if version == (1, 0) else npy_format.read_array_header_2_0
+    shape, fortran_order, dtype = read(handle)
+    if dtype.hasobject:
+        raise ValueError("object arrays need pickle, which the cache never uses")
+    if len(_NPY_HEADERS) >= _NPY_HEADERS_MAX:
+        _NPY_HEADERS.clear()
+    _NPY_HEADERS[key] = parsed = (dtype, tuple(shape), bool(fortran_order), offset)
+    return parsed
+
+
 class Store:
     """Content-keyed store of arrays and JSON answers under one root folder.
 
@@ -110,10 +175,10 @@ class Store:
         if self.root is None:
             return self._memory.get(key)
         path = self._path(key, ".npy")
-        if not path.exists():
-            return None
         try:
-            return np.load(path, allow_pickle=False)
+            return read_npy(path)
+        except FileNotFoundError:
+            return None
         except (OSError, ValueError) as exc:
             logger.warning("cache entry %s is unreadable (%s); it will be recomputed", path, exc)
             return None
@@ -123,8 +188,6 @@ class Store:
         if self.root is None:
             self._memory[key] = value.copy()
             return
-        import io
-
         buffer = io.BytesIO()
         np.save(buffer, value, allow_pickle=False)
         write_atomic(self._path(key, ".npy"), buffer.getvalue())

@@ -1,0 +1,84 @@
+"""The store's fast ``.npy`` reader gives exactly what ``np.load`` gives, and bad files are misses."""
+
+from __future__ import annotations
+
+import io
+import logging
+
+import numpy as np
+import pytest
+
+from finexl.cache import Store, make_key, read_npy
+
+ARRAYS = {
+    "float32 row": np.arange(16, dtype=np.float32) / 7,
+    "float64 table": np.random.default_rng(0).normal(size=(5, 3)),
+    "fortran order": np.asfortranarray(np.arange(12, dtype=np.int32).reshape(3, 4)),
+    "big-endian": np.arange(6, dtype=">f8").reshape(2, 3),
+    "scalar": np.array(3.5),
+    "empty rows": np.zeros((0, 16), np.float32),
+    "bool": np.array([True, False, True]),
+}
+
+
+@pytest.mark.parametrize("name", list(ARRAYS))
+def test_read_npy_matches_np_load(tmp_path, name):
+    path = tmp_path / "a.npy"
+    np.save(path, ARRAYS[name], allow_pickle=False)
+    expected = np.load(path, allow_pickle=False)
+    for _ in range(2):  # the second read takes the parsed-header path
+        got = read_npy(path)
+        assert got.dtype == expected.dtype and got.shape == expected.shape
+        np.testing.assert_array_equal(got, expected)
+        assert got.flags.writeable
+
+
+def test_store_round_trip_counts_hits_and_misses(tmp_path):
+    store = Store(tmp_path)
+    keys = [make_key("text", "enc", str(i)) for i in range(3)]
+    rows = np.random.default_rng(1).normal(size=(3, 8)).astype(np.float32)
+    store.put_rows(keys[:2], rows[:2])
+    got = store.get_rows(keys)
+    np.testing.assert_array_equal(np.stack(got[:2]), rows[:2])
+    assert got[2] is None
+    assert (store.hits, store.misses) == (2, 1)
+
+
+def _npy_bytes(value, **kwargs) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, value, **kwargs)
+    return buffer.getvalue()
+
+
+BAD_FILES = {
+    "empty": b"",
+    "garbage": b"not a numpy file at all",
+    "truncated data": _npy_bytes(np.arange(64, dtype=np.float32))[:-10],
+    "truncated header": _npy_bytes(np.arange(4, dtype=np.float32))[:30],
+    "object array": _npy_bytes(np.array([{"a": 1}], dtype=object), allow_pickle=True),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_FILES))
+def test_bad_entry_is_a_logged_miss_and_is_rewritten(tmp_path, caplog, name):
+    store = Store(tmp_path)
+    key = make_key("text", "enc", name)
+    path = store._path(key, ".npy")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(BAD_FILES[name])
+    with caplog.at_level(logging.WARNING, logger="finexl.cache"):
+        assert store.get_array(key) is None
+    assert "unreadable" in caplog.text and store.misses == 1
+    store.put_array(key, np.ones(4, np.float32))
+    np.testing.assert_array_equal(store.get_array(key), np.ones(4, np.float32))
+
+
+@pytest.mark.parametrize("version", [(2, 0), (3, 0)])
+def test_read_npy_reads_later_format_versions(tmp_path, version):
+    from numpy.lib import format as npy_format
+
+    value = np.arange(10, dtype=np.float32).reshape(2, 5)
+    path = tmp_path / "v.npy"
+    with path.open("wb") as handle:
+        npy_format.write_array(handle, value, version=version)
+    np.testing.assert_array_equal(read_npy(path), value)
