@@ -13,6 +13,7 @@ import hashlib
 import io
 import json
 import logging
+import math
 import os
 import tempfile
 from collections.abc import Sequence
@@ -88,7 +89,7 @@ _NPY_HEADERS: dict[bytes, tuple[np.dtype, tuple[int, ...], bool, int]] = {}
 _NPY_HEADERS_MAX = 256
 
 
-def read_npy(path: Path) -> np.ndarray:
+def read_npy(path: str | Path) -> np.ndarray:
     """``np.load(path, allow_pickle=False)`` for a ``.npy`` file, parsing each distinct header once.
 
     Returns
@@ -103,7 +104,7 @@ def read_npy(path: Path) -> np.ndarray:
     OSError, ValueError
         An unreadable, truncated or malformed file, or an object array (which needs pickle).
     """
-    with open(path, "rb") as handle:
+    with open(path, "rb", buffering=0) as handle:
         data = bytearray(os.fstat(handle.fileno()).st_size)
         if handle.readinto(data) != len(data):
             raise ValueError(f"{path} changed size while being read")
@@ -111,7 +112,7 @@ def read_npy(path: Path) -> np.ndarray:
         # Format 3.0 (utf-8 field names) is rare; numpy's own reader handles it.
         return np.load(io.BytesIO(bytes(data)), allow_pickle=False)
     dtype, shape, fortran_order, offset = _npy_header(data)
-    count = int(np.prod(shape, dtype=np.int64))
+    count = math.prod(shape)
     if len(data) - offset < count * dtype.itemsize:
         raise ValueError(f"{path} is truncated: {len(data) - offset} data bytes for shape {shape}")
     flat = np.frombuffer(data, dtype=dtype, count=count, offset=offset)
@@ -174,7 +175,8 @@ class Store:
     def _load_array(self, key: str) -> np.ndarray | None:
         if self.root is None:
             return self._memory.get(key)
-        path = self._path(key, ".npy")
+        # A plain string path: pathlib's joins cost as much as the read on a warm run.
+        path = os.path.join(self.root, key[:2], f"{key}.npy")
         try:
             return read_npy(path)
         except FileNotFoundError:
