@@ -82,3 +82,12 @@ def test_read_npy_reads_later_format_versions(tmp_path, version):
     with path.open("wb") as handle:
         npy_format.write_array(handle, value, version=version)
     np.testing.assert_array_equal(read_npy(path), value)
+
+
+@pytest.mark.parametrize("name", list(ARRAYS))
+def test_npy_bytes_match_np_save(name):
+    from finexl.cache import npy_bytes
+
+    value = np.ascontiguousarray(ARRAYS[name])
+    for _ in range(2):  # the second call reuses the header
+        assert npy_bytes(value) == _npy_bytes(value, allow_pickle=False)

@@ -121,6 +121,27 @@ def read_npy(path: str | Path) -> np.ndarray:
     return flat.reshape(shape)
 
 
+_NPY_WRITE_HEADERS: dict[tuple[np.dtype, tuple[int, ...]], bytes] = {}
+
+
+def npy_bytes(value: np.ndarray) -> bytes:
+    """The bytes ``np.save(..., allow_pickle=False)`` writes for a C-contiguous ``value``; the
+    header is built once per (dtype, shape), since numpy's header code costs more than the
+    rest of a one-row write."""
+    value = np.ascontiguousarray(value)
+    key = (value.dtype, value.shape)
+    header = _NPY_WRITE_HEADERS.get(key)
+    if header is None:
+        buffer = io.BytesIO()
+        np.save(buffer, value, allow_pickle=False)
+        data = buffer.getvalue()
+        if len(_NPY_WRITE_HEADERS) >= _NPY_HEADERS_MAX:
+            _NPY_WRITE_HEADERS.clear()
+        _NPY_WRITE_HEADERS[key] = data[:len(data) - value.nbytes]
+        return data
+    return header + value.tobytes()
+
+
 def _npy_header(data: bytearray) -> tuple[np.dtype, tuple[int, ...], bool, int]:
     if bytes(data[:6]) != npy_format.MAGIC_PREFIX or len(data) < 12:
         raise ValueError("not a .npy file (bad magic string)")
@@ -190,9 +211,7 @@ class Store:
         if self.root is None:
             self._memory[key] = value.copy()
             return
-        buffer = io.BytesIO()
-        np.save(buffer, value, allow_pickle=False)
-        write_atomic(self._path(key, ".npy"), buffer.getvalue())
+        write_atomic(self._path(key, ".npy"), npy_bytes(value))
 
     def get_rows(self, keys: Sequence[str]) -> list[np.ndarray | None]:
         """Look up a batch of row vectors; ``None`` marks each miss."""
