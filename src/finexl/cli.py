@@ -224,15 +224,23 @@ def _named_folders(values) -> dict[str, Path]:
 @_encoder_options
 @_decomposition_options
 @_output_options
+@click.option("--ray", "use_ray", is_flag=True,
+              help="Embed each model as a Ray task (a local cluster, or $RAY_ADDRESS);"
+                   " needs finexl[ray].")
 @_guard
-def compare(base, personal, prompts_file, quiet, json_out, html_out, **options):
+def compare(base, personal, prompts_file, quiet, json_out, html_out, use_ray, **options):
     """Explain several personalized models of one base on one shared concept basis."""
+    from contextlib import nullcontext
+
     from finexl.compare import compare as run_compare
     from finexl.report.table import print_comparison
+    from finexl.scale import make_executor
 
     folders = _named_folders(personal)
     config = _explain_config(prompts_file=prompts_file, **options)
-    result = run_compare(base, folders, config, progress=not quiet)
+    executor = make_executor("ray") if use_ray else None
+    with executor or nullcontext():  # stops a local cluster it started, even on errors
+        result = run_compare(base, folders, config, progress=not quiet, executor=executor)
     print_comparison(result, _console())
     _write_outputs(result, json_out, html_out)
 

@@ -36,6 +36,7 @@ from finexl.results import Explanation, RejectedConcept
 if TYPE_CHECKING:
     from finexl.encoders.base import Encoder
     from finexl.pairs import PairSet
+    from finexl.scale import Executor
 
 logger = logging.getLogger(__name__)
 
@@ -65,8 +66,14 @@ def compare(
     encoder: Encoder | None = None,
     proposer: Proposer | None = None,
     progress: bool = False,
+    executor: Executor | None = None,
 ) -> Comparison:
-    """Explain every model in ``personal`` (name -> folder) against one ``base`` folder."""
+    """Explain every model in ``personal`` (name -> folder) against one ``base`` folder.
+
+    With an ``executor`` (``finexl.scale.RayExecutor``), each model's images are embedded as
+    a task: workers load ``config.encoder`` by its spec (never a live model) and share the
+    on-disk cache, so the base set is embedded once.
+    """
     from finexl.pairs import check_images, load_pairs
 
     config = config or ExplainConfig()
@@ -82,8 +89,14 @@ def compare(
     encoder = encoder or load_configured_encoder(config, progress)
     proposer = proposer or build_proposer(config, progress)
     # 2. Per-pair differences for each model (base embeddings come from the cache after the first).
-    diffs = {name: embed_pair_differences(encoder, pairs, config.batch_size, progress)
-             for name, pairs in pair_sets.items()}
+    if executor is None:
+        diffs = {name: embed_pair_differences(encoder, pairs, config.batch_size, progress)
+                 for name, pairs in pair_sets.items()}
+    else:
+        from finexl.scale import EmbedSettings, embed_pair_sets
+
+        diffs = embed_pair_sets(pair_sets, config.encoder, EmbedSettings.from_config(config),
+                                executor, progress=progress)
     first = next(iter(pair_sets.values()))
     prompts, aligned = prompts_for_concepts(first)
     # 3. Candidates: the union of every model's proposals.
