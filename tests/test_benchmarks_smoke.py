@@ -1,0 +1,95 @@
+"""Each benchmark script runs end to end at a tiny size (no timings are checked, only counts).
+
+The scripts live in ``benchmarks/`` (not the package); they are imported from there, run on
+the session's tiny CLIP directory, and their JSON and markdown table are checked.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def load_script(name: str):
+    if str(BENCHMARKS) not in sys.path:
+        sys.path.insert(0, str(BENCHMARKS))
+    return importlib.import_module(name)
+
+
+@pytest.fixture
+def run_script(tiny_clip_dir, tmp_path, capsys):
+    def run(name: str, *args: str) -> tuple[dict, str]:
+        out = tmp_path / f"{name}.json"
+        results = load_script(name).main(["--encoder", str(tiny_clip_dir), "--out", str(out),
+                                          *args])
+        table = capsys.readouterr().out
+        assert json.loads(out.read_text()) == json.loads(json.dumps(results))
+        assert results["machine"]["nproc"] >= 1 and "|---|" in table
+        return results, table
+
+    return run
+
+
+def test_vocab_ranking_counts_the_two_ways_exactly(run_script):
+    results, table = run_script("bench_vocab_ranking", "--vocabulary-size", "60", "--pairs", "4")
+    top_k = min(40, 60)
+    # Ours: V prompt-free texts + the neutral prompt, then N prompts + top_k x N composed texts.
+    assert results["ours"]["texts"] == 60 + 1 + 4 + top_k * 4
+    # Naive: N prompts once + V x N composed texts, measured in full at this size.
+    assert results["naive"]["texts"] == 4 + 60 * 4 and not results["naive_scaled"]
+    assert results["ratio_texts"] == pytest.approx((4 + 240) / (65 + 160))
+    assert 0 <= results["top_k_overlap"] <= results["top_k_overlap_of"] == 40
+    assert "naive / ours" in table
+
+
+def test_vocab_ranking_scales_a_subset_when_over_budget(run_script):
+    results, table = run_script("bench_vocab_ranking", "--vocabulary-size", "100", "--pairs", "3",
+                                "--naive-budget", "0")
+    assert results["naive_scaled"] and results["naive_subset"] == 40
+    assert results["naive_measured"]["texts"] == 3 + 40 * 3
+    assert results["naive"]["texts"] == pytest.approx((3 + 40 * 3) * 100 / 40)
+    assert "scaled linearly" in table
+
+
+def test_cache_warm_run_makes_no_encoder_call(run_script):
+    results, _ = run_script("bench_cache", "--pairs", "4", "--repeats", "1", "--no-cli")
+    warm = results["rounds"][0]["warm"]
+    assert warm["forward_calls"] == 0 and warm["misses"] == 0 and not warm["model_loaded"]
+    assert results["rounds"][0]["cold"]["forward_calls"] > 0 and results["same_result"]
+    labels = [row[0] for row in results["warm_profile"]]
+    assert "whole warm run (profiled)" in labels
+
+
+def test_overhead_replays_the_same_encoder_inputs(run_script):
+    results, _ = run_script("bench_overhead", "--pairs", "4", "--repeats", "1")
+    for mode in ("disk", "memory"):
+        run = results["modes"][mode]
+        assert run["images"] == 2 * 4  # each pair's two images, encoded once
+        assert run["forward_replayed_seconds"] > 0 and run["pipeline_seconds"] > 0
+
+
+def test_explain_scale_runs_each_size_in_a_subprocess(run_script):
+    results, table = run_script("bench_explain_scale", "--n-sizes", "4,6", "--v-sizes", "30",
+                                "--v-pairs", "4", "--repeats", "1")
+    assert [row["n_pairs"] for row in results["by_n"]] == [4, 6]
+    assert [row["images"] for row in results["by_n"]] == [8, 12]
+    v_row = results["by_v"][0]
+    assert v_row["texts"] == 30 + 1 + 4 + 30 * 4  # top_k capped by the 30 entries
+    assert set(results["fits_vs_n"]) == {"traced_peak_mb", "rss_growth_mb", "seconds"}
+    assert all(row["traced_peak_mb"] > 0 for row in results["by_n"])
+    assert "Linear fits" in table
+
+
+def test_tiny_encoder_spec_builds_the_test_suites_clip(tmp_path):
+    common = load_script("_common")
+    path = Path(common.resolve_encoder("tiny", tmp_path))
+    assert (path / "config.json").is_file()
+    assert common.resolve_encoder("mini", tmp_path) == "mini"
+    fit = common.linear_fit([1, 2, 3, 4], [3, 5, 7, 9])
+    assert fit["slope"] == pytest.approx(2) and fit["r2"] == pytest.approx(1)
