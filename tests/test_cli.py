@@ -116,3 +116,28 @@ def test_explain_with_a_local_clip_directory_writes_json_and_html(tmp_path, tiny
                     "--json", str(out / "e2.json"), "--quiet", env=env)
     assert again.returncode == 0
     assert json.loads((out / "e2.json").read_text()) == data
+
+
+def test_compare_and_catalog_from_the_command_line(tmp_path, tiny_clip_dir, concepts_file):
+    from test_pipeline import _warm
+
+    base, dark = _folders(tmp_path, lambda im: _darken(im, 0.6), name="dark")
+    _, warm = _folders(tmp_path, lambda im: _warm(im, 0.6), name="warm")
+    env = {"FINEXL_CACHE_DIR": str(tmp_path / "cache"), "FINEXL_DATA_DIR": str(tmp_path / "data")}
+    result = run_cli("compare", "--base", str(base), "--personal", f"dark={dark}",
+                     "--personal", f"warm={warm}", "--encoder", str(tiny_clip_dir),
+                     "--concepts", str(concepts_file), "--json", str(tmp_path / "c.json"),
+                     "--html", str(tmp_path / "c.html"), "--quiet", env=env)
+    assert result.returncode == 0, result.stderr
+    data = json.loads((tmp_path / "c.json").read_text())
+    assert data["schema"] == "finexl.comparison/v1"
+    assert set(data["models"]) == {"dark", "warm"}
+    assert "sortable" in (tmp_path / "c.html").read_text()
+    explanation = tmp_path / "dark.json"
+    explanation.write_text(json.dumps(data["models"]["dark"]))
+    added = run_cli("catalog", "add", "dark", "--json", str(explanation), env=env)
+    assert added.returncode == 0, added.stderr
+    assert (tmp_path / "data" / "catalog.sqlite").exists()
+    query = run_cli("catalog", "query", "dark", "--json", env=env)
+    assert query.returncode == 0
+    assert isinstance(json.loads(query.stdout), list)
