@@ -1,0 +1,364 @@
+"""The shipped tiny text-to-image model (``builtin:tiny``) as a real diffusers pipeline.
+
+``FinexlTinyPipeline`` is a pixel-space diffusion model: a small ``UNet2DConditionModel``
+denoises 32x32 RGB images folded into 16x16 grids of 2x2 patches (``pixel_unshuffle``,
+a lossless stand-in for a VAE that makes every step 4x cheaper), conditioned on a small
+``CLIPTextModel`` through cross-attention (token states) and the time embedding (pooled
+state). The tokenizer is word level: a known word is one token, any other word is
+``<unk>``. It is saved and loaded with ``save_pretrained`` / ``from_pretrained`` like any
+diffusers pipeline, and it includes diffusers' LoRA loader, so generation, LoRA and
+fine-tuning take the same code paths as Stable Diffusion.
+
+Importing this module imports torch and diffusers; :mod:`finexl.generate` imports it only
+when a tiny model is used.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers import DDIMScheduler, DiffusionPipeline, UNet2DConditionModel
+from diffusers.loaders import StableDiffusionLoraLoaderMixin
+from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
+from diffusers.utils.torch_utils import randn_tensor
+
+BUILTIN_DIR = Path(__file__).resolve().parent / "tiny"
+BUILTIN_SPEC = "builtin:tiny"
+IMAGE_CHANNELS = 3
+SPECIAL_TOKENS = ("<pad>", "<unk>", "<bos>", "<eos>")
+# transformers 5 saves fast tokenizers as "TokenizersBackend"; the older name loads in both.
+_TOKENIZER_CLASS = "PreTrainedTokenizerFast"
+
+
+class FinexlTinyPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
+    """Text-to-image in pixel space for small images; the ``builtin:tiny`` model.
+
+    Parameters
+    ----------
+    unet : UNet2DConditionModel
+        ``in_channels = 3 * patch**2``; it sees ``(batch, 3 * patch**2, side / patch,
+        side / patch)`` and is conditioned through ``encoder_hidden_states`` (token states)
+        and ``class_labels`` (the pooled text state, projected into the time embedding).
+    text_encoder : transformers.CLIPTextModel
+    tokenizer : transformers.PreTrainedTokenizerFast
+        Word level, padding to ``model_max_length`` tokens.
+    scheduler : diffusers scheduler
+        DDIM by default (any scheduler with ``set_timesteps`` / ``step`` works).
+    """
+
+    model_cpu_offload_seq = "text_encoder->unet"
+
+    def __init__(self, unet, text_encoder, tokenizer, scheduler) -> None:
+        super().__init__()
+        self.register_modules(unet=unet, text_encoder=text_encoder, tokenizer=tokenizer,
+                              scheduler=scheduler)
+
+    # Geometry ---------------------------------------------------------------------------
+
+    @property
+    def patch_size(self) -> int:
+        """Side of the pixel patches folded into the UNet's channels."""
+        return math.isqrt(self.unet.config.in_channels // IMAGE_CHANNELS)
+
+    @property
+    def default_size(self) -> int:
+        """Image side in pixels the model was trained at."""
+        return int(self.unet.config.sample_size) * self.patch_size
+
+    def patchify(self, images: torch.Tensor) -> torch.Tensor:
+        """``(b, 3, h, w)`` in [-1, 1] to the UNet's ``(b, 3 p^2, h/p, w/p)``."""
+        return F.pixel_unshuffle(images, self.patch_size)
+
+    def unpatchify(self, latents: torch.Tensor) -> torch.Tensor:
+        """The inverse of :meth:`patchify`."""
+        return F.pixel_shuffle(latents, self.patch_size)
+
+    # Text -------------------------------------------------------------------------------
+
+    def encode_prompt(self, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token states ``(b, tokens, dim)`` and pooled states ``(b, dim)`` (gradients kept)."""
+        tokens = self.tokenizer(list(prompts), padding="max_length", truncation=True,
+                                max_length=self.tokenizer.model_max_length,
+                                return_tensors="pt")
+        output = self.text_encoder(tokens.input_ids.to(self.text_encoder.device))
+        return output.last_hidden_state, output.pooler_output
+
+    def denoise(self, latents: torch.Tensor, timestep, hidden: torch.Tensor,
+                pooled: torch.Tensor) -> torch.Tensor:
+        """The UNet's prediction for ``latents`` at ``timestep`` (shape of ``latents``)."""
+        return self.unet(latents, timestep, encoder_hidden_states=hidden,
+                         class_labels=pooled.to(latents.dtype)).sample
+
+    # Sampling ---------------------------------------------------------------------------
+
+    def check_inputs(self, prompts: Sequence[str], height: int, width: int,
+                     num_inference_steps: int, generator) -> None:
+        step = self.patch_size * 2 ** (len(self.unet.config.block_out_channels) - 1)
+        if height % step or width % step or height <= 0 or width <= 0:
+            raise ValueError(f"height and width must be positive multiples of {step}, got"
+                             f" {height}x{width}")
+        if num_inference_steps < 1:
+            raise ValueError(f"num_inference_steps must be at least 1, got {num_inference_steps}")
+        if isinstance(generator, list) and len(generator) != len(prompts):
+            raise ValueError(f"{len(generator)} generators for {len(prompts)} images; pass one"
+                             f" per image or a single one")
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        prompt: str | Sequence[str],
+        height: int | None = None,
+        width: int | None = None,
+        num_inference_steps: int = 20,
+        guidance_scale: float = 3.0,
+        negative_prompt: str | Sequence[str] | None = None,
+        num_images_per_prompt: int = 1,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        output_type: str = "pil",
+        return_dict: bool = True,
+    ):
+        """Generate images for ``prompt``.
+
+        Parameters mirror ``StableDiffusionPipeline.__call__``. With a list of generators,
+        image k depends only on ``generator[k]``, so it is the same in any batch.
+
+        Returns
+        -------
+        ImagePipelineOutput
+            ``images``: a list of PIL images (``output_type="pil"``), a float array of shape
+            ``(b, height, width, 3)`` in [0, 1] (``"np"``), or a tensor ``(b, 3, height,
+            width)`` in [0, 1] (``"pt"``). ``return_dict=False`` gives ``(images,)``.
+        """
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        prompts = [p for p in prompts for _ in range(num_images_per_prompt)]
+        height = height or self.default_size
+        width = width or self.default_size
+        self.check_inputs(prompts, height, width, num_inference_steps, generator)
+        hidden, pooled = self.encode_prompt(prompts)
+        guided = guidance_scale > 1.0
+        if guided:
+            negatives = negative_prompt if negative_prompt is not None else ""
+            negatives = [negatives] * len(prompts) if isinstance(negatives, str) else list(negatives)
+            if len(negatives) != len(prompts):
+                negatives = [n for n in negatives for _ in range(num_images_per_prompt)]
+            hidden_neg, pooled_neg = self.encode_prompt(negatives)
+            hidden = torch.cat([hidden_neg, hidden])
+            pooled = torch.cat([pooled_neg, pooled])
+        p = self.patch_size
+        shape = (len(prompts), IMAGE_CHANNELS * p * p, height // p, width // p)
+        latents = randn_tensor(shape, generator=generator, device=self._execution_device,
+                               dtype=self.unet.dtype)
+        latents = latents * self.scheduler.init_noise_sigma
+        self.scheduler.set_timesteps(num_inference_steps, device=self._execution_device)
+        for t in self.progress_bar(self.scheduler.timesteps):
+            model_input = torch.cat([latents] * 2) if guided else latents
+            model_input = self.scheduler.scale_model_input(model_input, t)
+            prediction = self.denoise(model_input, t, hidden, pooled)
+            if guided:
+                unconditional, conditional = prediction.chunk(2)
+                prediction = unconditional + guidance_scale * (conditional - unconditional)
+            latents = self.scheduler.step(prediction, t, latents).prev_sample
+        images = (self.unpatchify(latents.float()).clamp(-1, 1) + 1) / 2
+        images = self._to_output(images, output_type)
+        self.maybe_free_model_hooks()
+        return ImagePipelineOutput(images=images) if return_dict else (images,)
+
+    @staticmethod
+    def _to_output(images: torch.Tensor, output_type: str):
+        if output_type == "pt":
+            return images.cpu()
+        array = images.permute(0, 2, 3, 1).cpu().numpy()
+        if output_type == "np":
+            return array
+        if output_type == "pil":
+            from PIL import Image
+
+            return [Image.fromarray((a * 255).round().astype(np.uint8)) for a in array]
+        raise ValueError(f"output_type must be 'pil', 'np' or 'pt', got {output_type!r}")
+
+
+# Building and saving ------------------------------------------------------------------------
+
+def build_tokenizer(words: Sequence[str], *, max_length: int = 16):
+    """A word-level ``PreTrainedTokenizerFast``: each of ``words`` is one token.
+
+    Text is NFKC-normalised and lower-cased, split on whitespace and punctuation; ids 0-3
+    are ``<pad> <unk> <bos> <eos>``; every encoding is ``<bos> words... <eos>``.
+    """
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {token: i for i, token in enumerate(SPECIAL_TOKENS)}
+    for word in sorted(set(words)):
+        vocab.setdefault(word, len(vocab))
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    backend.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    backend.post_processor = processors.TemplateProcessing(
+        single="<bos> $A <eos>", special_tokens=[("<bos>", 2), ("<eos>", 3)])
+    return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>",
+                                   unk_token="<unk>", bos_token="<bos>", eos_token="<eos>",
+                                   model_max_length=max_length)
+
+
+def build_scheduler() -> DDIMScheduler:
+    """DDIM on a cosine schedule with v-prediction (stable at 32x32 with few steps)."""
+    return DDIMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2",
+                         prediction_type="v_prediction", clip_sample=True,
+                         clip_sample_range=1.0, timestep_spacing="trailing",
+                         set_alpha_to_one=True)
+
+
+def build_tiny_pipeline(words: Sequence[str], *, image_size: int = 32, patch: int = 2,
+                        text_dim: int = 64, channels: Sequence[int] = (48, 96, 128),
+                        seed: int = 0) -> FinexlTinyPipeline:
+    """A tiny pipeline with random weights, from configs (for training or tests).
+
+    Parameters
+    ----------
+    words
+        The tokenizer's vocabulary.
+    image_size, patch
+        Image side in pixels and the patch side folded into channels.
+    text_dim
+        Width of the text encoder (and the UNet's cross-attention).
+    channels
+        UNet block widths; cross-attention on all but the first (full-resolution) block.
+    seed
+        Seed of the weight initialisation (a local generator state, not the global one).
+    """
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    tokenizer = build_tokenizer(words)
+    text_config = CLIPTextConfig(
+        vocab_size=len(tokenizer), hidden_size=text_dim, intermediate_size=text_dim * 2,
+        num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=16,
+        hidden_act="quick_gelu", bos_token_id=2, eos_token_id=3, pad_token_id=0,
+        projection_dim=text_dim)
+    levels = len(channels)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        text_encoder = CLIPTextModel(text_config)
+        unet = UNet2DConditionModel(
+            sample_size=image_size // patch, in_channels=IMAGE_CHANNELS * patch * patch,
+            out_channels=IMAGE_CHANNELS * patch * patch, block_out_channels=tuple(channels),
+            down_block_types=("DownBlock2D",) + ("CrossAttnDownBlock2D",) * (levels - 1),
+            up_block_types=("CrossAttnUpBlock2D",) * (levels - 1) + ("UpBlock2D",),
+            layers_per_block=1, cross_attention_dim=text_dim, attention_head_dim=16,
+            norm_num_groups=16, class_embed_type="projection",
+            projection_class_embeddings_input_dim=text_dim)
+    return FinexlTinyPipeline(unet=unet, text_encoder=text_encoder, tokenizer=tokenizer,
+                              scheduler=build_scheduler())
+
+
+def save_tiny_pipeline(pipe: FinexlTinyPipeline, out_dir: str | Path, *,
+                       half: bool = False) -> Path:
+    """Save ``pipe`` as a diffusers directory that ``load_pipeline`` reads by path.
+
+    The directory is written beside ``out_dir`` and renamed into place, so an interrupted
+    save never leaves half a model; an existing ``out_dir`` is replaced. ``half=True``
+    stores float16 weights (half the size; loading casts back to the requested dtype).
+    """
+    import shutil
+    import tempfile
+
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
+    try:
+        if half:
+            original = pipe.unet.dtype
+            pipe.to(dtype=torch.float16)
+        pipe.save_pretrained(staging, safe_serialization=True)
+        if half:
+            pipe.to(dtype=original)
+        index_path = staging / "model_index.json"
+        index = json.loads(index_path.read_text(encoding="utf-8"))
+        index["tokenizer"] = ["transformers", _TOKENIZER_CLASS]
+        index_path.write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
+        if out_dir.exists():
+            trash = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.old."))
+            out_dir.rename(trash / "old")
+            staging.rename(out_dir)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            staging.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def is_tiny_pipeline_dir(path: str | Path) -> bool:
+    """Whether ``path`` holds a saved ``FinexlTinyPipeline`` (by its ``model_index.json``)."""
+    index = Path(path) / "model_index.json"
+    try:
+        return json.loads(index.read_text(encoding="utf-8")).get("_class_name") == \
+            FinexlTinyPipeline.__name__
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def load_tiny_pipeline(path: str | Path = BUILTIN_DIR, *,
+                       dtype: torch.dtype = torch.float32) -> FinexlTinyPipeline:
+    """Load a saved tiny pipeline (the shipped one by default) on CPU in ``dtype``."""
+    from finexl.generate.pipelines import _dtype_argument
+
+    pipe = FinexlTinyPipeline.from_pretrained(str(path), local_files_only=True,
+                                              **{_dtype_argument(): dtype})
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+# Training objective -------------------------------------------------------------------------
+
+def diffusion_loss(pipe: FinexlTinyPipeline, pixels: torch.Tensor, captions: Sequence[str], *,
+                   generator: torch.Generator, uncond_prob: float = 0.1,
+                   min_snr_gamma: float | None = 5.0) -> torch.Tensor:
+    """The denoising loss on a batch of images and captions (a scalar with gradients).
+
+    Parameters
+    ----------
+    pipe
+        The model; its scheduler's ``alphas_cumprod`` and ``prediction_type`` set the
+        noise schedule and the target (epsilon or v).
+    pixels
+        Images in [0, 1], shape ``(batch, 3, height, width)``.
+    captions
+        One caption per image; each is replaced by ``""`` with probability ``uncond_prob``
+        so classifier-free guidance keeps working.
+    generator
+        CPU generator for timesteps, noise and caption dropout.
+    min_snr_gamma
+        Min-SNR loss weighting (Hang et al. 2023), which speeds up training; ``None`` for
+        the plain mean squared error.
+    """
+    batch = pixels.shape[0]
+    device, dtype = pipe.unet.device, pipe.unet.dtype
+    drop = torch.rand(batch, generator=generator) < uncond_prob
+    captions = ["" if d else c for c, d in zip(captions, drop.tolist())]
+    hidden, pooled = pipe.encode_prompt(captions)
+    clean = pipe.patchify(pixels.to(device, dtype) * 2 - 1)
+    steps = pipe.scheduler.config.num_train_timesteps
+    timesteps = torch.randint(0, steps, (batch,), generator=generator)
+    noise = torch.randn(clean.shape, generator=generator).to(device, dtype)
+    alpha_bar = pipe.scheduler.alphas_cumprod[timesteps].to(device, dtype).view(-1, 1, 1, 1)
+    noisy = alpha_bar.sqrt() * clean + (1 - alpha_bar).sqrt() * noise
+    if pipe.scheduler.config.prediction_type == "v_prediction":
+        target = alpha_bar.sqrt() * noise - (1 - alpha_bar).sqrt() * clean
+    else:
+        target = noise
+    prediction = pipe.denoise(noisy, timesteps.to(device), hidden, pooled)
+    per_image = ((prediction.float() - target.float()) ** 2).mean(dim=(1, 2, 3))
+    if min_snr_gamma is None:
+        return per_image.mean()
+    snr = (alpha_bar / (1 - alpha_bar)).view(-1).float()
+    weight = torch.clamp(snr, max=min_snr_gamma)
+    weight = weight / (snr + 1) if target is not noise else weight / snr.clamp(min=1e-8)
+    return (per_image * weight).mean()
