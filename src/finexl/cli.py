@@ -351,6 +351,22 @@ def eval_scenario2(aspects, out_dir, n_images, seed, **options):
     click.echo(markdown_table([result]))
 
 
+@eval_group.command("encoder")
+@_eval_common
+@_guard
+def eval_encoder(out_dir, n_images, seed, **options):
+    """Linearity, orthogonality and alignment of an encoder (paper Table 8)."""
+    import json
+
+    from finexl.eval.run import run_encoder_checks, write_result
+
+    checks = run_encoder_checks(_eval_encoder(options), n_crops_per_photo=max(1, n_images // 4),
+                                seed=seed, progress=not options["quiet"]).to_dict()
+    write_result(checks, out_dir, "encoder")
+    click.echo(json.dumps({k: checks[k] for k in ("linearity", "orthogonality", "alignment")
+                           if k in checks}, indent=2))
+
+
 @eval_group.command("ablations")
 @click.option("--levels", default=10, show_default=True, type=click.IntRange(2))
 @_eval_common

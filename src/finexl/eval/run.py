@@ -144,6 +144,15 @@ def run_ablations(encoder: Encoder, *, aspects: Sequence[str] = DEFAULT_ASPECTS,
     return out
 
 
+def run_encoder_checks(encoder: Encoder, *, n_crops_per_photo: int = 6, seed: int = 0,
+                       progress: bool = False):
+    """The paper's Table 8 checks on crops of the held-out photos (see encoder_checks)."""
+    from finexl.eval.encoder_checks import check_encoder, held_out_images
+
+    images, prompts = held_out_images(n_crops_per_photo, seed=seed)
+    return check_encoder(encoder, images, prompts, seed=seed, progress=progress)
+
+
 def write_result(result: ScenarioResult | dict, out_dir: str | Path, name: str) -> Path:
     out_dir = Path(out_dir)
     data = result.to_dict() if hasattr(result, "to_dict") else result
@@ -154,4 +163,5 @@ def write_result(result: ScenarioResult | dict, out_dir: str | Path, name: str) 
     return path
 
 
-__all__ = ["METHODS", "run_scenario1", "run_scenario2", "run_ablations", "write_result"]
+__all__ = ["METHODS", "run_scenario1", "run_scenario2", "run_ablations", "run_encoder_checks",
+           "write_result"]
