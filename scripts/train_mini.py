@@ -26,7 +26,8 @@ def quick_check(n_crops: int = 2):
     def check(encoder) -> dict:
         result = check_encoder(encoder, images, prompts, strengths=FIVE_STRENGTHS,
                                reference_strength=0.6, n_linearity_pairs=10).to_dict()
-        keep = ("top1_accuracy", "mean_spearman_5", "alignment", "orthogonality",
+        keep = ("top1_accuracy", "mean_spearman_5", "mean_projection_spearman_5",
+                "mean_residual_alone", "alignment", "orthogonality",
                 "orthogonality_centered", "linearity", "grading")
         out = {k: result[k] for k in keep}
         out["misses"] = {q["quality"]: q["top_concept"] for q in result["qualities"]
@@ -51,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--check-every", type=int, default=0)
+    parser.add_argument("--minutes", type=float, default=0.0,
+                        help="wall-clock budget; the schedule anneals within it (0: none)")
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--patch-size", type=int, default=16)
     parser.add_argument("--vision-width", type=int, default=128)
@@ -63,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--render-max", type=int, default=224)
     parser.add_argument("--w-diff", type=float, default=1.0)
     parser.add_argument("--w-magnitude", type=float, default=1.0)
+    parser.add_argument("--w-clip", type=float, default=1.0)
+    parser.add_argument("--projection-dim", type=int, default=128)
     parser.add_argument("--no-check", action="store_true", help="skip the held-out check")
     parser.add_argument("--log", type=Path, help="also log to this file")
     args = parser.parse_args(argv)
@@ -78,18 +83,20 @@ def main(argv: list[str] | None = None) -> int:
         vision_width=args.vision_width, vision_layers=args.vision_layers,
         vision_heads=heads(args.vision_width), text_width=args.text_width,
         text_layers=args.text_layers, text_heads=heads(args.text_width),
+        projection_dim=args.projection_dim,
     )
     data_config = DataConfig(image_size=args.image_size, n_bases=args.n_bases,
                              n_variants=args.n_variants, render_min=args.render_min,
                              render_max=args.render_max)
     train_config = TrainConfig(
         steps=args.steps, lr=args.lr, seed=args.seed, threads=args.threads, workers=args.workers,
-        check_every=args.check_every,
-        losses=LossWeights(diff=args.w_diff, magnitude=args.w_magnitude),
+        check_every=args.check_every, minutes=args.minutes,
+        losses=LossWeights(clip=args.w_clip, diff=args.w_diff, magnitude=args.w_magnitude),
     )
     record = train_mini(args.out, model_config=model_config, data_config=data_config,
                         train_config=train_config, check=None if args.no_check else quick_check())
-    summary = {"train_seconds": record["train_seconds"], "last": record["log"][-1],
+    summary = {"train_seconds": record["train_seconds"], "steps_done": record["steps_done"],
+               "last": record["log"][-1] if record["log"] else None,
                "checks": record["checks"][-1:] if record["checks"] else []}
     logging.getLogger("train_mini").info("done %s", json.dumps(summary))
     return 0

@@ -12,6 +12,8 @@ Given images the encoder never trained on and a few prompts, with the graded tra
   centering (removing the mean concept vector).
 - **linearity**: cos between f("A and B") and its best fit ``w_a f(A) + w_b f(B)``.
 - **grading**: ``||f("strongly C")|| / ||f("slightly C")||`` (> 1 when the adverbs matter).
+- **synonyms**: cos(f(synonym), f(canonical phrase)); high means the orthogonality filter
+  rejects a synonym as redundant.
 
 Everything is computed from ``embed_images`` / ``embed_texts`` alone, so the same function
 checks the mini encoder, a real CLIP, or a toy encoder in tests.
@@ -56,13 +58,21 @@ class QualityCheck:
     weights: tuple[float, ...]  # FineXL weight of C at each strength (0 when not selected)
     spearman_10: float
     spearman_5: float
+    projections: tuple[float, ...]  # weight of C alone (least squares on f(C) only)
+    projection_spearman_10: float
+    projection_spearman_5: float
+    residual_alone: float  # relative residual of V_div after f(C) alone, reference strength
 
     def to_dict(self) -> dict[str, Any]:
         return {"quality": self.quality, "phrase": self.phrase,
                 "alignment": round(self.alignment, 4), "rank": self.rank,
                 "top_concept": self.top_concept,
                 "weights": [round(w, 4) for w in self.weights],
-                "spearman_10": round(self.spearman_10, 4), "spearman_5": round(self.spearman_5, 4)}
+                "spearman_10": round(self.spearman_10, 4), "spearman_5": round(self.spearman_5, 4),
+                "projections": [round(w, 4) for w in self.projections],
+                "projection_spearman_10": round(self.projection_spearman_10, 4),
+                "projection_spearman_5": round(self.projection_spearman_5, 4),
+                "residual_alone": round(self.residual_alone, 4)}
 
 
 @dataclass(frozen=True)
@@ -84,6 +94,8 @@ class EncoderChecks:
     linearity_pairs: tuple[tuple[str, str, float], ...]
     alignment: float  # mean over qualities
     grading: float  # mean ||f(strongly C)|| / ||f(slightly C)||
+    decompose_settings: tuple[tuple[str, Any], ...] = ()
+    synonym_cos: tuple[tuple[str, str, float], ...] = ()  # cos(f(synonym), f(canonical))
 
     @property
     def top1_accuracy(self) -> float:
@@ -106,6 +118,16 @@ class EncoderChecks:
             "top1_accuracy": round(self.top1_accuracy, 4),
             "mean_spearman_10": round(float(np.mean([q.spearman_10 for q in self.qualities])), 4),
             "mean_spearman_5": round(float(np.mean([q.spearman_5 for q in self.qualities])), 4),
+            "mean_projection_spearman_5": round(float(np.mean(
+                [q.projection_spearman_5 for q in self.qualities])), 4),
+            "mean_residual_alone": round(float(np.mean(
+                [q.residual_alone for q in self.qualities])), 4),
+            "decompose": dict(self.decompose_settings),
+            "synonym_cos_mean": round(float(np.mean([c for *_, c in self.synonym_cos])), 4)
+            if self.synonym_cos else None,
+            "synonym_cos_min": [*min(self.synonym_cos, key=lambda x: x[2])[:2],
+                                round(min(c for *_, c in self.synonym_cos), 4)]
+            if self.synonym_cos else None,
             "qualities": [q.to_dict() for q in self.qualities],
         }
 
@@ -149,10 +171,14 @@ def transformed_divergences(encoder: Encoder, images: Sequence, qualities: Seque
     return out
 
 
-def _weight_of(v_div: np.ndarray, vectors: np.ndarray, index: int) -> float:
+# The pipeline's defaults (ExplainConfig): weights are measured the way a user gets them.
+DECOMPOSE_DEFAULTS = {"e_decomp": 0.2, "e_ortho": 0.8, "max_concepts": 12}
+
+
+def _weight_of(v_div: np.ndarray, vectors: np.ndarray, index: int, settings: dict) -> float:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", PrematureStopWarning)
-        result = decompose(v_div, vectors)
+        result = decompose(v_div, vectors, **settings)
     hits = np.flatnonzero(result.selected == index)
     return float(result.weights[hits[0]]) if len(hits) else 0.0
 
@@ -194,6 +220,7 @@ def check_encoder(
     template: str = "{prompt}, {concept}",
     centering: bool = False,
     n_linearity_pairs: int | None = 40,
+    decompose_settings: dict | None = None,
     seed: int = 0,
     progress: bool = False,
 ) -> EncoderChecks:
@@ -213,6 +240,9 @@ def check_encoder(
         Centre the concept vectors before decomposing (the pipeline's option).
     n_linearity_pairs : int or None
         How many quality pairs the linearity check composes (None: all pairs).
+    decompose_settings : dict, optional
+        Keyword arguments for :func:`finexl.decompose.decompose` (default: the pipeline's
+        defaults, :data:`DECOMPOSE_DEFAULTS`).
     """
     from finexl.imaging.transforms import QUALITIES
 
@@ -223,6 +253,7 @@ def check_encoder(
         raise ValueError(f"strengths {missing} are not among {strengths}")
     if not images or not prompts:
         raise ValueError("check_encoder needs at least one image and one prompt")
+    settings = dict(DECOMPOSE_DEFAULTS if decompose_settings is None else decompose_settings)
     phrases = [QUALITIES[n].synonyms[0] for n in names]
     single = text_concept_vectors(encoder, prompts, phrases, template=template)
     centered, _ = center_concepts(single)
@@ -236,7 +267,12 @@ def check_encoder(
     for q, name in enumerate(names):
         v_ref = v_divs[q, reference]
         cos_all = cosine(v_ref, basis)[0]
-        weights = [_weight_of(v_divs[q, k], basis, q) for k in range(len(strengths))]
+        weights = [_weight_of(v_divs[q, k], basis, q, settings) for k in range(len(strengths))]
+        own = basis[q]
+        projections = [float(v_divs[q, k] @ own / max(own @ own, 1e-12))
+                       for k in range(len(strengths))]
+        alone = np.linalg.norm(v_ref - projections[reference] * own) / max(
+            np.linalg.norm(v_ref), 1e-12)
         checks.append(QualityCheck(
             quality=name, phrase=phrases[q],
             alignment=float(cosine(single[q], v_ref)[0, 0]),
@@ -245,6 +281,11 @@ def check_encoder(
             weights=tuple(weights),
             spearman_10=spearman(strengths, weights),
             spearman_5=spearman([strengths[k] for k in five], [weights[k] for k in five]),
+            projections=tuple(projections),
+            projection_spearman_10=spearman(strengths, projections),
+            projection_spearman_5=spearman([strengths[k] for k in five],
+                                           [projections[k] for k in five]),
+            residual_alone=float(alone),
         ))
 
     cos_raw, cos_centered = cosine(single, single), cosine(centered, centered)
@@ -259,6 +300,12 @@ def check_encoder(
     strong = text_concept_vectors(encoder, prompts, [f"strongly {p}" for p in phrases],
                                   template=template)
     ratios = np.linalg.norm(strong, axis=1) / np.maximum(np.linalg.norm(weak, axis=1), 1e-12)
+    synonym_pairs = [(q, synonym) for q, name in enumerate(names)
+                     for synonym in QUALITIES[name].synonyms[1:]]
+    synonym_vectors = text_concept_vectors(encoder, prompts, [s for _, s in synonym_pairs],
+                                           template=template)
+    synonym_cos = tuple((phrases[q], synonym, float(cosine(vector, single[q])[0, 0]))
+                        for (q, synonym), vector in zip(synonym_pairs, synonym_vectors))
     return EncoderChecks(
         encoder_id=str(getattr(encoder, "id", "encoder")), n_images=len(images),
         n_prompts=len(prompts), strengths=tuple(strengths),
@@ -270,6 +317,8 @@ def check_encoder(
         linearity_pairs=tuple(linearity),
         alignment=float(np.mean([c.alignment for c in checks])),
         grading=float(np.mean(ratios)),
+        decompose_settings=tuple(sorted(settings.items())),
+        synonym_cos=synonym_cos,
     )
 
 

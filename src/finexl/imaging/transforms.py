@@ -203,7 +203,8 @@ def grainy(image: np.ndarray, strength: float, seed: int = 0) -> np.ndarray:
 
 
 def pixelated(image: np.ndarray, strength: float, seed: int = 0) -> np.ndarray:
-    block = _scale(image) * (18.0 ** strength)
+    # From 2 px blocks (at 256 px, barely visible) to 24 px (about ten blocks across).
+    block = _scale(image) * 2.0 * (12.0 ** strength)
     if block < 1.05:
         return image
     height, width = image.shape[:2]
@@ -273,8 +274,12 @@ def cartoon(image: np.ndarray, strength: float, seed: int = 0) -> np.ndarray:
 def thick_outlines(image: np.ndarray, strength: float, seed: int = 0) -> np.ndarray:
     scale = _scale(image)
     edges = _edges(image, 1.2 * scale, keep=0.12)
-    width = max(1, int(round((1.0 + 4.0 * strength) * scale)))
-    lines = ndimage.maximum_filter(edges, size=width) if width > 1 else edges
+    width = max(1.0, (1.0 + 5.0 * strength) * scale)
+    # Blend the two nearest integer widths so the outline thickens smoothly with strength.
+    low = int(np.floor(width))
+    thin = ndimage.maximum_filter(edges, size=low) if low > 1 else edges
+    thick = ndimage.maximum_filter(edges, size=low + 1)
+    lines = _lerp(thin, thick, width - low)
     opacity = np.clip(lines * min(1.0, 2.5 * strength), 0, 1)[..., None]
     return image * (1.0 - opacity)
 

@@ -101,14 +101,28 @@ def _crop(rng: np.random.Generator, pixels: np.ndarray, size: int, min_fraction:
     return np.asarray(pil.resize((size, size), Image.BICUBIC), np.float32) / 255.0
 
 
+def _shrunk(photo: SourcePhoto, short_side: int = 448) -> SourcePhoto:
+    from PIL import Image
+
+    height, width = photo.pixels.shape[:2]
+    if min(height, width) <= short_side:
+        return photo
+    scale = short_side / min(height, width)
+    mode = "L" if photo.pixels.ndim == 2 else "RGB"
+    pil = Image.fromarray(np.round(photo.pixels * 255).astype(np.uint8), mode)
+    pil = pil.resize((round(width * scale), round(height * scale)), Image.LANCZOS)
+    return SourcePhoto(photo.name, np.asarray(pil, np.float32) / 255.0, photo.captions)
+
+
 class BatchMaker:
     """Draws batches from one ``numpy`` generator (same seed, same batches)."""
 
     def __init__(self, config: DataConfig, colour_photos: Sequence[SourcePhoto],
                  grey_photos: Sequence[SourcePhoto], seed: int) -> None:
         self.config = config
-        self.colour_photos = list(colour_photos)
-        self.grey_photos = list(grey_photos)
+        # Big photos are shrunk once, so every crop is not a resize of a megapixel image.
+        self.colour_photos = [_shrunk(p) for p in colour_photos]
+        self.grey_photos = [_shrunk(p) for p in grey_photos]
         # Only surfaces make sense as a setting ("a cat on grass", not "on a clock").
         self.textures = [(p.captions[0], p.pixels) for p in self.grey_photos
                          if p.name in TEXTURE_PHOTOS]

@@ -41,6 +41,11 @@ class TrainConfig:
     workers: int = 1  # processes drawing batches (0: draw in the training process)
     log_every: int = 25
     check_every: int = 0  # run the quick held-out check every N steps (0: only at the end)
+    # A wall-clock budget in minutes (0: none). With a budget the learning-rate schedule
+    # follows max(step / steps, elapsed / budget) and training stops when either reaches 1,
+    # so a busy machine gets a shorter but complete (annealed) run; the steps done are
+    # recorded, and ``steps=<that>, minutes=0`` repeats the run step for step.
+    minutes: float = 0.0
     losses: LossWeights = field(default_factory=LossWeights)
 
 
@@ -80,11 +85,19 @@ def _iterable(data_config, colour, grey, seed):
     return Stream()
 
 
-def _schedule(step: int, config: TrainConfig) -> float:
+def _progress(step: int, elapsed: float, config: TrainConfig) -> float:
+    """Fraction of the run done: by steps, or by the time budget when that is further."""
+    by_steps = step / max(1, config.steps)
+    by_time = elapsed / (60.0 * config.minutes) if config.minutes > 0 else 0.0
+    return max(by_steps, by_time)
+
+
+def _learning_rate_factor(step: int, progress: float, config: TrainConfig) -> float:
     if step < config.warmup:
         return (step + 1) / config.warmup
-    progress = (step - config.warmup) / max(1, config.steps - config.warmup)
-    return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    warm = config.warmup / max(1, config.steps)
+    after_warmup = (progress - warm) / max(1e-9, 1.0 - warm)
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, max(0.0, after_warmup))))
 
 
 def _optimizer(model, config: TrainConfig):
@@ -136,7 +149,6 @@ def train_mini(
                        seed=train_config.seed)
     model.train()
     optimizer = _optimizer(model, train_config)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _schedule(s, train_config))
     loader = torch.utils.data.DataLoader(
         _iterable(data_config, colour, grey, train_config.seed), batch_size=None,
         num_workers=train_config.workers, prefetch_factor=2 if train_config.workers else None,
@@ -147,25 +159,35 @@ def train_mini(
     log, checks = [], []
     running: dict[str, float] = {}
     batches = iter(loader)
+    loop_started = time.time()
+    steps_done = 0
     for step in track(range(train_config.steps), total=train_config.steps,
                       description="training finexl-mini", enabled=progress):
+        done = _progress(step, time.time() - loop_started, train_config)
+        if done >= 1.0:
+            logger.info("time budget of %s minutes reached after %d steps",
+                        train_config.minutes, step)
+            break
+        factor = _learning_rate_factor(step, done, train_config)
+        for group in optimizer.param_groups:
+            group["lr"] = train_config.lr * factor
         batch = next(batches)
         tokens = tokenizer(batch["captions"], padding=True, truncation=True, return_tensors="pt")
         tensors = {"pixels": batch["pixels"], "input_ids": tokens["input_ids"],
                    "attention_mask": tokens["attention_mask"], "base_index": batch["base_index"],
                    "neutral": batch["neutral"], "quality_keys": batch["quality_keys"]}
-        losses = mini_losses(model, tensors, train_config.losses)
+        losses = mini_losses(model, tensors, train_config.losses, step=step)
         optimizer.zero_grad(set_to_none=True)
         losses["total"].backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
-        scheduler.step()
+        steps_done = step + 1
         for key, value in losses.items():
             running[key] = running.get(key, 0.0) + float(value.detach())
         if (step + 1) % train_config.log_every == 0 or step + 1 == train_config.steps:
             count = (step % train_config.log_every) + 1
             entry = {"step": step + 1, "seconds": round(time.time() - started, 1),
-                     "lr": scheduler.get_last_lr()[0],
+                     "lr": round(train_config.lr * factor, 7),
                      "logit_scale": round(float(model.logit_scale.detach().exp()), 3),
                      **{k: round(v / count, 4) for k, v in running.items()}}
             log.append(entry)
@@ -175,14 +197,19 @@ def train_mini(
                 and step + 1 < train_config.steps:
             checks.append({"step": step + 1, **check(encoder)})
             logger.info("check %s", checks[-1])
+    if running and steps_done % train_config.log_every:
+        count = steps_done % train_config.log_every
+        log.append({"step": steps_done, "seconds": round(time.time() - started, 1),
+                    **{k: round(v / count, 4) for k, v in running.items()}})
     train_seconds = time.time() - started
     if check is not None:
-        checks.append({"step": train_config.steps, **check(encoder)})
+        checks.append({"step": steps_done, **check(encoder)})
     model.eval()
 
     record = {
         "model": asdict(model_config), "data": asdict(data_config),
-        "train": {**asdict(train_config)}, "train_seconds": round(train_seconds, 1),
+        "train": {**asdict(train_config)}, "steps_done": steps_done,
+        "train_seconds": round(train_seconds, 1),
         "torch": torch.__version__, "log": log, "checks": checks,
     }
     save_encoder_directory(out_dir, model, tokenizer, known_words, record,

@@ -10,9 +10,14 @@ Three losses, all on L2-normalised embeddings:
   the same set of qualities are all positives (supervised contrastive). This is FineXL's
   alignment (V_div against f(C)) made a training target, and it pushes the directions of
   different qualities apart.
-- ``magnitude``: ``||d_img - d_txt||^2`` relative to ``||d_img||^2``, so the text
-  difference has the image difference's length: "slightly sepia" moves less than "very
-  sepia", and a neutral suffix (", a photo") moves the caption by nothing.
+- ``magnitude``: ``||d_img - d_txt||^2``, so the text difference has the image
+  difference's length: "slightly sepia" moves less than "very sepia", and a neutral suffix
+  (", a photo") moves the caption by nothing.
+
+The two difference losses are ramped in over the first steps (``ramp_steps``) and the
+difference directions are normalised with a floor on their length: scale-free losses on
+tiny differences have huge gradients, and early in training they otherwise win by
+collapsing every embedding onto one point (the CLIP loss then sits at log(n) for good).
 """
 
 from __future__ import annotations
@@ -42,6 +47,8 @@ class LossWeights:
     diff: float = 1.0
     magnitude: float = 1.0
     diff_temperature: float = 0.1
+    ramp_steps: int = 300  # the difference losses grow from 0 to full weight over these steps
+    direction_floor: float = 0.05  # normalise differences by max(||d||, floor)
 
 
 def build_clip(config: ModelConfig, *, vocab_size: int, bos_token_id: int, eos_token_id: int,
@@ -97,7 +104,7 @@ def _soft_contrastive(a, b, positives, scale):
     return 0.5 * (loss_ab + loss_ba)
 
 
-def mini_losses(model, batch_tensors: dict, weights: LossWeights) -> dict:
+def mini_losses(model, batch_tensors: dict, weights: LossWeights, step: int | None = None) -> dict:
     """The three losses and their weighted total for one batch.
 
     ``batch_tensors`` holds ``pixels`` (n, 3, s, s), ``input_ids`` and ``attention_mask``
@@ -121,15 +128,21 @@ def mini_losses(model, batch_tensors: dict, weights: LossWeights) -> dict:
     moved = ~batch_tensors["neutral"]
     keys = batch_tensors["quality_keys"][moved]
     same_qualities = (keys[:, None] == keys[None, :]).float()
-    unit = torch.nn.functional.normalize
-    diff_loss = _soft_contrastive(unit(image_diffs[moved], dim=-1), unit(text_diffs[moved], dim=-1),
-                                  same_qualities, 1.0 / weights.diff_temperature)
-    # Relative to the image change (not back-propagated through the denominator), so the
-    # loss cannot be lowered by shrinking everything.
-    reference = (image_diffs[moved] ** 2).sum(dim=-1).mean().detach() + 1e-6
-    magnitude_loss = ((image_diffs - text_diffs) ** 2).sum(dim=-1).mean() / reference
-    total = weights.clip * clip_loss + weights.diff * diff_loss + weights.magnitude * magnitude_loss
-    return {"total": total, "clip": clip_loss, "diff": diff_loss, "magnitude": magnitude_loss}
+    floor = weights.direction_floor
+    diff_loss = _soft_contrastive(
+        torch.nn.functional.normalize(image_diffs[moved], dim=-1, eps=floor),
+        torch.nn.functional.normalize(text_diffs[moved], dim=-1, eps=floor),
+        same_qualities, 1.0 / weights.diff_temperature)
+    magnitude_loss = ((image_diffs - text_diffs) ** 2).sum(dim=-1).mean()
+    ramp = 1.0 if step is None else min(1.0, step / max(1, weights.ramp_steps))
+    total = weights.clip * clip_loss + ramp * (weights.diff * diff_loss
+                                               + weights.magnitude * magnitude_loss)
+    with torch.no_grad():
+        # Logged only: how far the caption's move is from the image's, relative to the latter.
+        relative = torch.sqrt(((image_diffs[moved] - text_diffs[moved]) ** 2).sum(dim=-1).mean()
+                              / ((image_diffs[moved] ** 2).sum(dim=-1).mean() + 1e-12))
+    return {"total": total, "clip": clip_loss, "diff": diff_loss, "magnitude": magnitude_loss,
+            "relative_residual": relative}
 
 
 def config_dict(config) -> dict:
