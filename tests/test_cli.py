@@ -127,7 +127,8 @@ def test_compare_and_catalog_from_the_command_line(tmp_path, tiny_clip_dir, conc
     result = run_cli("compare", "--base", str(base), "--personal", f"dark={dark}",
                      "--personal", f"warm={warm}", "--encoder", str(tiny_clip_dir),
                      "--concepts", str(concepts_file), "--json", str(tmp_path / "c.json"),
-                     "--html", str(tmp_path / "c.html"), "--quiet", env=env)
+                     "--html", str(tmp_path / "c.html"), "--quiet", "--add-to-catalog",
+                     env=env)
     assert result.returncode == 0, result.stderr
     data = json.loads((tmp_path / "c.json").read_text())
     assert data["schema"] == "finexl.comparison/v1"
@@ -140,4 +141,6 @@ def test_compare_and_catalog_from_the_command_line(tmp_path, tiny_clip_dir, conc
     assert (tmp_path / "data" / "catalog.sqlite").exists()
     query = run_cli("catalog", "query", "dark", "--json", env=env)
     assert query.returncode == 0
-    assert isinstance(json.loads(query.stdout), list)
+    hits = json.loads(query.stdout)
+    # compare --add-to-catalog stored both models; "dark" was re-added from its JSON.
+    assert {h["model"] for h in hits} <= {"dark", "warm"}

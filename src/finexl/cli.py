@@ -121,6 +121,9 @@ _folder_options = _stack(
                  help="Prompts, when the folders have no metadata.jsonl."),
 )
 
+_catalog_path = click.option("--catalog", "catalog_path", type=click.Path(path_type=Path),
+                             help="SQLite file (default: the finexl data folder).")
+
 _output_options = _stack(
     click.option("--json", "json_out", type=click.Path(path_type=Path), help="Write the JSON here."),
     click.option("--html", "html_out", type=click.Path(path_type=Path), help="Write the page here."),
@@ -224,11 +227,15 @@ def _named_folders(values) -> dict[str, Path]:
 @_encoder_options
 @_decomposition_options
 @_output_options
+@click.option("--add-to-catalog", "add_to_catalog", is_flag=True,
+              help="Also store every model's explanation in the catalog, under its NAME.")
+@_catalog_path
 @click.option("--ray", "use_ray", is_flag=True,
               help="Embed each model as a Ray task (a local cluster, or $RAY_ADDRESS);"
                    " needs finexl[ray].")
 @_guard
-def compare(base, personal, prompts_file, quiet, json_out, html_out, use_ray, **options):
+def compare(base, personal, prompts_file, quiet, json_out, html_out, add_to_catalog, catalog_path,
+            use_ray, **options):
     """Explain several personalized models of one base on one shared concept basis."""
     from contextlib import nullcontext
 
@@ -243,15 +250,18 @@ def compare(base, personal, prompts_file, quiet, json_out, html_out, use_ray, **
         result = run_compare(base, folders, config, progress=not quiet, executor=executor)
     print_comparison(result, _console())
     _write_outputs(result, json_out, html_out)
+    if add_to_catalog:
+        from finexl.catalog import Catalog
+
+        store = Catalog(catalog_path)
+        for name, explanation in result.models.items():
+            store.add(name, explanation.to_dict())
+        click.echo(f"added {len(result.models)} models to {store.path}", err=True)
 
 
 @main.group()
 def catalog() -> None:
     """A catalog of explained models: add explanations, ask which model is most of a concept."""
-
-
-_catalog_path = click.option("--catalog", "catalog_path", type=click.Path(path_type=Path),
-                             help="SQLite file (default: the finexl data folder).")
 
 
 @catalog.command("add")
