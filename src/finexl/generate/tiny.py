@@ -258,12 +258,14 @@ def build_tiny_pipeline(words: Sequence[str], *, image_size: int = 32, patch: in
 
 
 def save_tiny_pipeline(pipe: FinexlTinyPipeline, out_dir: str | Path, *,
-                       half: bool = False) -> Path:
+                       half: bool = False, keep: Sequence[str] = ()) -> Path:
     """Save ``pipe`` as a diffusers directory that ``load_pipeline`` reads by path.
 
     The directory is written beside ``out_dir`` and renamed into place, so an interrupted
-    save never leaves half a model; an existing ``out_dir`` is replaced. ``half=True``
-    stores float16 weights (half the size; loading casts back to the requested dtype).
+    save never leaves half a model; an existing ``out_dir`` is replaced, except for the
+    entries named in ``keep`` (e.g. checkpoint folders), which move into the new one.
+    ``half=True`` stores float16 weights (half the size; loading casts back to the
+    requested dtype).
     """
     import shutil
     import tempfile
@@ -273,15 +275,20 @@ def save_tiny_pipeline(pipe: FinexlTinyPipeline, out_dir: str | Path, *,
     staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
     try:
         if half:
-            original = pipe.unet.dtype
-            pipe.to(dtype=torch.float16)
+            # A copy, so the caller's weights keep their precision.
+            import copy
+
+            pipe = copy.deepcopy(pipe)
+            pipe.unet.half()
+            pipe.text_encoder.half()
         pipe.save_pretrained(staging, safe_serialization=True)
-        if half:
-            pipe.to(dtype=original)
         index_path = staging / "model_index.json"
         index = json.loads(index_path.read_text(encoding="utf-8"))
         index["tokenizer"] = ["transformers", _TOKENIZER_CLASS]
         index_path.write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
+        for name in keep:
+            if (out_dir / name).exists():
+                (out_dir / name).rename(staging / name)
         if out_dir.exists():
             trash = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.old."))
             out_dir.rename(trash / "old")
@@ -290,6 +297,9 @@ def save_tiny_pipeline(pipe: FinexlTinyPipeline, out_dir: str | Path, *,
         else:
             staging.rename(out_dir)
     except BaseException:
+        for name in keep:  # put carried-over entries back before dropping the staging copy
+            if (staging / name).exists() and out_dir.is_dir() and not (out_dir / name).exists():
+                (staging / name).rename(out_dir / name)
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return out_dir
