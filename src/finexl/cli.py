@@ -153,23 +153,115 @@ def _vlm_config(**fields):
     return VlmConfig(**given)
 
 
+_generation_options = _stack(
+    click.option("--prompt-count", type=click.IntRange(1),
+                 help="Use only the first N prompts (default set: 50)."),
+    click.option("--seeds", "n_seeds", default=1, show_default=True, type=click.IntRange(1),
+                 help="Images per prompt."),
+    click.option("--steps", type=click.IntRange(1), help="Denoising steps (model default)."),
+    click.option("--guidance", type=float, help="Guidance scale (model default)."),
+    click.option("--size", type=click.IntRange(8), help="Square image side in pixels."),
+    click.option("--gen-batch-size", default=4, show_default=True, type=click.IntRange(1),
+                 help="Images per generation call."),
+)
+
+
 @main.command()
-@_folder_options
-@click.option("--personal", required=True, type=click.Path(path_type=Path),
+@click.option("--base", type=click.Path(path_type=Path), help="Folder of the base model's images.")
+@click.option("--personal", type=click.Path(path_type=Path),
               help="Folder of the personalized model's images (same file names).")
+@click.option("--prompts", "prompts_file", type=click.Path(path_type=Path),
+              help="Prompts: for folders without metadata.jsonl, or to generate from.")
+@click.option("--base-model", help="Generate the base side with this model (builtin:tiny, a"
+              " diffusers folder, a .safetensors file or a cached hub id).")
+@click.option("--personal-model", help="Generate the personalized side with this model.")
+@click.option("--personal-lora", "personal_loras", multiple=True, metavar="PATH[:SCALE]",
+              help="A LoRA applied to the base model for the personalized side (repeatable).")
+@click.option("--work", "work_dir", type=click.Path(path_type=Path),
+              help="Where generated sets go (default: the finexl cache); the base set is reused.")
+@_generation_options
 @_encoder_options
 @_decomposition_options
 @_output_options
 @_guard
-def explain(base, personal, prompts_file, quiet, json_out, html_out, **options):
-    """Explain how the images in --personal differ from those in --base."""
+def explain(base, personal, prompts_file, base_model, personal_model, personal_loras, work_dir,
+            prompt_count, n_seeds, steps, guidance, size, gen_batch_size, quiet, json_out,
+            html_out, **options):
+    """Explain how the personalized images (or model) differ from the base ones.
+
+    Either two folders (--base, --personal) or two models (--base-model with
+    --personal-model and/or --personal-lora), whose images are generated with shared seeds.
+    """
     from finexl.pipeline import explain as run_explain
     from finexl.report.table import print_explanation
 
-    config = _explain_config(prompts_file=prompts_file, **options)
+    folders_given, models_given = bool(base or personal), bool(base_model)
+    if folders_given == models_given:
+        raise FinexlError("give either two folders (--base and --personal) or two models"
+                          " (--base-model with --personal-model or --personal-lora)")
+    if folders_given and not (base and personal):
+        raise FinexlError("--base and --personal go together: give both image folders")
+    extra = {}
+    if models_given:
+        if not (personal_model or personal_loras):
+            raise FinexlError("--base-model needs --personal-model or --personal-lora")
+        from finexl.from_models import ModelPair, describe_pair, generate_sides
+        from finexl.generate.pipelines import parse_lora_spec
+
+        pair = ModelPair(
+            base_model=base_model, personal_model=personal_model,
+            personal_loras=tuple(parse_lora_spec(t) for t in personal_loras),
+            prompts=str(prompts_file) if prompts_file else None,
+            prompt_count=prompt_count or (None if prompts_file else 50), n_seeds=n_seeds,
+            steps=steps, guidance=guidance, size=size, batch_size=gen_batch_size,
+            device=options["device"], dtype=options["dtype"], work_dir=work_dir)
+        base, personal = generate_sides(pair, progress=not quiet)
+        prompts_file, extra = None, {"models": describe_pair(pair)}
+    config = _explain_config(prompts_file=prompts_file, extra=extra, **options)
     result = run_explain(base, personal, config, progress=not quiet)
     print_explanation(result, _console())
     _write_outputs(result, json_out, html_out)
+
+
+@main.command()
+@click.option("--model", required=True, help="builtin:tiny, a diffusers folder, a .safetensors"
+              " checkpoint, or a hub id already in the local Hugging Face cache.")
+@click.option("--lora", "loras", multiple=True, metavar="PATH[:SCALE]",
+              help="A LoRA to apply, with its scale (repeatable).")
+@click.option("--prompts", type=click.Path(path_type=Path),
+              help="One prompt per line, or JSONL with prompt/seed (default: the shipped set).")
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path),
+              help="Folder for the PNGs and metadata.jsonl (a rerun resumes).")
+@click.option("--prompt-count", type=click.IntRange(1), help="Use only the first N prompts.")
+@click.option("--seeds", "n_seeds", default=1, show_default=True, type=click.IntRange(1),
+              help="Images per prompt.")
+@click.option("--seed-offset", default=0, show_default=True, type=click.IntRange(0))
+@click.option("--steps", type=click.IntRange(1), help="Denoising steps (model default).")
+@click.option("--guidance", type=float, help="Guidance scale (model default).")
+@click.option("--size", type=click.IntRange(8), help="Square image side in pixels.")
+@click.option("--negative-prompt", help="A negative prompt for every image.")
+@click.option("--batch-size", default=4, show_default=True, type=click.IntRange(1))
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1, mps, auto")
+@click.option("--dtype", default="float32", show_default=True,
+              type=click.Choice(["float32", "float16", "bfloat16"]))
+@click.option("--single-file-config", help="For a .safetensors checkpoint: a local diffusers"
+              " folder of the same architecture to take the configs from (offline).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@_guard
+def generate(model, loras, prompts, out_dir, prompt_count, n_seeds, seed_offset, steps, guidance,
+             size, negative_prompt, batch_size, device, dtype, single_file_config, quiet):
+    """Generate images with shared seeds (resumable), for finexl explain."""
+    from finexl.generate.pipelines import parse_lora_spec
+    from finexl.generate.run import GenerateConfig
+    from finexl.generate.run import generate as run_generate
+
+    config = GenerateConfig(
+        model=model, out_dir=out_dir, prompts=prompts, prompt_count=prompt_count,
+        loras=tuple(parse_lora_spec(t) for t in loras), n_seeds=n_seeds, seed_offset=seed_offset,
+        steps=steps, guidance=guidance, size=size, negative_prompt=negative_prompt,
+        batch_size=batch_size, device=device, dtype=dtype, single_file_config=single_file_config)
+    records = run_generate(config, progress=not quiet)
+    click.echo(f"{len(records)} images in {out_dir} (metadata.jsonl beside them)")
 
 
 def _write_outputs(result, json_out, html_out) -> None:

@@ -1,0 +1,90 @@
+"""Algorithm 1 from two models: generate both sides with shared seeds, then explain.
+
+Each side goes to a folder named by what made it (model, LoRAs, prompts, seeds, steps,
+guidance, size), under the work folder. So the base side is made once and reused by every
+personalized model of the same base and prompt set, and an interrupted run resumes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from finexl.cache import default_cache_dir, make_key
+
+if TYPE_CHECKING:
+    from finexl.generate.pipelines import LoraSpec
+    from finexl.generate.run import GenerateConfig
+
+
+@dataclass(frozen=True)
+class ModelPair:
+    """The two models to compare and how their images are made."""
+
+    base_model: str
+    personal_model: str | None = None  # None: the base model (with personal_loras on top)
+    personal_loras: tuple[LoraSpec, ...] = ()
+    prompts: str | None = None  # a prompts file; None: the shipped default set
+    prompt_count: int | None = 50  # Appendix E: 25-50 prompts for simple differences
+    n_seeds: int = 1
+    steps: int | None = None
+    guidance: float | None = None
+    size: int | None = None
+    batch_size: int = 4
+    device: str = "cpu"
+    dtype: str = "float32"
+    work_dir: Path | None = None  # None: <cache dir>/generated
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def side_config(pair: ModelPair, which: str) -> GenerateConfig:
+    """The generation settings of one side, with its folder named by those settings."""
+    from finexl.generate.run import GenerateConfig
+
+    model = pair.base_model if which == "base" else (pair.personal_model or pair.base_model)
+    loras = () if which == "base" else pair.personal_loras
+    config = GenerateConfig(model=model, prompts=pair.prompts, prompt_count=pair.prompt_count,
+                            loras=loras, n_seeds=pair.n_seeds, steps=pair.steps,
+                            guidance=pair.guidance, size=pair.size, batch_size=pair.batch_size,
+                            device=pair.device, dtype=pair.dtype)
+    work = Path(pair.work_dir) if pair.work_dir is not None else default_cache_dir() / "generated"
+    return replace(config, out_dir=work / f"{which}-{_slug(model)}-{_fingerprint(config)}")
+
+
+def _fingerprint(config: GenerateConfig) -> str:
+    prompts = config.prompts
+    if prompts is not None and Path(str(prompts)).is_file():
+        prompts = hashlib.sha256(Path(str(prompts)).read_bytes()).hexdigest()
+    loras = [(str(l.path), l.scale) for l in config.loras]
+    return make_key("generated-set", config.model, loras, prompts, config.prompt_count,
+                    config.n_seeds, config.steps, config.guidance, config.size)[:12]
+
+
+def _slug(model: str) -> str:
+    name = Path(model.rstrip("/")).name or model
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name)[:40].strip("-") or "model"
+
+
+def generate_sides(pair: ModelPair, *, progress: bool = False) -> tuple[Path, Path]:
+    """Make (or reuse) both image folders; returns ``(base_dir, personal_dir)``."""
+    from finexl.generate.run import generate
+
+    folders = []
+    for which in ("base", "personal"):
+        config = side_config(pair, which)
+        generate(config, progress=progress)
+        folders.append(Path(config.out_dir))
+    return folders[0], folders[1]
+
+
+def describe_pair(pair: ModelPair) -> dict[str, Any]:
+    """What the JSON output records about the models (settings, never image data)."""
+    return {"base_model": pair.base_model, "personal_model": pair.personal_model or pair.base_model,
+            "personal_loras": json.loads(json.dumps([[str(l.path), l.scale]
+                                                     for l in pair.personal_loras])),
+            "prompt_count": pair.prompt_count, "n_seeds": pair.n_seeds, "steps": pair.steps,
+            "guidance": pair.guidance, "size": pair.size}
