@@ -227,13 +227,15 @@ def median_time(fn: Callable[[], Any], repeats: int = 3) -> float:
 
 
 def linear_fit(x: Sequence[float], y: Sequence[float]) -> dict[str, float]:
-    """Least-squares line ``y = slope * x + intercept`` and its R^2."""
+    """Least-squares line ``y = slope * x + intercept``, its R^2, and the log-log slope
+    ``exponent`` (about 1 for linear growth, 2 for quadratic; NaN if some y <= 0)."""
     x, y = np.asarray(x, float), np.asarray(y, float)
     slope, intercept = np.polyfit(x, y, 1)
     total = float(((y - y.mean()) ** 2).sum())
     residual = float(((y - (slope * x + intercept)) ** 2).sum())
+    exponent = float(np.polyfit(np.log(x), np.log(y), 1)[0]) if (y > 0).all() else float("nan")
     return {"slope": float(slope), "intercept": float(intercept),
-            "r2": 1.0 - residual / total if total > 0 else 1.0}
+            "r2": 1.0 - residual / total if total > 0 else 1.0, "exponent": exponent}
 
 
 def machine_info() -> dict[str, Any]:

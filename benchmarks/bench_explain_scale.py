@@ -168,10 +168,11 @@ def render(results: dict) -> str:
                                    n_rows)]
     if results["fits_vs_n"]:
         fit_rows = [(key, f"{fit['slope'] * 1000:.3g}", f"{fit['intercept']:.3g}",
-                     f"{fit['r2']:.4f}") for key, fit in results["fits_vs_n"].items()]
-        parts += ["", "Linear fits against N (slope per 1000 pairs):", "",
-                  common.markdown_table(["quantity", "slope per 1000 pairs", "intercept",
-                                         "R^2"], fit_rows)]
+                     f"{fit['r2']:.4f}", f"{fit['exponent']:.2f}")
+                    for key, fit in results["fits_vs_n"].items()]
+        parts += ["", "Linear fits against N (slope per 1000 pairs; exponent = log-log slope):",
+                  "", common.markdown_table(["quantity", "slope per 1000 pairs", "intercept",
+                                             "R^2", "exponent"], fit_rows)]
     if results["by_v"]:
         v_rows = [(r["vocabulary_size"], r["seconds"], r["traced_peak_mb"], r["rss_growth_mb"],
                    r["texts"], len(r["times"])) for r in results["by_v"]]

@@ -93,3 +93,5 @@ def test_tiny_encoder_spec_builds_the_test_suites_clip(tmp_path):
     assert common.resolve_encoder("mini", tmp_path) == "mini"
     fit = common.linear_fit([1, 2, 3, 4], [3, 5, 7, 9])
     assert fit["slope"] == pytest.approx(2) and fit["r2"] == pytest.approx(1)
+    assert common.linear_fit([1, 2, 4], [3, 6, 12])["exponent"] == pytest.approx(1)
+    assert common.linear_fit([1, 2, 4], [1, 4, 16])["exponent"] == pytest.approx(2)

@@ -91,3 +91,31 @@ def test_npy_bytes_match_np_save(name):
     value = np.ascontiguousarray(ARRAYS[name])
     for _ in range(2):  # the second call reuses the header
         assert npy_bytes(value) == _npy_bytes(value, allow_pickle=False)
+
+
+# Embedding rows ------------------------------------------------------------
+
+def _keys(n: int, tag: str = "t") -> list[str]:
+    return [make_key("text", "enc", f"{tag}{i}") for i in range(n)]
+
+
+def test_rows_persist_across_stores_with_their_dtype(tmp_path):
+    keys = _keys(1200)  # more than one SELECT chunk
+    rows32 = np.random.default_rng(2).normal(size=(1200, 8)).astype(np.float32)
+    Store(tmp_path).put_rows(keys, rows32)
+    Store(tmp_path).put_rows(["f64"], np.ones((1, 3)))
+    reader = Store(tmp_path)
+    got = reader.get_rows(keys[::-1] + ["f64", "absent"])
+    np.testing.assert_array_equal(np.stack(got[:1200]), rows32[::-1])
+    assert got[0].dtype == np.float32 and got[0].flags.writeable
+    assert got[1200].dtype == np.float64 and got[1201] is None
+    assert (reader.hits, reader.misses) == (1201, 1)
+    assert reader.get_rows([]) == []
+
+
+def test_rows_reject_object_arrays_and_mismatched_lengths(tmp_path):
+    store = Store(tmp_path)
+    with pytest.raises(ValueError, match="pickle"):
+        store.put_rows(["k"], np.array([[{"a": 1}]], dtype=object))
+    with pytest.raises(ValueError, match="2 keys for 1 rows"):
+        store.put_rows(["a", "b"], np.ones((1, 2)))
