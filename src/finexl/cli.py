@@ -264,6 +264,38 @@ def generate(model, loras, prompts, out_dir, prompt_count, n_seeds, seed_offset,
     click.echo(f"{len(records)} images in {out_dir} (metadata.jsonl beside them)")
 
 
+@main.command()
+@click.option("--model", default="builtin:tiny", show_default=True,
+              help="builtin:tiny or a folder holding a saved tiny pipeline.")
+@click.option("--data", "data_dir", required=True, type=click.Path(path_type=Path),
+              help="Images with captions in metadata.jsonl (e.g. from finexl generate).")
+@click.option("--steps", default=100, show_default=True, type=click.IntRange(1))
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path),
+              help="A pipeline folder, or with --lora a LoRA file.")
+@click.option("--lora", is_flag=True, help="Train a LoRA instead of the whole UNet.")
+@click.option("--lora-rank", default=8, show_default=True, type=click.IntRange(1))
+@click.option("--lr", default=1e-4, show_default=True, type=float)
+@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(1))
+@click.option("--caption", help="One caption for every image instead of metadata.jsonl.")
+@click.option("--save-every", type=click.IntRange(1),
+              help="Also save the model every N steps (OUT/step-NNNNN): levels for evaluation.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@_guard
+def finetune(model, data_dir, steps, out_dir, lora, lora_rank, lr, batch_size, caption,
+             save_every, seed, device, quiet):
+    """Fine-tune the tiny model on captioned images (how evaluation builds levels)."""
+    from finexl.generate.finetune import finetune as run_finetune
+
+    save_steps = tuple(range(save_every, steps, save_every)) if save_every else ()
+    result = run_finetune(data_dir, out_dir, model=model, steps=steps, lora=lora, lr=lr,
+                          seed=seed, batch_size=batch_size, caption=caption, lora_rank=lora_rank,
+                          save_steps=save_steps, device=device, progress=not quiet)
+    click.echo(f"saved {result.out_dir} after {result.steps} steps"
+               + (f" (and {len(result.checkpoints)} checkpoints)" if result.checkpoints else ""))
+
+
 def _write_outputs(result, json_out, html_out) -> None:
     if json_out:
         from finexl.report.json import write_json
