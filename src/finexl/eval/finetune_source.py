@@ -1,0 +1,96 @@
+"""Scenario 1's ``finetune`` source: the paper's own protocol on the shipped tiny generator.
+
+For each aspect, the tiny model's own outputs are styled with the aspect's transform at
+full strength and the model is fine-tuned on them; the checkpoints after 20, 40, ... steps
+are the levels (Appendix C: "levels = fine-tuning steps, 20..200"). Every level's model
+then draws the same probe prompts with the same seeds as the base model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from finexl.cache import default_cache_dir
+
+if TYPE_CHECKING:
+    from finexl.encoders.base import Encoder
+
+STEPS_PER_LEVEL = 20
+
+
+def finetune_levels(encoder: Encoder, aspects: Sequence[str], n_levels: int, *,
+                    n_images: int = 24, seed: int = 0, work_dir: Path | None = None,
+                    steps_per_level: int = STEPS_PER_LEVEL, n_train: int = 64,
+                    progress: bool = False):
+    """Base embeddings, per-aspect level embeddings, and the probe prompts."""
+    from finexl.generate.prompts import load_default_prompts
+    from finexl.pairs import load_images
+
+    work = Path(work_dir) if work_dir is not None else default_cache_dir() / "eval-finetune"
+    prompts = load_default_prompts(name="tiny")
+    probe = prompts[:n_images]
+    train_prompts = prompts[n_images:n_images + n_train] or prompts[:n_train]
+    base_dir = _draw("builtin:tiny", probe, work / "probe-base", seed, progress)
+    base = encoder.embed_images(load_images(sorted(base_dir.glob("*.png")))).astype(np.float64)
+    level_sets = {}
+    for aspect in aspects:
+        data_dir = _styled_training_set(aspect, train_prompts, work / f"data-{aspect}", seed,
+                                        progress)
+        checkpoints = _finetune_checkpoints(data_dir, work / f"model-{aspect}", n_levels,
+                                            steps_per_level, seed, progress)
+        level_sets[aspect] = []
+        for level, model_dir in enumerate(checkpoints, start=1):
+            out = _draw(str(model_dir), probe, work / f"probe-{aspect}-L{level}", seed, progress)
+            level_sets[aspect].append(encoder.embed_images(
+                load_images(sorted(out.glob("*.png")))).astype(np.float64))
+    return base, level_sets, probe
+
+
+def _draw(model: str, prompts: Sequence[str], out_dir: Path, seed: int, progress: bool) -> Path:
+    from finexl.generate.run import GenerateConfig, generate
+
+    generate(GenerateConfig(model=model, out_dir=out_dir, prompts=list(prompts), n_seeds=1,
+                            seed_offset=seed, batch_size=16), progress=progress)
+    return out_dir
+
+
+def _styled_training_set(aspect: str, prompts: Sequence[str], out_dir: Path, seed: int,
+                         progress: bool) -> Path:
+    """The base model's own images of ``prompts``, with ``aspect`` planted at full strength."""
+    from PIL import Image
+
+    from finexl.imaging.transforms import apply
+    from finexl.pairs import read_metadata, write_metadata
+
+    raw = _draw("builtin:tiny", prompts, out_dir.with_name(out_dir.name + "-raw"), seed + 1000,
+                progress)
+    records = list(read_metadata(raw).values())
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for record in records:
+        target = out_dir / record["file_name"]
+        if not target.exists():
+            with Image.open(raw / record["file_name"]) as image:
+                apply(image.convert("RGB"), aspect, 1.0, seed=seed).save(target)
+    write_metadata(out_dir, [{"file_name": r["file_name"], "prompt": r["prompt"]} for r in records])
+    return out_dir
+
+
+def _finetune_checkpoints(data_dir: Path, out_dir: Path, n_levels: int, steps_per_level: int,
+                          seed: int, progress: bool) -> list[Path]:
+    """One fine-tuning run; the model after each ``steps_per_level`` steps is one level."""
+    from finexl.generate.finetune import finetune
+
+    total = n_levels * steps_per_level
+    marker = out_dir / "model_index.json"
+    saves = tuple(range(steps_per_level, total, steps_per_level))
+    if not marker.exists():
+        result = finetune(data_dir, out_dir, model="builtin:tiny", steps=total, seed=seed,
+                          save_steps=saves, progress=progress)
+        checkpoints = result.checkpoints
+    else:  # an earlier run finished: its checkpoints are on disk
+        checkpoints = {step: out_dir / f"step-{step:05d}" for step in saves}
+    return [Path(checkpoints[step]) for step in saves] + [out_dir]
