@@ -24,6 +24,17 @@ from finexl.generate.run import GenerateConfig, generate, plan_jobs
 PROMPTS = ["a red ball", "a blue house", "a green tree"]
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One torch thread: on a busy shared CPU, two threads make these tiny models 10x slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _sd_components():
     """diffusers' get_dummy_components pattern: tiny random parts from configs."""
     import torch
@@ -49,7 +60,7 @@ def _sd_components():
         num_attention_heads=2, max_position_embeddings=16, bos_token_id=0, eos_token_id=1,
         pad_token_id=1))
     scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                              clip_sample=False, set_alpha_to_one=False)
+                              clip_sample=False, set_alpha_to_one=False, steps_offset=1)
     return dict(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
                 scheduler=scheduler, safety_checker=None, feature_extractor=None,
                 requires_safety_checker=False)

@@ -240,7 +240,6 @@ _CHECKPOINT_KINDS = (
     ("conditioner.embedders.1.", "StableDiffusionXLPipeline"),
     ("model.diffusion_model.input_blocks.", "StableDiffusionPipeline"),
 )
-_LORA_MARKERS = ("lora_down", "lora_up", "lora_A", "lora_B", "lora_unet_", "lora_te")
 
 
 def checkpoint_class(path: Path) -> str:
@@ -252,7 +251,9 @@ def checkpoint_class(path: Path) -> str:
         The file is a LoRA, unreadable, or of an architecture finexl does not know.
     """
     keys = _checkpoint_keys(path)
-    if any(marker in key for key in keys[:200] for marker in _LORA_MARKERS):
+    # LoRA files in every known layout (kohya lora_unet_/lora_down, peft lora_A, diffusers
+    # .lora.down) name "lora" in their tensor names; whole models never do.
+    if any("lora" in key.lower() for key in keys[:200]):
         raise FinexlError(f"{path} is a LoRA, not a whole model; pass the base model with"
                           f" --model and this file with --lora {path}")
     for marker, class_name in _CHECKPOINT_KINDS:
