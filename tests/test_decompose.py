@@ -83,9 +83,10 @@ def test_paper_sum_rule_lets_a_synonym_through_that_max_abs_rejects():
     v_div = a + b + 0.5 * synonym
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", PrematureStopWarning)
-        strict = decompose(v_div, vectors, order="given", e_decomp=0.01, e_ortho=0.8)
+        strict = decompose(v_div, vectors, order="given", e_decomp=0.01, e_ortho=0.8,
+                           ortho_rule="max_abs", solver="lstsq")
         paper = decompose(v_div, vectors, order="given", e_decomp=0.01, e_ortho=0.8,
-                          ortho_rule="paper_sum")
+                          ortho_rule="paper_sum", solver="lstsq")
     assert 2 in {r.index for r in strict.rejected}
     assert 2 in paper.selected.tolist()
 
@@ -139,7 +140,8 @@ def test_all_concepts_allowed_matches_lstsq():
     v_div = rng.normal(size=DIM)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", PrematureStopWarning)
-        result = decompose(v_div, vectors, e_decomp=0.0, e_ortho=1.0)
+        result = decompose(v_div, vectors, e_decomp=0.0, e_ortho=1.0, ortho_rule="max_abs",
+                           solver="lstsq")
     expected, *_ = np.linalg.lstsq(vectors.T, v_div, rcond=None)
     order = np.argsort(result.selected)
     assert sorted(result.selected.tolist()) == list(range(6))
@@ -226,7 +228,8 @@ def test_second_fit_forgets_the_first():
 @pytest.mark.parametrize(
     "params",
     [
-        {"e_decomp": -0.1}, {"e_decomp": 1.0}, {"e_ortho": 0.0}, {"e_ortho": 1.5},
+        {"e_decomp": -0.1}, {"e_decomp": 1.0}, {"e_ortho": 0.0, "ortho_rule": "max_abs"},
+        {"e_ortho": 1.5, "ortho_rule": "max_cos"},
         {"ortho_rule": "cosine"}, {"order": "random"}, {"solver": "lasso"}, {"max_concepts": 0},
     ],
 )

@@ -30,7 +30,8 @@ def test_report_shows_concepts_evidence_and_set_aside(tmp_path):
 
 
 def test_untrusted_concept_text_is_escaped(tmp_path):
-    result = _result(tmp_path, ["dark", EVIL + " dark"])
+    result = _result(tmp_path, [EVIL + " dark", "warm"])
+    assert result.concepts[0].concept == EVIL + " dark"
     page = write_html(result, tmp_path / "r.html").read_text()
     assert EVIL not in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page

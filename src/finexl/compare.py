@@ -15,10 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 
 from finexl.concepts.base import Candidate, Proposal, ProposalContext, Proposer
-from finexl.decompose import Decomposer, cosine
+from finexl.decompose import fixed_support, shared_basis
 from finexl.errors import FinexlError
 from finexl.pipeline import (
     ExplainConfig,
@@ -105,13 +104,20 @@ def compare(
         encoder, prompts, [c.concept for c in candidates], config.template, progress)
     fit_input = (lambda d: d) if aligned else (lambda d: d.mean(axis=1))
     # 4. Each model selects on its own; the union of selections is the basis.
-    basis, rejected = _shared_basis(diffs, fit_input(concept_diffs), candidates, config)
+    basis, rejections = shared_basis(
+        list(diffs.values()), fit_input(concept_diffs), e_ortho=config.e_ortho,
+        e_decomp=config.e_decomp, ortho_rule=config.ortho_rule, order=config.order,
+        solver=config.solver, max_concepts=config.max_concepts)
+    rejected = [RejectedConcept(candidates[r.index].concept, r.reason,
+                                candidates[r.partner].concept, r.cos) for r in rejections]
     # 5. Every model refit on the shared basis (fixed support).
     basis_candidates = [candidates[i] for i in basis]
     basis_diffs = concept_diffs[basis]
     models = {}
     for name, pairs in pair_sets.items():
-        model = _fixed_support(config).fit(diffs[name], fit_input(basis_diffs))
+        model = fixed_support(solver=config.solver, centering=config.centering,
+                              n_bootstrap=config.n_bootstrap, seed=config.seed,
+                              ).fit(diffs[name], fit_input(basis_diffs))
         models[name] = build_explanation(
             model, diffs[name], pairs, basis_candidates, unknown,
             Proposal(tuple(basis_candidates), tuple(notes)), encoder, config,
@@ -143,37 +149,3 @@ def _union_proposals(proposer, pair_sets, diffs, prompts, encoder, config):
         proposals.append(proposal.candidates)
     known, unknown = split_unknown(encoder, union_candidates(*proposals))
     return known, unknown, notes
-
-
-def _shared_basis(diffs, concept_input, candidates, config) -> tuple[list[int], list[RejectedConcept]]:
-    """Union of each model's selection, then one orthogonality pass in order of total share."""
-    share: dict[int, float] = {}
-    for pair_diffs in diffs.values():
-        model = Decomposer(
-            e_decomp=config.e_decomp, e_ortho=config.e_ortho, ortho_rule=config.ortho_rule,
-            order=config.order, solver=config.solver, max_concepts=config.max_concepts,
-            centering=config.centering, n_bootstrap=0, seed=config.seed,
-        ).fit(pair_diffs, concept_input)
-        for index, value in zip(model.selected_.tolist(), model.shares_):
-            share[index] = share.get(index, 0.0) + abs(float(value))
-    vectors = concept_input.mean(axis=1) if concept_input.ndim == 3 else concept_input
-    basis: list[int] = []
-    rejected: list[RejectedConcept] = []
-    for index in sorted(share, key=lambda i: -share[i]):
-        if basis:
-            cosines = cosine(vectors[index], vectors[basis])[0]
-            partner = int(np.argmax(np.abs(cosines)))
-            if abs(cosines[partner]) >= config.e_ortho:
-                rejected.append(RejectedConcept(candidates[index].concept, "redundant",
-                                                candidates[basis[partner]].concept,
-                                                float(cosines[partner])))
-                continue
-        basis.append(index)
-    return basis, rejected
-
-
-def _fixed_support(config: ExplainConfig) -> Decomposer:
-    # order="given" with e_decomp=0 and e_ortho=1 keeps every basis concept, in basis order.
-    return Decomposer(e_decomp=0.0, e_ortho=1.0, order="given", solver=config.solver,
-                      centering=config.centering, n_bootstrap=config.n_bootstrap,
-                      seed=config.seed)

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.optimize import nnls
 
-ORTHO_RULES = ("max_abs", "paper_sum")
+ORTHO_RULES = ("max_cos", "max_abs", "paper_sum")
 ORDERS = ("forward", "given")
 SOLVERS = ("lstsq", "nnls")
 
@@ -139,11 +139,16 @@ def _relative_residual(columns: np.ndarray, weights: np.ndarray, target: np.ndar
 def _redundancy(candidate: np.ndarray, kept: np.ndarray, rule: str) -> tuple[float, int, float]:
     """Score of ``candidate`` against the kept concepts, the partner index and its cosine.
 
-    ``max_abs``: the largest |cos| with any kept concept (a concept pointing the opposite way
-    is as redundant as a synonym). ``paper_sum``: the paper's Eq. 9, the sum of signed
-    cosines. The partner is always the kept concept with the largest |cos|.
+    ``max_cos``: the largest signed cos with any kept concept (a synonym is redundant, an
+    antonym is not: with non-negative weights "less sepia" cannot stand in for "more
+    vivid"). ``max_abs``: the largest |cos| (with signed least squares an antonym is
+    redundant too). ``paper_sum``: the paper's Eq. 9, the sum of signed cosines. The partner
+    is the kept concept that decided the score (for ``paper_sum``, the largest |cos|).
     """
     cosines = cosine(candidate, kept)[0]
+    if rule == "max_cos":
+        partner = int(np.argmax(cosines))
+        return float(cosines[partner]), partner, float(cosines[partner])
     partner = int(np.argmax(np.abs(cosines)))
     score = float(np.sum(cosines)) if rule == "paper_sum" else float(np.abs(cosines[partner]))
     return score, partner, float(cosines[partner])
@@ -203,8 +208,8 @@ def check_params(
         raise ValueError(f"e_decomp must be in [0, 1) (a relative residual), got {e_decomp!r}")
     if ortho_rule not in ORTHO_RULES:
         raise ValueError(f"ortho_rule must be one of {ORTHO_RULES}, got {ortho_rule!r}")
-    if ortho_rule == "max_abs" and not 0 < e_ortho <= 1:
-        raise ValueError(f"e_ortho must be in (0, 1] for the max_abs rule, got {e_ortho!r}")
+    if ortho_rule != "paper_sum" and not 0 < e_ortho <= 1:
+        raise ValueError(f"e_ortho must be in (0, 1] for the {ortho_rule} rule, got {e_ortho!r}")
     if order not in ORDERS:
         raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
     if solver not in SOLVERS:
@@ -219,9 +224,9 @@ def decompose(
     *,
     e_decomp: float = 0.2,
     e_ortho: float = 0.8,
-    ortho_rule: str = "max_abs",
+    ortho_rule: str = "paper_sum",
     order: str = "forward",
-    solver: str = "lstsq",
+    solver: str = "nnls",
     max_concepts: int | None = None,
 ) -> Decomposition:
     """Decompose V_div into concept vectors, adding concepts until the residual is small.
@@ -236,16 +241,19 @@ def decompose(
     e_ortho : float, default=0.8
         Redundancy threshold: a candidate whose score against the kept concepts reaches it
         is rejected (Eq. 9).
-    ortho_rule : {"max_abs", "paper_sum"}
-        ``max_abs`` compares the largest |cos| with any kept concept; ``paper_sum`` the
-        paper's sum of signed cosines, which lets a synonym through when another kept
-        concept has a negative cosine with it.
+    ortho_rule : {"paper_sum", "max_cos", "max_abs"}
+        ``paper_sum`` (default) is the paper's Eq. 9, the sum of signed cosines with the kept
+        concepts; ``max_cos`` the largest signed cosine (synonyms only); ``max_abs`` the
+        largest |cos| (antonyms too, the right rule for signed least squares).
     order : {"forward", "given"}
         ``forward`` adds, at each step, the candidate that lowers the residual most
         (selection by the residual itself, since f(C) are not unit norm). ``given`` is the
         paper's Algorithm 1: candidates in proposal order, each kept one added.
-    solver : {"lstsq", "nnls"}
-        Least squares, or non-negative least squares (no "less of C" answers).
+    solver : {"nnls", "lstsq"}
+        Non-negative least squares (default: every named concept is something the
+        personalized model adds), or signed least squares (a negative weight reads "less
+        of C"). NNLS recovered levels better in our evaluation (docs/RESULTS.md, ablations)
+        and avoids cancelling pairs of near-antonyms with large opposite weights.
     max_concepts : int or None
         A cap on selected concepts. ``e_decomp`` is checked first after each addition,
         so when both are met at one step the stop reason is "converged".
@@ -523,9 +531,9 @@ class Decomposer:
 
     e_decomp: float = 0.2
     e_ortho: float = 0.8
-    ortho_rule: str = "max_abs"
+    ortho_rule: str = "paper_sum"
     order: str = "forward"
-    solver: str = "lstsq"
+    solver: str = "nnls"
     max_concepts: int | None = None
     centering: bool = False
     n_bootstrap: int = 200
@@ -605,3 +613,65 @@ class Decomposer:
         low, high = 100 * self.alpha / 2, 100 * (1 - self.alpha / 2)
         return np.column_stack([np.percentile(draws, low, axis=0),
                                 np.percentile(draws, high, axis=0)])
+
+
+# --------------------------------------------------------------------------------------
+# Several models on one basis
+
+
+def shared_basis(
+    pair_diffs_per_model: list[np.ndarray],
+    concept_diffs: np.ndarray,
+    *,
+    e_ortho: float = 0.8,
+    ortho_rule: str = "paper_sum",
+    **decompose_params,
+) -> tuple[list[int], list[Rejection]]:
+    """One concept basis for several models of the same base.
+
+    Each model is decomposed on its own (``decompose_params`` go to :func:`decompose`);
+    the union of what they selected is ordered by total |share| and passed once through the
+    same redundancy filter (``ortho_rule``, ``e_ortho``). Weights refit on this basis (:func:`fixed_support`) are
+    comparable across the models, which independent selections are not: a concept's weight
+    depends on which other concepts were selected beside it.
+
+    Parameters
+    ----------
+    pair_diffs_per_model : list of ndarray of shape (n_pairs, dim)
+    concept_diffs : ndarray of shape (n_candidates, n_pairs, dim) or (n_candidates, dim)
+
+    Returns
+    -------
+    basis : list of int
+        Candidate indices, most important first.
+    rejected : list of Rejection
+        Selected somewhere but redundant with a basis concept.
+    """
+    vectors = np.asarray(concept_diffs, dtype=np.float64)
+    vectors = vectors.mean(axis=1) if vectors.ndim == 3 else vectors
+    share: dict[int, float] = {}
+    for pair_diffs in pair_diffs_per_model:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", PrematureStopWarning)
+            result = decompose(np.asarray(pair_diffs, dtype=np.float64).mean(axis=0), vectors,
+                               e_ortho=e_ortho, ortho_rule=ortho_rule, **decompose_params)
+        for index, value in zip(result.selected.tolist(), result.shares):
+            share[index] = share.get(index, 0.0) + abs(float(value))
+    basis: list[int] = []
+    rejected: list[Rejection] = []
+    for index in sorted(share, key=lambda i: -share[i]):
+        if basis:
+            score, partner, cos = _redundancy(vectors[index], vectors[basis], ortho_rule)
+            if score >= e_ortho:
+                rejected.append(Rejection(index, "redundant", basis[partner], cos))
+                continue
+        basis.append(index)
+    return basis, rejected
+
+
+def fixed_support(*, solver: str = "nnls", centering: bool = False, n_bootstrap: int = 200,
+                  seed: int = 0) -> Decomposer:
+    """A :class:`Decomposer` that keeps every concept it is given, in order (a refit on a
+    chosen basis): ``order="given"`` with ``e_decomp=0`` and ``e_ortho=1``."""
+    return Decomposer(e_decomp=0.0, e_ortho=1.0, order="given", solver=solver,
+                      centering=centering, n_bootstrap=n_bootstrap, seed=seed)

@@ -39,9 +39,9 @@ class ExplainConfig:
     template: str = DEFAULT_TEMPLATE  # how a prompt and a concept are joined for f(C)
     e_decomp: float = 0.2  # stop when the relative residual is below this
     e_ortho: float = 0.8  # reject a candidate this redundant with a kept one
-    ortho_rule: str = "max_abs"  # or "paper_sum" (Eq. 9 as published)
+    ortho_rule: str = "paper_sum"  # Eq. 9 as published; or "max_cos", "max_abs"
     order: str = "forward"  # or "given" (the paper's proposal order)
-    solver: str = "lstsq"  # or "nnls"
+    solver: str = "nnls"  # non-negative weights; or "lstsq" (signed)
     max_concepts: int | None = 12  # cap on concepts in one explanation
     centering: bool = False  # remove the mean candidate vector first
     n_bootstrap: int = 200  # resamples for the 95% intervals
@@ -62,7 +62,7 @@ def check_config(config: ExplainConfig) -> None:
     proposer = resolve_proposer_name(config)
     if not 0 <= config.e_decomp < 1:
         raise FinexlError(f"--e-decomp must be in [0, 1) (a relative residual), got {config.e_decomp}")
-    if not 0 < config.e_ortho <= 1 and config.ortho_rule == "max_abs":
+    if not 0 < config.e_ortho <= 1 and config.ortho_rule != "paper_sum":
         raise FinexlError(f"--e-ortho must be in (0, 1] (a |cosine|), got {config.e_ortho}")
     for name, value, allowed in (("--ortho-rule", config.ortho_rule, ORTHO_RULES),
                                  ("--order", config.order, ORDERS),

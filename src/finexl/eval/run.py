@@ -96,9 +96,11 @@ def run_scenario2(encoder: Encoder, *, aspects: Sequence[str] = DEFAULT_MIX, n_i
 
 ABLATIONS: dict[str, list[tuple[str, FinexlParams]]] = {
     "e_decomp": [(f"e_decomp={v}", FinexlParams(e_decomp=v)) for v in (0.05, 0.1, 0.2, 0.3, 0.4, 0.6)],
-    "ortho": [("max_abs 0.8", FinexlParams()), ("paper_sum 0.8", FinexlParams(ortho_rule="paper_sum")),
-              ("off", FinexlParams(e_ortho=1.0))],
-    "solver": [("lstsq", FinexlParams()), ("nnls", FinexlParams(solver="nnls"))],
+    "ortho": [("paper_sum 0.8", FinexlParams()), ("max_cos 0.8", FinexlParams(ortho_rule="max_cos")),
+              ("max_abs 0.8", FinexlParams(ortho_rule="max_abs")),
+              ("off", FinexlParams(ortho_rule="max_cos", e_ortho=1.0))],
+    "solver": [("nnls", FinexlParams()), ("lstsq", FinexlParams(solver="lstsq")),
+               ("lstsq + max_abs", FinexlParams(solver="lstsq", ortho_rule="max_abs"))],
     "order": [("forward", FinexlParams()), ("given", FinexlParams(order="given"))],
     "centering": [("off", FinexlParams()), ("on", FinexlParams(centering=True))],
 }

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from scipy.stats import rankdata
 
-from finexl.decompose import Decomposer, PrematureStopWarning
+from finexl.decompose import Decomposer, PrematureStopWarning, fixed_support, shared_basis
 from finexl.eval.baselines import gsclip_scores, rank_mae, single_pair_scores, visdiff_scores
 
 METHODS = ("finexl", "visdiff", "gsclip", "single_pair")
@@ -48,9 +48,9 @@ class FinexlParams:
 
     e_decomp: float = 0.2
     e_ortho: float = 0.8
-    ortho_rule: str = "max_abs"
+    ortho_rule: str = "paper_sum"
     order: str = "forward"
-    solver: str = "lstsq"
+    solver: str = "nnls"
     centering: bool = False
     max_concepts: int | None = 12
 
@@ -86,6 +86,32 @@ def method_scores(base: np.ndarray, personal: np.ndarray, basis: ConceptBasis,
     return out
 
 
+def finexl_scores(base: np.ndarray, personals: Sequence[np.ndarray], basis: ConceptBasis,
+                  targets: Sequence[str], params: FinexlParams = FinexlParams()) -> np.ndarray:
+    """FineXL's weights of ``targets`` for several models of one base, on a shared basis.
+
+    This is what ``finexl compare`` does: each model selects on its own, the union becomes
+    one basis, and every model is refit on it, so a target's weight is comparable across the
+    models (independent selections put different neighbours beside it). A target outside
+    the basis scores 0. Returns an array of shape ``(n_models, n_targets)``.
+    """
+    diffs = [personal - base for personal in personals]
+    chosen, _ = shared_basis(diffs, basis.concept_diffs, e_ortho=params.e_ortho,
+                             e_decomp=params.e_decomp, ortho_rule=params.ortho_rule,
+                             order=params.order, solver=params.solver,
+                             max_concepts=params.max_concepts)
+    index = [basis.index(t) for t in targets]
+    out = np.zeros((len(personals), len(targets)))
+    refit = fixed_support(solver=params.solver, centering=params.centering, n_bootstrap=0)
+    for row, pair_diffs in enumerate(diffs):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", PrematureStopWarning)
+            model = refit.fit(pair_diffs, basis.concept_diffs[chosen])
+        weights = dict(zip((chosen[i] for i in model.selected_), model.weights_))
+        out[row] = [weights.get(i, 0.0) for i in index]
+    return out
+
+
 @dataclass
 class ScenarioResult:
     """``methods[name]`` holds the headline metric and the per-aspect values."""
@@ -114,11 +140,14 @@ def scenario1(base: np.ndarray, level_sets: Mapping[str, Sequence[np.ndarray]],
     n_levels = len(next(iter(level_sets.values())))
     result = ScenarioResult("scenario1", n_levels, source, "mae")
     scores: dict[str, dict[str, list[float]]] = {m: {} for m in methods}
+    baselines = [m for m in methods if m != "finexl"]
     for aspect, sets in level_sets.items():
         concept = aspect_concepts[aspect]
+        if "finexl" in methods:
+            scores["finexl"][aspect] = finexl_scores(base, sets, basis, [concept], params)[:, 0].tolist()
         for personal in sets:
             for method, values in method_scores(base, personal, basis, [concept], params,
-                                                methods).items():
+                                                baselines).items():
                 scores[method].setdefault(aspect, []).append(float(values[0]))
     levels = np.arange(1, n_levels + 1)
     for method in methods:
@@ -142,9 +171,13 @@ def scenario2(base: np.ndarray, models: Sequence[tuple[dict[str, int], np.ndarra
     aspects = list(aspect_concepts)
     result = ScenarioResult("scenario2", n_levels, source, "accuracy")
     scores = {m: np.zeros((len(models), len(aspects))) for m in methods}
+    targets = [aspect_concepts[a] for a in aspects]
+    if "finexl" in methods:
+        scores["finexl"] = finexl_scores(base, [p for _, p in models], basis, targets, params)
+    baselines = [m for m in methods if m != "finexl"]
     for row, (_, personal) in enumerate(models):
-        targets = [aspect_concepts[a] for a in aspects]
-        for method, values in method_scores(base, personal, basis, targets, params, methods).items():
+        for method, values in method_scores(base, personal, basis, targets, params,
+                                            baselines).items():
             scores[method][row] = values
     truth = np.array([[levels[a] for a in aspects] for levels, _ in models])
     per_bin = len(models) / n_levels
