@@ -55,7 +55,13 @@ def _summary(checks) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from finexl.eval.encoder_checks import check_encoder, held_out_images
+    from finexl.eval.encoder_checks import (
+        TEN_STRENGTHS,
+        check_encoder,
+        held_out_images,
+        transformed_divergences,
+    )
+    from finexl.imaging.transforms import QUALITIES
     from finexl.train.encoder import load_clip_directory
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -70,11 +76,18 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     encoder = load_clip_directory(args.directory)
     images, prompts = held_out_images(args.crops, size=args.size, seed=args.seed)
+    v_divs = transformed_divergences(encoder, images, list(QUALITIES), TEN_STRENGTHS,
+                                     seed=args.seed)
+    settings = {
+        "raw": dict(centering=False),
+        "centered": dict(centering=True),
+        "raw, nnls": dict(centering=False, decompose_settings=dict(
+            e_decomp=0.2, e_ortho=0.8, max_concepts=12, solver="nnls")),
+    }
     results = {}
-    for centering in (False, True):
-        checks = check_encoder(encoder, images, prompts, centering=centering, seed=args.seed,
-                               n_linearity_pairs=None)
-        results["centered" if centering else "raw"] = checks
+    for key, extra in settings.items():
+        results[key] = check_encoder(encoder, images, prompts, seed=args.seed, v_divs=v_divs,
+                                     n_linearity_pairs=None, **extra)
     out = {key: checks.to_dict() for key, checks in results.items()}
     out["seconds"] = round(time.time() - started, 1)
     if args.json:

@@ -221,6 +221,7 @@ def check_encoder(
     centering: bool = False,
     n_linearity_pairs: int | None = 40,
     decompose_settings: dict | None = None,
+    v_divs: np.ndarray | None = None,
     seed: int = 0,
     progress: bool = False,
 ) -> EncoderChecks:
@@ -243,6 +244,9 @@ def check_encoder(
     decompose_settings : dict, optional
         Keyword arguments for :func:`finexl.decompose.decompose` (default: the pipeline's
         defaults, :data:`DECOMPOSE_DEFAULTS`).
+    v_divs : ndarray of shape (n_qualities, n_strengths, dim), optional
+        :func:`transformed_divergences` computed earlier for the same images, qualities and
+        strengths (to check several settings without embedding the images again).
     """
     from finexl.imaging.transforms import QUALITIES
 
@@ -258,8 +262,12 @@ def check_encoder(
     single = text_concept_vectors(encoder, prompts, phrases, template=template)
     centered, _ = center_concepts(single)
     basis = centered if centering else single
-    v_divs = transformed_divergences(encoder, images, names, strengths, seed=seed,
-                                     progress=progress)
+    if v_divs is None:
+        v_divs = transformed_divergences(encoder, images, names, strengths, seed=seed,
+                                         progress=progress)
+    elif v_divs.shape[:2] != (len(names), len(strengths)):
+        raise ValueError(f"v_divs {v_divs.shape} does not match {len(names)} qualities x "
+                         f"{len(strengths)} strengths")
     reference = strengths.index(reference_strength)
     five = [strengths.index(s) for s in five_strengths]
 
