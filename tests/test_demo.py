@@ -1,0 +1,39 @@
+"""`finexl demo` end to end on the shipped mini encoder (a fast variant: fewer pairs)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from finexl.demo import DEFAULT_PLANTED, choose_planted, describe, found_ranks, run_demo
+from finexl.pipeline import ExplainConfig
+
+
+def test_choose_planted_is_fixed_by_default_and_seeded_otherwise():
+    assert choose_planted(None) == DEFAULT_PLANTED
+    assert choose_planted(3) == choose_planted(3)
+    names = [name for name, _ in choose_planted(3)]
+    assert len(set(names)) == 2
+
+
+def test_demo_names_the_planted_qualities_first(tmp_path):
+    out = tmp_path / "demo"
+    result = run_demo(out, config=ExplainConfig(cache=tmp_path / "cache", n_bootstrap=50),
+                      n_pairs=12)
+    data = json.loads((out / "explanation.json").read_text())
+    assert data["schema"] == "finexl.explanation/v1"
+    assert (out / "report.html").exists()
+    assert len(list((out / "base").glob("*.png"))) == 12
+    lines = describe(result)
+    assert lines[0].startswith("planted: ")
+    assert result.success, (lines, [c.concept for c in result.explanation.concepts])
+
+
+def test_demo_refuses_a_folder_made_with_other_settings(tmp_path):
+    from finexl.demo import make_demo_sets
+    from finexl.errors import FinexlError
+
+    make_demo_sets(tmp_path, DEFAULT_PLANTED, n_pairs=6)
+    with pytest.raises(FinexlError, match="other settings"):
+        make_demo_sets(tmp_path, (("dark", 0.5), ("sepia", 0.5)), n_pairs=6)
