@@ -61,9 +61,9 @@ def _sd_components():
         pad_token_id=1))
     scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                               clip_sample=False, set_alpha_to_one=False, steps_offset=1)
-    return dict(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
-                scheduler=scheduler, safety_checker=None, feature_extractor=None,
-                requires_safety_checker=False)
+    return {"unet": unet, "vae": vae, "text_encoder": text_encoder, "tokenizer": tokenizer,
+            "scheduler": scheduler, "safety_checker": None, "feature_extractor": None,
+            "requires_safety_checker": False}
 
 
 @pytest.fixture(scope="module")
@@ -96,8 +96,8 @@ def lora_file(sd_dir, tmp_path_factory) -> Path:
 
 
 def _config(sd_dir, out, **changes) -> GenerateConfig:
-    settings = dict(model=str(sd_dir), out_dir=out, prompts=PROMPTS, steps=2, guidance=2.0,
-                    batch_size=2)
+    settings = {"model": str(sd_dir), "out_dir": out, "prompts": PROMPTS, "steps": 2,
+                "guidance": 2.0, "batch_size": 2}
     settings.update(changes)
     return GenerateConfig(**settings)
 
@@ -131,7 +131,7 @@ class Counting:
 
 def test_pipeline_loads_by_path_and_same_seed_gives_same_image(sd_dir, tmp_path):
     records = generate(_config(sd_dir, tmp_path / "a"))
-    again = generate(_config(sd_dir, tmp_path / "b"))
+    generate(_config(sd_dir, tmp_path / "b"))
     assert [r["file_name"] for r in records] == ["p0000_s0000.png", "p0001_s0001.png",
                                                  "p0002_s0002.png"]
     for record in records:

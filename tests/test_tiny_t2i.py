@@ -122,9 +122,10 @@ def test_saved_tiny_pipeline_loads_by_path(tmp_path):
     tiny.save_tiny_pipeline(pipe, tmp_path / "model")
     loaded = load_pipeline(str(tmp_path / "model"))
     assert isinstance(loaded, tiny.FinexlTinyPipeline)
-    generators = lambda: [torch.Generator().manual_seed(3)]  # noqa: E731
-    before = pipe("a red star", generator=generators(), num_inference_steps=3, output_type="np")
-    after = loaded("a red star", generator=generators(), num_inference_steps=3, output_type="np")
+    before = pipe("a red star", generator=[torch.Generator().manual_seed(3)],
+                  num_inference_steps=3, output_type="np")
+    after = loaded("a red star", generator=[torch.Generator().manual_seed(3)],
+                   num_inference_steps=3, output_type="np")
     assert np.array_equal(before.images, after.images)
 
 

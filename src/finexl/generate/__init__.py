@@ -19,8 +19,21 @@ from finexl.generate.prompts import PROMPT_SETS, load_default_prompts
 from finexl.generate.run import GenerateConfig, check_config, generate, plan_jobs
 
 __all__ = [
-    "BUILTIN_MODELS", "FinetuneResult", "GenerateConfig", "LoraSpec", "PROMPT_SETS",
-    "apply_loras", "check_config", "finetune", "generate",
-    "load_default_prompts", "load_pipeline", "load_training_data", "model_id",
-    "parse_lora_spec", "plan_jobs", "resolve_device", "resolve_dtype",
+    "BUILTIN_MODELS",
+    "PROMPT_SETS",
+    "FinetuneResult",
+    "GenerateConfig",
+    "LoraSpec",
+    "apply_loras",
+    "check_config",
+    "finetune",
+    "generate",
+    "load_default_prompts",
+    "load_pipeline",
+    "load_training_data",
+    "model_id",
+    "parse_lora_spec",
+    "plan_jobs",
+    "resolve_device",
+    "resolve_dtype",
 ]

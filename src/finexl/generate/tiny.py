@@ -207,16 +207,18 @@ def build_tokenizer(words: Sequence[str], *, max_length: int = 16):
                                    model_max_length=max_length)
 
 
-def build_scheduler() -> DDIMScheduler:
-    """DDIM on a cosine schedule with v-prediction (stable at 32x32 with few steps)."""
+def build_scheduler(prediction_type: str = "sample") -> DDIMScheduler:
+    """DDIM on a cosine schedule; ``prediction_type`` is ``v_prediction``, ``epsilon`` or
+    ``sample`` (the UNet predicts the clean image)."""
     return DDIMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2",
-                         prediction_type="v_prediction", clip_sample=True,
+                         prediction_type=prediction_type, clip_sample=True,
                          clip_sample_range=1.0, timestep_spacing="trailing",
                          set_alpha_to_one=True)
 
 
 def build_tiny_pipeline(words: Sequence[str], *, image_size: int = 32, patch: int = 2,
                         text_dim: int = 64, channels: Sequence[int] = (48, 96, 128),
+                        prediction_type: str = "sample",
                         seed: int = 0) -> FinexlTinyPipeline:
     """A tiny pipeline with random weights, from configs (for training or tests).
 
@@ -230,6 +232,8 @@ def build_tiny_pipeline(words: Sequence[str], *, image_size: int = 32, patch: in
         Width of the text encoder (and the UNet's cross-attention).
     channels
         UNet block widths; cross-attention on all but the first (full-resolution) block.
+    prediction_type
+        What the UNet predicts (see ``build_scheduler``).
     seed
         Seed of the weight initialisation (a local generator state, not the global one).
     """
@@ -254,7 +258,7 @@ def build_tiny_pipeline(words: Sequence[str], *, image_size: int = 32, patch: in
             norm_num_groups=16, class_embed_type="projection",
             projection_class_embeddings_input_dim=text_dim)
     return FinexlTinyPipeline(unet=unet, text_encoder=text_encoder, tokenizer=tokenizer,
-                              scheduler=build_scheduler())
+                              scheduler=build_scheduler(prediction_type))
 
 
 def save_tiny_pipeline(pipe: FinexlTinyPipeline, out_dir: str | Path, *,
@@ -360,15 +364,22 @@ def diffusion_loss(pipe: FinexlTinyPipeline, pixels: torch.Tensor, captions: Seq
     noise = torch.randn(clean.shape, generator=generator).to(device, dtype)
     alpha_bar = pipe.scheduler.alphas_cumprod[timesteps].to(device, dtype).view(-1, 1, 1, 1)
     noisy = alpha_bar.sqrt() * clean + (1 - alpha_bar).sqrt() * noise
-    if pipe.scheduler.config.prediction_type == "v_prediction":
+    kind = pipe.scheduler.config.prediction_type
+    if kind == "v_prediction":
         target = alpha_bar.sqrt() * noise - (1 - alpha_bar).sqrt() * clean
+    elif kind == "sample":
+        target = clean
     else:
         target = noise
     prediction = pipe.denoise(noisy, timesteps.to(device), hidden, pooled)
     per_image = ((prediction.float() - target.float()) ** 2).mean(dim=(1, 2, 3))
     if min_snr_gamma is None:
         return per_image.mean()
+    # Min-SNR weights the clean-image error by min(snr, gamma), whatever the target.
     snr = (alpha_bar / (1 - alpha_bar)).view(-1).float()
     weight = torch.clamp(snr, max=min_snr_gamma)
-    weight = weight / (snr + 1) if target is not noise else weight / snr.clamp(min=1e-8)
+    if kind == "v_prediction":
+        weight = weight / (snr + 1)
+    elif kind == "epsilon":
+        weight = weight / snr.clamp(min=1e-8)
     return (per_image * weight).mean()
