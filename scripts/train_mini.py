@@ -64,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-variants", type=int, default=3)
     parser.add_argument("--render-min", type=int, default=144)
     parser.add_argument("--render-max", type=int, default=224)
+    parser.add_argument("--p-confusable", type=float, default=0.0)
     parser.add_argument("--w-diff", type=float, default=1.0)
     parser.add_argument("--w-magnitude", type=float, default=1.0)
     parser.add_argument("--w-clip", type=float, default=1.0)
@@ -87,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     data_config = DataConfig(image_size=args.image_size, n_bases=args.n_bases,
                              n_variants=args.n_variants, render_min=args.render_min,
-                             render_max=args.render_max)
+                             render_max=args.render_max, p_confusable=args.p_confusable)
     train_config = TrainConfig(
         steps=args.steps, lr=args.lr, seed=args.seed, threads=args.threads, workers=args.workers,
         check_every=args.check_every, minutes=args.minutes,

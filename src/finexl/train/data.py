@@ -45,6 +45,16 @@ APPLY_ORDER = (
 TEXTURE_PHOTOS = ("brick", "grass", "gravel")
 
 
+# Pairs an encoder confuses easily; a base's variants often carry both, so the losses must
+# tell them apart on the same picture.
+CONFUSABLE = (
+    ("blurry", "pixelated"), ("sharp", "grainy"), ("vignette", "dark"), ("posterized", "cartoon"),
+    ("muted", "black_and_white"), ("warm", "sepia"), ("high_contrast", "vivid"),
+    ("glow", "bright"), ("low_contrast", "bright"), ("halftone", "grainy"),
+    ("thick_outlines", "pencil_sketch"), ("neon", "purple_tint"), ("pink_tint", "purple_tint"),
+)
+
+
 @dataclass
 class DataConfig:
     """How batches are drawn (every field is recorded with the trained encoder)."""
@@ -59,6 +69,7 @@ class DataConfig:
     quality_counts: tuple[float, ...] = (0.6, 0.3, 0.1)  # P(1, 2, 3 qualities)
     p_neutral: float = 0.05  # a variant with no quality (caption unchanged or neutral)
     strength_min: float = 0.05
+    p_confusable: float = 0.0  # chance a base's variants include a confusable pair
     qualities: tuple[str, ...] = field(default_factory=lambda: tuple(QUALITIES))
 
 
@@ -171,7 +182,13 @@ class BatchMaker:
             image, subject = self.base()
             bases.append(image)
             texts.append(subject)
-            mains = rng.choice(list(cfg.qualities), size=cfg.n_variants, replace=False)
+            mains = list(rng.choice(list(cfg.qualities), size=cfg.n_variants, replace=False))
+            if cfg.n_variants >= 2 and rng.random() < cfg.p_confusable:
+                pair = [q for q in CONFUSABLE[int(rng.integers(len(CONFUSABLE)))]
+                        if q in cfg.qualities]
+                if len(pair) == 2:
+                    rest = [q for q in mains if q not in pair][:cfg.n_variants - 2]
+                    mains = pair + rest
             for main in mains:
                 base_index.append(b)
                 if rng.random() < cfg.p_neutral:
