@@ -46,7 +46,7 @@ def test_help_lists_the_commands():
     ("extra", "words"),
     [
         (["--e-decomp", "1.5"], ["--e-decomp"]),
-        (["--e-ortho", "0"], ["--e-ortho"]),
+        (["--e-ortho", "0", "--ortho-rule", "max_abs"], ["--e-ortho"]),
         (["--template", "{prompt} {style}"], ["--template"]),
         (["--template", "{prompt} only"], ["{concept}"]),
     ],

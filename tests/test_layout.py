@@ -27,7 +27,10 @@ def _imports(path: Path) -> set[str]:
         if id(node) in skipped:
             continue
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("finexl"):
-            found.add(node.module)
+            # "from finexl.generate import tiny_loader" imports the submodule, not the package.
+            submodules = [f"{node.module}.{a.name}" for a in node.names
+                          if (SRC.parent / f"{node.module}.{a.name}".replace(".", "/")).with_suffix(".py").exists()]
+            found.update(submodules or [node.module])
         elif isinstance(node, ast.Import):
             found.update(a.name for a in node.names if a.name.startswith("finexl"))
     return found
