@@ -30,6 +30,7 @@ if str(ROOT / "src") not in sys.path:
 import numpy as np  # noqa: E402
 
 TINY_SPEC = "tiny"
+RANDOM_B32_SPEC = "random-b32"
 # Words for synthetic prompts and vocabulary phrases when the encoder has an open vocabulary.
 _OPEN_WORDS = (
     "red green blue yellow orange purple pink brown black white grey golden silver pale dark"
@@ -48,8 +49,9 @@ _FUNCTION_WORDS = frozenset({"a", "an", "the", "of", "in", "on", "with", "and", 
 def base_parser(description: str, default_out: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--encoder", default=TINY_SPEC,
-                        help="'tiny' (a random tiny CLIP built in a temp folder), 'mini', a local"
-                             " CLIP directory or a Hugging Face id in the local cache")
+                        help="'tiny' (a random tiny CLIP built in a temp folder), 'random-b32' (a"
+                             " random CLIP with ViT-B/32's shapes), 'mini', a local CLIP"
+                             " directory or a Hugging Face id in the local cache")
     parser.add_argument("--quick", action="store_true", help="small sizes (a minute or two)")
     parser.add_argument("--out", default=default_out, help="where the JSON results go ('' for none)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
@@ -58,18 +60,50 @@ def base_parser(description: str, default_out: str) -> argparse.ArgumentParser:
 
 
 def resolve_encoder(spec: str, workdir: Path) -> str:
-    """The encoder spec to hand to ``load_encoder``; ``tiny`` builds the test suite's tiny CLIP."""
-    if spec != TINY_SPEC:
+    """The encoder spec to hand to ``load_encoder``.
+
+    ``tiny`` builds the test suite's tiny CLIP; ``random-b32`` builds a randomly initialised
+    CLIP with ViT-B/32's shapes (224 px, 12+12 layers, 512-d), to time an encoder of real
+    CLIP's cost without downloading one (its embeddings mean nothing).
+    """
+    if spec not in (TINY_SPEC, RANDOM_B32_SPEC):
         return spec
-    target = workdir / "tiny-clip"
+    target = workdir / spec
     if not (target / "config.json").is_file():
         tests = str(ROOT / "tests")
         if tests not in sys.path:
             sys.path.insert(0, tests)
         from conftest import save_tiny_clip  # the fixture the test suite uses
 
-        save_tiny_clip(target)
+        if spec == TINY_SPEC:
+            save_tiny_clip(target)
+        else:
+            save_random_b32(target)
     return str(target)
+
+
+def save_random_b32(directory: Path, *, seed: int = 0) -> Path:
+    """A random CLIP ViT-B/32 (the test suite's byte-level tokenizer, 77 positions)."""
+    import torch
+    from conftest import tiny_tokenizer
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
+
+    tokenizer = tiny_tokenizer()
+    tokenizer.model_max_length = 77
+    config = CLIPConfig(
+        text_config=dict(vocab_size=len(tokenizer), hidden_size=512, intermediate_size=2048,
+                         num_hidden_layers=12, num_attention_heads=8, max_position_embeddings=77,
+                         bos_token_id=0, eos_token_id=1, pad_token_id=1),
+        vision_config=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+                           num_attention_heads=12, image_size=224, patch_size=32),
+        projection_dim=512,
+    )
+    torch.manual_seed(seed)
+    model = CLIPModel(config).eval()
+    directory.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(directory)
+    CLIPProcessor(image_processor=CLIPImageProcessor(), tokenizer=tokenizer).save_pretrained(directory)
+    return directory
 
 
 def set_threads(threads: int) -> None:
