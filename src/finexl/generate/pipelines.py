@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from finexl.errors import FinexlError
+from finexl.generate.compat import dtype_argument
 
 logger = logging.getLogger(__name__)
 
@@ -103,15 +104,6 @@ def model_id(spec: str) -> str:
     if path.exists():
         return str(path.resolve())
     return spec
-
-
-def _dtype_argument() -> str:
-    # diffusers deprecated from_pretrained's torch_dtype for dtype; older releases lack it.
-    try:
-        from diffusers.utils.deprecation_utils import _TORCH_DTYPE_DEPRECATION_MESSAGE  # noqa: F401
-    except ImportError:
-        return "torch_dtype"
-    return "dtype"
 
 
 def _quiet_loading() -> None:
@@ -201,7 +193,7 @@ def _load_directory(path: Path, torch_dtype):
 
     try:
         return DiffusionPipeline.from_pretrained(str(path), local_files_only=True,
-                                                 **{_dtype_argument(): torch_dtype})
+                                                 **{dtype_argument(): torch_dtype})
     except (OSError, ValueError, KeyError, ImportError, AttributeError, TypeError) as exc:
         raise FinexlError(f"model folder {path} could not be loaded as a diffusers pipeline"
                           f" ({_first_line(exc)}); check that every component folder named in"
@@ -226,7 +218,7 @@ def _load_hub_id(spec: str, torch_dtype):
 
     try:
         return DiffusionPipeline.from_pretrained(spec, local_files_only=True,
-                                                 **{_dtype_argument(): torch_dtype})
+                                                 **{dtype_argument(): torch_dtype})
     except (OSError, ValueError) as exc:
         raise FinexlError(f"model {spec!r} is neither a local path nor a pipeline in the local"
                           f" Hugging Face cache ({_first_line(exc)}); download it first"
@@ -289,7 +281,7 @@ def _load_checkpoint(path: Path, torch_dtype, single_file_config: str | None):
     extra = {"config": single_file_config} if single_file_config else {}
     try:
         return pipeline_class.from_single_file(str(path), local_files_only=True,
-                                               **{_dtype_argument(): torch_dtype}, **extra)
+                                               **{dtype_argument(): torch_dtype}, **extra)
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise FinexlError(f"checkpoint {path} could not be loaded as {class_name}"
                           f" ({_first_line(exc)}); offline, diffusers needs the matching"

@@ -322,7 +322,7 @@ def is_tiny_pipeline_dir(path: str | Path) -> bool:
 def load_tiny_pipeline(path: str | Path = BUILTIN_DIR, *,
                        dtype: torch.dtype = torch.float32) -> FinexlTinyPipeline:
     """Load a saved tiny pipeline (the shipped one by default) on CPU in ``dtype``."""
-    from finexl.generate.pipelines import _dtype_argument
+    from finexl.generate.compat import dtype_argument as _dtype_argument
 
     pipe = FinexlTinyPipeline.from_pretrained(str(path), local_files_only=True,
                                               **{_dtype_argument(): dtype})
