@@ -82,6 +82,10 @@ def test_sepia_distance_ranks_sepia_images_lower():
 
 @pytest.fixture(scope="module")
 def tiny_pipe():
+    from finexl.generate.tiny import BUILTIN_DIR
+
+    if not (BUILTIN_DIR / "model_index.json").exists():
+        pytest.skip("the builtin:tiny weights are not in the package yet (issue 5 is open)")
     return load_pipeline("builtin:tiny")
 
 
