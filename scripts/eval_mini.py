@@ -17,9 +17,9 @@ from pathlib import Path
 
 
 def _table(checks) -> list[str]:
-    lines = ["| quality | top concept | rank | alignment | Spearman 10 | Spearman 5 | "
-             "weight at 0.2 / 0.6 / 1.0 | alone: Spearman 10 / 5 |",
-             "|---|---|---|---|---|---|---|---|"]
+    header = ("| quality | top concept | rank | alignment | Spearman 10 | Spearman 5 | "
+              "weight at 0.2 / 0.6 / 1.0 | alone: Spearman 10 / 5 |")
+    lines = [header, "|---|---|---|---|---|---|---|---|"]
     strengths = list(checks.strengths)
     for q in checks.qualities:
         w = [q.weights[strengths.index(s)] for s in (0.2, 0.6, 1.0)]
@@ -32,25 +32,26 @@ def _table(checks) -> list[str]:
 
 def _summary(checks) -> list[str]:
     d = checks.to_dict()
+    raw_pair, centred_pair = d["max_abs_cos"], d["max_abs_cos_centered"]
+    synonym = d["synonym_cos_min"]
     return [
         f"- top-1 (V_div closest to the planted quality's f(C)): {d['top1_accuracy']:.2f}",
-        f"- mean Spearman, 10 strengths: {d['mean_spearman_10']:.3f}; 5 strengths: "
-        f"{d['mean_spearman_5']:.3f}",
-        f"- alignment, mean cos(f(C), V_div at strength {checks.reference_strength}): "
-        f"{d['alignment']:.3f}",
-        f"- orthogonality, mean |cos| between different qualities: raw {d['orthogonality']:.3f},"
-        f" centred {d['orthogonality_centered']:.3f}",
-        f"- largest |cos|: raw {d['max_abs_cos'][0]} / {d['max_abs_cos'][1]} "
-        f"{d['max_abs_cos'][2]:.2f}; centred {d['max_abs_cos_centered'][0]} / "
-        f"{d['max_abs_cos_centered'][1]} {d['max_abs_cos_centered'][2]:.2f}",
-        f"- linearity, mean cos(f(A and B), best w_a f(A) + w_b f(B)) over "
-        f"{len(checks.linearity_pairs)} pairs: {d['linearity']:.3f}",
+        (f"- mean Spearman, 10 strengths: {d['mean_spearman_10']:.3f}; "
+         f"5 strengths: {d['mean_spearman_5']:.3f}"),
+        (f"- alignment, mean cos(f(C), V_div at strength {checks.reference_strength}): "
+         f"{d['alignment']:.3f}"),
+        (f"- orthogonality, mean |cos| between different qualities: "
+         f"raw {d['orthogonality']:.3f}, centred {d['orthogonality_centered']:.3f}"),
+        (f"- largest |cos|: raw {raw_pair[0]} / {raw_pair[1]} {raw_pair[2]:.2f}; "
+         f"centred {centred_pair[0]} / {centred_pair[1]} {centred_pair[2]:.2f}"),
+        (f"- linearity, mean cos(f(A and B), best w_a f(A) + w_b f(B)) over "
+         f"{len(checks.linearity_pairs)} pairs: {d['linearity']:.3f}"),
         f"- grading, mean ||f(strongly C)|| / ||f(slightly C)||: {d['grading']:.2f}",
-        f"- synonyms, cos(f(synonym), f(canonical)): mean {d['synonym_cos_mean']:.3f}, lowest "
-        f"{d['synonym_cos_min'][0]} / {d['synonym_cos_min'][1]} {d['synonym_cos_min'][2]:.2f}",
-        f"- single-concept fit: mean relative residual of V_div after its own f(C) alone: "
-        f"{d['mean_residual_alone']:.3f}; Spearman of that weight, 5 strengths: "
-        f"{d['mean_projection_spearman_5']:.3f}",
+        (f"- synonyms, cos(f(synonym), f(canonical)): mean {d['synonym_cos_mean']:.3f}, "
+         f"lowest {synonym[0]} / {synonym[1]} {synonym[2]:.2f}"),
+        (f"- single-concept fit: mean relative residual of V_div after its own f(C) alone: "
+         f"{d['mean_residual_alone']:.3f}; Spearman of that weight, 5 strengths: "
+         f"{d['mean_projection_spearman_5']:.3f}"),
     ]
 
 
@@ -79,10 +80,10 @@ def main(argv: list[str] | None = None) -> int:
     v_divs = transformed_divergences(encoder, images, list(QUALITIES), TEN_STRENGTHS,
                                      seed=args.seed)
     settings = {
-        "raw": dict(centering=False),
-        "centered": dict(centering=True),
-        "raw, nnls": dict(centering=False, decompose_settings=dict(
-            e_decomp=0.2, e_ortho=0.8, max_concepts=12, solver="nnls")),
+        "raw": {"centering": False},
+        "centered": {"centering": True},
+        "raw, nnls": {"centering": False, "decompose_settings": {
+            "e_decomp": 0.2, "e_ortho": 0.8, "max_concepts": 12, "solver": "nnls"}},
     }
     results = {}
     for key, extra in settings.items():

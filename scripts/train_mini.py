@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         handlers.append(logging.FileHandler(args.log))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", handlers=handlers)
 
-    heads = lambda width: max(2, width // 32)  # noqa: E731  (32-wide heads)
+    heads = lambda width: max(2, width // 32)  # 32-wide heads
     model_config = ModelConfig(
         image_size=args.image_size, patch_size=args.patch_size,
         vision_width=args.vision_width, vision_layers=args.vision_layers,

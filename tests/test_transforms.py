@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -124,7 +126,7 @@ def test_strength_zero_is_identity_and_output_is_valid(name, image):
 def test_effect_grows_with_strength(name, image):
     statistic, sign = STATISTICS.get(name, (_distance(image), +1))
     values = [sign * statistic(TRANSFORMS[name](image, s, seed=5)) for s in STRENGTHS]
-    assert all(b > a for a, b in zip(values, values[1:])), (name, values)
+    assert all(b > a for a, b in itertools.pairwise(values)), (name, values)
 
 
 @pytest.mark.parametrize("name", list(QUALITIES))

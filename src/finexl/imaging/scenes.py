@@ -233,7 +233,7 @@ def _sun(draw, box, rng):
 
 
 def _moon(draw, box, rng):
-    x0, y0, x1, y1 = box
+    x0, y0, x1, _ = box
     w = x1 - x0
     _ellipse(draw, box, _jitter(rng, (235, 235, 215), 10))
     for _ in range(3):  # craters
@@ -264,7 +264,7 @@ def _cat(draw, box, rng):
 def _coffee(draw, box, rng):
     x0, y0, x1, y1 = box
     w, h = x1 - x0, y1 - y0
-    name, cup = _pick_colour(rng, exclude=("brown", "black"))
+    _, cup = _pick_colour(rng, exclude=("brown", "black"))
     _ellipse(draw, (x0, y0 + h * 0.7, x1, y1), _jitter(rng, cup, 10))  # saucer
     draw.polygon([(x0 + w * 0.15, y0 + h * 0.3), (x1 - w * 0.15, y0 + h * 0.3),
                   (x1 - w * 0.25, y0 + h * 0.85), (x0 + w * 0.25, y0 + h * 0.85)], fill=cup)
@@ -278,7 +278,7 @@ def _coffee(draw, box, rng):
 def _rocket(draw, box, rng):
     x0, y0, x1, y1 = box
     w, h = x1 - x0, y1 - y0
-    name, body = _pick_colour(rng, exclude=("black",))
+    _, body = _pick_colour(rng, exclude=("black",))
     cx = (x0 + x1) / 2
     draw.polygon([(cx - w * 0.12, y0 + h * 0.25), (cx + w * 0.12, y0 + h * 0.25),
                   (cx + w * 0.12, y0 + h * 0.75), (cx - w * 0.12, y0 + h * 0.75)], fill=body)

@@ -193,7 +193,7 @@ def grainy(image: np.ndarray, strength: float, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     height, width = image.shape[:2]
     grain = max(1.0, 1.5 * _scale(image))
-    small = (max(2, int(round(height / grain))), max(2, int(round(width / grain))))
+    small = (max(2, round(height / grain)), max(2, round(width / grain)))
     noise = rng.standard_normal((*small, 4)).astype(np.float32)
     zoom = (height / small[0], width / small[1], 1)
     noise = ndimage.zoom(noise, zoom, order=1, mode="nearest", grid_mode=True)[:height, :width]
@@ -259,7 +259,7 @@ def pencil_sketch(image: np.ndarray, strength: float, seed: int = 0) -> np.ndarr
 def cartoon(image: np.ndarray, strength: float, seed: int = 0) -> np.ndarray:
     """Flat cartoon colours: smoothed regions, a few brightness bands, richer colour."""
     scale = _scale(image)
-    size = max(3, int(round(5 * scale)) | 1)
+    size = max(3, round(5 * scale) | 1)
     smooth = ndimage.median_filter(image, size=(size, size, 1), mode="reflect")
     smooth = _blur(smooth, 1.5 * scale)
     luma = _luma(smooth)

@@ -58,18 +58,20 @@ def build_clip(config: ModelConfig, *, vocab_size: int, bos_token_id: int, eos_t
     from transformers import CLIPConfig, CLIPModel
 
     clip_config = CLIPConfig(
-        text_config=dict(
-            vocab_size=vocab_size, hidden_size=config.text_width,
-            intermediate_size=4 * config.text_width, num_hidden_layers=config.text_layers,
-            num_attention_heads=config.text_heads,
-            max_position_embeddings=config.max_text_tokens, bos_token_id=bos_token_id,
-            eos_token_id=eos_token_id, pad_token_id=eos_token_id,
-        ),
-        vision_config=dict(
-            image_size=config.image_size, patch_size=config.patch_size,
-            hidden_size=config.vision_width, intermediate_size=4 * config.vision_width,
-            num_hidden_layers=config.vision_layers, num_attention_heads=config.vision_heads,
-        ),
+        text_config={
+            "vocab_size": vocab_size, "hidden_size": config.text_width,
+            "intermediate_size": 4 * config.text_width,
+            "num_hidden_layers": config.text_layers,
+            "num_attention_heads": config.text_heads,
+            "max_position_embeddings": config.max_text_tokens, "bos_token_id": bos_token_id,
+            "eos_token_id": eos_token_id, "pad_token_id": eos_token_id,
+        },
+        vision_config={
+            "image_size": config.image_size, "patch_size": config.patch_size,
+            "hidden_size": config.vision_width, "intermediate_size": 4 * config.vision_width,
+            "num_hidden_layers": config.vision_layers,
+            "num_attention_heads": config.vision_heads,
+        },
         projection_dim=config.projection_dim,
     )
     # The fork's RNG, so building a model never disturbs anyone's global torch state.

@@ -115,11 +115,13 @@ def training_grey_photos() -> list[SourcePhoto]:
 
 def export_held_out_photos(out_dir: Path, *, short_side: int = 320) -> Path:
     """Write the held-out photos (JPEG, ``short_side`` px) and ``photos.json`` to ``out_dir``."""
-    _require_training_extras()
+    import io
+
     from PIL import Image
 
     from finexl.cache import write_atomic, write_text_atomic
-    import io
+
+    _require_training_extras()
 
     out_dir.mkdir(parents=True, exist_ok=True)
     entries = []
