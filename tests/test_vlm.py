@@ -142,6 +142,12 @@ def test_other_model_or_template_is_a_cache_miss(tmp_path):
 
 
 def test_answer_formats_fenced_bullets_prose_and_garbage(tmp_path, caplog):
+    import logging
+
+    # Another library in the same session (Ray's init) may disable existing loggers.
+    for name in ("finexl", "finexl.concepts", "finexl.concepts.vlm", "finexl.concepts.vlm_client"):
+        logging.getLogger(name).disabled = False
+    caplog.set_level(logging.DEBUG, logger="finexl")
     pairs = make_pairs(tmp_path, 4)
     script = [
         Reply.answer('Here you go:\n```json\n["Watercolor", "pastel colors"]\n```'),
