@@ -154,6 +154,15 @@ def _redundancy(candidate: np.ndarray, kept: np.ndarray, rule: str) -> tuple[flo
     return score, partner, float(cosines[partner])
 
 
+def _rejection(index: int, kept: list[int], vectors: np.ndarray, rule: str,
+               e_ortho: float) -> Rejection | None:
+    """A "redundant" rejection of candidate ``index`` against the ``kept`` ones, or None."""
+    if not kept:
+        return None
+    score, partner, cos = _redundancy(vectors[index], vectors[kept], rule)
+    return Rejection(index, "redundant", kept[partner], cos) if score >= e_ortho else None
+
+
 # --------------------------------------------------------------------------------------
 # Public functions
 
@@ -335,11 +344,10 @@ def _forward_step(v_div, concept_vecs, rejected, *, e_decomp, e_ortho, ortho_rul
         path.append(residual)
         # Later candidates are judged against everything kept so far (Algorithm 1).
         for i in candidates:
-            if i in out:
-                continue
-            score, partner, cos = _redundancy(concept_vecs[i], concept_vecs[selected], ortho_rule)
-            if score >= e_ortho:
-                rejected.append(Rejection(i, "redundant", selected[partner], cos))
+            rejection = None if i in out else _rejection(i, selected, concept_vecs, ortho_rule,
+                                                         e_ortho)
+            if rejection is not None:
+                rejected.append(rejection)
                 out.add(i)
         if residual < e_decomp:
             return selected, weights, path, CONVERGED
@@ -353,11 +361,10 @@ def _given_step(v_div, concept_vecs, rejected, *, e_decomp, e_ortho, ortho_rule,
     for i in range(len(concept_vecs)):
         if i in out:
             continue
-        if selected:
-            score, partner, cos = _redundancy(concept_vecs[i], concept_vecs[selected], ortho_rule)
-            if score >= e_ortho:
-                rejected.append(Rejection(i, "redundant", selected[partner], cos))
-                continue
+        rejection = _rejection(i, selected, concept_vecs, ortho_rule, e_ortho)
+        if rejection is not None:
+            rejected.append(rejection)
+            continue
         selected.append(i)
         weights = _solve(concept_vecs[selected], v_div, solver)
         path.append(_relative_residual(concept_vecs[selected], weights, v_div))
@@ -660,11 +667,10 @@ def shared_basis(
     basis: list[int] = []
     rejected: list[Rejection] = []
     for index in sorted(share, key=lambda i: -share[i]):
-        if basis:
-            score, partner, cos = _redundancy(vectors[index], vectors[basis], ortho_rule)
-            if score >= e_ortho:
-                rejected.append(Rejection(index, "redundant", basis[partner], cos))
-                continue
+        rejection = _rejection(index, basis, vectors, ortho_rule, e_ortho)
+        if rejection is not None:
+            rejected.append(rejection)
+            continue
         basis.append(index)
     return basis, rejected
 
