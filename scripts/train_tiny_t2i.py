@@ -52,6 +52,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--prediction", default="sample",
                         choices=["v_prediction", "epsilon", "sample"])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--init", type=Path, default=None,
+                        help="continue from a saved tiny pipeline folder instead of random weights")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--save-minutes", type=float, default=5.0)
     parser.add_argument("--log", type=Path, default=None)
@@ -111,8 +113,13 @@ def train(args) -> dict:
     rng = np.random.default_rng(args.seed)
     generator = torch.Generator().manual_seed(args.seed)
     channels = tuple(int(c) for c in args.channels.split(","))
-    pipe = tiny.build_tiny_pipeline(tiny_data.vocabulary(), channels=channels, seed=args.seed,
-                                    prediction_type=args.prediction)
+    if args.init:
+        # Continuing keeps the architecture and vocabulary of the saved model; the weights
+        # were stored in float16 and train in float32.
+        pipe = tiny.load_tiny_pipeline(args.init, dtype=torch.float32)
+    else:
+        pipe = tiny.build_tiny_pipeline(tiny_data.vocabulary(), channels=channels,
+                                        seed=args.seed, prediction_type=args.prediction)
     pipe.unet.train()
     pipe.text_encoder.train()
     parameters = list(pipe.unet.parameters()) + list(pipe.text_encoder.parameters())

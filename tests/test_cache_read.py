@@ -119,3 +119,33 @@ def test_rows_reject_object_arrays_and_mismatched_lengths(tmp_path):
         store.put_rows(["k"], np.array([[{"a": 1}]], dtype=object))
     with pytest.raises(ValueError, match="2 keys for 1 rows"):
         store.put_rows(["a", "b"], np.ones((1, 2)))
+
+
+def test_damaged_row_file_is_a_logged_miss_and_is_replaced(tmp_path, caplog):
+    from finexl.cache import ROWS_FILE
+
+    (tmp_path / ROWS_FILE).write_bytes(b"this is not a database" * 10)
+    store = Store(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="finexl.cache"):
+        assert store.get_rows(_keys(3)) == [None, None, None]
+    assert "unreadable" in caplog.text and store.misses == 3
+    store.put_rows(_keys(3), np.eye(3, dtype=np.float32))
+    np.testing.assert_array_equal(np.stack(Store(tmp_path).get_rows(_keys(3))), np.eye(3))
+
+
+def test_damaged_row_is_a_logged_miss_and_is_rewritten(tmp_path, caplog):
+    import sqlite3
+
+    from finexl.cache import ROWS_FILE
+
+    store = Store(tmp_path)
+    key = _keys(1)[0]
+    store.put_rows([key], np.ones((1, 4), np.float32))
+    with sqlite3.connect(tmp_path / ROWS_FILE) as connection:
+        connection.execute("UPDATE rows SET data = ? WHERE key = ?", (b"xx", key))
+    connection.close()
+    with caplog.at_level(logging.WARNING, logger="finexl.cache"):
+        assert store.get_rows([key]) == [None]
+    assert "unreadable" in caplog.text
+    store.put_rows([key], np.full((1, 4), 2, np.float32))
+    np.testing.assert_array_equal(store.get_rows([key])[0], np.full(4, 2, np.float32))
