@@ -81,16 +81,23 @@ def _styled_training_set(aspect: str, prompts: Sequence[str], out_dir: Path, see
 
 def _finetune_checkpoints(data_dir: Path, out_dir: Path, n_levels: int, steps_per_level: int,
                           seed: int, progress: bool) -> list[Path]:
-    """One fine-tuning run; the model after each ``steps_per_level`` steps is one level."""
+    """The model after ``steps_per_level``, ``2 * steps_per_level``, ... steps: one per level.
+
+    One fine-tuning run serves every L: a finished run that went at least as far is reused
+    (a run to 200 steps holds the 20..60-step checkpoints a 3-level evaluation needs), and a
+    shorter one is replaced.
+    """
+    import json
+
     from finexl.generate.finetune import finetune
 
     total = n_levels * steps_per_level
-    marker = out_dir / "model_index.json"
-    saves = tuple(range(steps_per_level, total, steps_per_level))
-    if not marker.exists():
-        result = finetune(data_dir, out_dir, model="builtin:tiny", steps=total, seed=seed,
-                          save_steps=saves, progress=progress)
-        checkpoints = result.checkpoints
-    else:  # an earlier run finished: its checkpoints are on disk
-        checkpoints = {step: out_dir / f"step-{step:05d}" for step in saves}
-    return [Path(checkpoints[step]) for step in saves] + [out_dir]
+    wanted = [steps_per_level * level for level in range(1, n_levels + 1)]
+    record = out_dir / "finetune.json"
+    last = json.loads(record.read_text(encoding="utf-8"))["steps"] if record.is_file() else 0
+    paths = [out_dir if step == last else out_dir / f"step-{step:05d}" for step in wanted]
+    if last < total or not all((path / "model_index.json").is_file() for path in paths):
+        finetune(data_dir, out_dir, model="builtin:tiny", steps=total, seed=seed,
+                 save_steps=tuple(wanted[:-1]), progress=progress)
+        paths = [out_dir / f"step-{step:05d}" for step in wanted[:-1]] + [out_dir]
+    return paths
