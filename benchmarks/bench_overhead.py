@@ -27,12 +27,14 @@ BUCKETS = (
     ("pair folders: scan, metadata, check_images", "pairs.py", "check_images"),
     ("decode images (load_images)", "pairs.py", "load_images"),
     ("content hash of images (hash_image)", "cache.py", "hash_image"),
+    ("image file hashes (memo, image_file_hashes)", "image_hashes.py", "image_file_hashes"),
     ("cache keys (make_key)", "cache.py", "make_key"),
     ("cache look-ups, embedding rows (Store.get_rows)", "cache.py", "get_rows"),
     ("vocabulary table (embed_vocabulary)", "vocab.py", "embed_vocabulary"),
     ("cache writes, embedding rows (Store.put_rows)", "cache.py", "put_rows"),
     ("vocabulary: load + unknown filter", "vocab.py", "load_vocabulary"),
     ("decomposition + bootstrap (Decomposer.fit)", "decompose.py", "fit"),
+    ("decomposition, cached (fit_cached, incl. the fit)", "fit_cache.py", "fit_cached"),
     ("result assembly (build_explanation)", "pipeline.py", "build_explanation"),
 )
 

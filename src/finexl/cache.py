@@ -24,7 +24,7 @@ import os
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from numpy.lib import format as npy_format
@@ -176,6 +176,68 @@ ROWS_FILE = "rows.sqlite3"
 _SQL_CHUNK = 500  # keys per SELECT, below SQLite's variable limit on old builds
 _ROWS_SCHEMA = ("CREATE TABLE IF NOT EXISTS rows (key TEXT PRIMARY KEY, dtype TEXT NOT NULL,"
                 " shape TEXT NOT NULL, data BLOB NOT NULL) WITHOUT ROWID")
+# One row per (file, kind of hash): a changed file replaces its row, so the table never grows
+# beyond the files seen.
+_FILES_SCHEMA = ("CREATE TABLE IF NOT EXISTS file_hashes (path TEXT NOT NULL, kind TEXT NOT NULL,"
+                 " size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, ctime_ns INTEGER NOT NULL,"
+                 " inode INTEGER NOT NULL, device INTEGER NOT NULL, hash TEXT NOT NULL,"
+                 " PRIMARY KEY (path, kind)) WITHOUT ROWID")
+
+# A file changed twice within one tick of the file system's clock (ext4: a scheduler tick;
+# FAT: 2 s) keeps its size and times, so a hash taken between the two writes would be
+# remembered for the wrong content ("racy git"). Files younger than this are hashed but not
+# remembered; the next run, when they are older, remembers them.
+RACY_WINDOW_NS = 2_000_000_000
+
+
+class FileIdentity(NamedTuple):
+    """What ``os.stat`` says about a file: any write changes ``size``, ``mtime_ns`` or (which
+    no tool can set back) ``ctime_ns``; a file replaced by another one changes ``inode``."""
+
+    path: str  # resolved (symlinks followed), so two spellings of one file share an entry
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+    inode: int
+    device: int
+
+    @property
+    def changed_ns(self) -> int:
+        return max(self.mtime_ns, self.ctime_ns)
+
+
+def file_identity(path: str | os.PathLike) -> FileIdentity:
+    """The :class:`FileIdentity` of ``path`` now.
+
+    Raises
+    ------
+    OSError
+        ``path`` is missing or cannot be stat'ed (``FileNotFoundError`` for the former).
+    """
+    resolved = os.path.realpath(path)
+    info = os.stat(resolved)
+    return FileIdentity(resolved, info.st_size, info.st_mtime_ns, info.st_ctime_ns,
+                        _signed64(info.st_ino), _signed64(info.st_dev))
+
+
+def _signed64(value: int) -> int:
+    # Inode and device numbers are unsigned 64-bit on some file systems; SQLite's are signed.
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+# Thousands of rows share one (dtype, shape) text: each is parsed once, not per row.
+_ROW_FORMATS: dict[tuple[str, str], tuple[np.dtype, tuple[int, ...], int]] = {}
+
+
+def _parse_row_format(dtype: str, shape: str) -> tuple[np.dtype, tuple[int, ...], int]:
+    parsed = np.dtype(dtype)
+    dims = tuple(int(d) for d in json.loads(shape))
+    if parsed.hasobject:
+        raise ValueError(f"object dtype {dtype} needs pickle")
+    if len(_ROW_FORMATS) >= _NPY_HEADERS_MAX:
+        _ROW_FORMATS.clear()
+    _ROW_FORMATS[(dtype, shape)] = result = (parsed, dims, math.prod(dims) * parsed.itemsize)
+    return result
 
 
 class RowTable:
@@ -195,6 +257,7 @@ class RowTable:
             connection.execute("PRAGMA journal_mode=WAL")
             connection.execute("PRAGMA synchronous=NORMAL")
             connection.execute(_ROWS_SCHEMA)
+            connection.execute(_FILES_SCHEMA)
         except BaseException:
             connection.close()
             raise
@@ -225,21 +288,50 @@ class RowTable:
         return found
 
     def put(self, keys: Sequence[str], rows: Sequence[np.ndarray]) -> None:
-        import sqlite3
-
         records = []
         for key, row in zip(keys, rows):
             row = np.ascontiguousarray(row)
             if row.dtype.hasobject:
                 raise ValueError("object arrays cannot be cached (they need pickle)")
             records.append((key, row.dtype.str, json.dumps(list(row.shape)), row.tobytes()))
+        self._write("INSERT OR REPLACE INTO rows VALUES (?, ?, ?, ?)", records)
+
+    def get_file_hashes(self, kind: str, paths: Sequence[str]) -> dict[str, tuple]:
+        """``path -> (size, mtime_ns, ctime_ns, inode, device, hash)`` as remembered."""
+        import sqlite3
+
+        found: dict[str, tuple] = {}
+        if not paths or not self.path.exists():
+            return found
+        try:
+            connection = self._connect()
+            try:
+                for start in range(0, len(paths), _SQL_CHUNK):
+                    chunk = list(paths[start:start + _SQL_CHUNK])
+                    query = ("SELECT path, size, mtime_ns, ctime_ns, inode, device, hash FROM"
+                             f" file_hashes WHERE kind = ? AND path IN ({','.join('?' * len(chunk))})")
+                    for path, *remembered in connection.execute(query, [kind, *chunk]):
+                        found[path] = tuple(remembered)
+            finally:
+                connection.close()
+        except sqlite3.DatabaseError as exc:
+            self._unreadable(exc)
+        return found
+
+    def put_file_hashes(self, kind: str, records: Sequence[tuple]) -> None:
+        """Remember ``(FileIdentity, hash)`` records, replacing what a path had before."""
+        self._write("INSERT OR REPLACE INTO file_hashes VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    [(identity.path, kind, *identity[1:], digest) for identity, digest in records])
+
+    def _write(self, statement: str, records: list[tuple]) -> None:
+        import sqlite3
+
         for attempt in (1, 2):
             try:
                 connection = self._connect()
                 try:
-                    with connection:  # one transaction: all rows or none
-                        connection.executemany(
-                            "INSERT OR REPLACE INTO rows VALUES (?, ?, ?, ?)", records)
+                    with connection:  # one transaction: all records or none
+                        connection.executemany(statement, records)
                 finally:
                     connection.close()
                 return
@@ -250,11 +342,13 @@ class RowTable:
     @staticmethod
     def _decode(key: str, dtype: str, shape: str, data: bytes) -> np.ndarray | None:
         try:
-            parsed = np.dtype(dtype)
-            dims = tuple(int(d) for d in json.loads(shape))
-            if parsed.hasobject or len(data) != math.prod(dims) * parsed.itemsize:
+            parsed = _ROW_FORMATS.get((dtype, shape))
+            if parsed is None:
+                parsed = _parse_row_format(dtype, shape)
+            row_dtype, dims, size = parsed
+            if len(data) != size:
                 raise ValueError(f"{len(data)} bytes for {dtype} {dims}")
-            return np.frombuffer(data, parsed).reshape(dims).copy()
+            return np.frombuffer(data, row_dtype).reshape(dims).copy()
         except (TypeError, ValueError) as exc:
             logger.warning("cached row %s is unreadable (%s); it will be recomputed", key, exc)
             return None
@@ -286,6 +380,8 @@ class Store:
         self.root = Path(root) if root is not None else None
         self._memory: dict[str, Any] = {}
         self._rows = RowTable(self.root / ROWS_FILE) if self.root is not None else None
+        self._file_hashes: dict[tuple[str, str], tuple] = {}  # the in-memory store's table
+        self.racy_window_ns = RACY_WINDOW_NS
         self.hits = 0
         self.misses = 0
 
@@ -342,6 +438,55 @@ class Store:
                 self.put_array(key, row)
             return
         self._rows.put(keys, rows)
+
+    # content hashes of files ------------------------------------------------------------
+    def get_file_hashes(self, kind: str, identities: Sequence[FileIdentity]) -> list[str | None]:
+        """The remembered ``kind`` hash of each file, or ``None`` where the file is new or its
+        identity (size, times, inode, device) differs from when it was hashed.
+
+        Parameters
+        ----------
+        kind
+            What was hashed and how (e.g. the decoded pixels at a given format version).
+        identities
+            From :func:`file_identity`, taken now.
+        """
+        if self._rows is None:
+            remembered = {identity.path: self._file_hashes.get((kind, identity.path))
+                          for identity in identities}
+        else:
+            remembered = self._rows.get_file_hashes(
+                kind, list(dict.fromkeys(identity.path for identity in identities)))
+        hashes: list[str | None] = []
+        for identity in identities:
+            entry = remembered.get(identity.path)
+            hashes.append(entry[-1] if entry is not None and tuple(entry[:-1]) == identity[1:]
+                          else None)
+        return hashes
+
+    def put_file_hashes(self, kind: str, identities: Sequence[FileIdentity],
+                        hashes: Sequence[str]) -> int:
+        """Remember each file's ``kind`` hash under the identity it had *before* it was read
+        (so a write during the read changes the identity and the entry never matches).
+
+        Files changed within ``racy_window_ns`` of now are skipped (see ``RACY_WINDOW_NS``).
+        Returns how many were remembered.
+        """
+        import time
+
+        if len(identities) != len(hashes):
+            raise ValueError(f"{len(identities)} identities for {len(hashes)} hashes")
+        now = time.time_ns()
+        records = [(identity, digest) for identity, digest in zip(identities, hashes)
+                   if now - identity.changed_ns >= self.racy_window_ns]
+        if not records:
+            return 0
+        if self._rows is None:
+            for identity, digest in records:
+                self._file_hashes[(kind, identity.path)] = (*identity[1:], digest)
+        else:
+            self._rows.put_file_hashes(kind, records)
+        return len(records)
 
     # JSON answers ----------------------------------------------------------------------
     def get_json(self, key: str) -> Any | None:

@@ -559,26 +559,8 @@ class Decomposer:
             Per-prompt differences aligned with the pairs, or ready f(C) vectors (then the
             intervals resample only the images).
         """
-        if not 0 < self.alpha < 1:
-            raise ValueError(f"alpha must be in (0, 1), got {self.alpha!r}")
-        if self.n_bootstrap < 0 or self.n_permutations < 1:
-            raise ValueError("n_bootstrap must be >= 0 and n_permutations >= 1")
-        pair_diffs = np.asarray(pair_diffs, dtype=np.float64)
-        concept_diffs = np.asarray(concept_diffs, dtype=np.float64)
-        if pair_diffs.ndim != 2:
-            raise ValueError(f"pair_diffs must be (n_pairs, dim), got {pair_diffs.shape}")
-        if concept_diffs.ndim not in (2, 3) or concept_diffs.shape[-1] != pair_diffs.shape[1]:
-            raise ValueError(
-                f"concept_diffs must be (n_candidates[, n_pairs], {pair_diffs.shape[1]}),"
-                f" got {concept_diffs.shape}"
-            )
-        raw_vectors = concept_diffs.mean(axis=1) if concept_diffs.ndim == 3 else concept_diffs
-        if self.centering:
-            vectors, center_mean = center_concepts(raw_vectors)
-        else:
-            vectors, center_mean = raw_vectors, None
-        v_div = pair_diffs.mean(axis=0) if len(pair_diffs) else np.zeros(pair_diffs.shape[1])
-
+        pair_diffs, concept_diffs, vectors, center_mean, v_div = self._prepare(pair_diffs,
+                                                                               concept_diffs)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", PrematureStopWarning)
             result = decompose(
@@ -606,6 +588,30 @@ class Decomposer:
         self.significant_ = excludes_zero & self.significant_difference_
         self._fitted = True
         return self
+
+    def _prepare(self, pair_diffs, concept_diffs):
+        """Check the settings and inputs; return the inputs as float64 with f(C) (centred if
+        asked), the centering mean (or None) and V_div."""
+        if not 0 < self.alpha < 1:
+            raise ValueError(f"alpha must be in (0, 1), got {self.alpha!r}")
+        if self.n_bootstrap < 0 or self.n_permutations < 1:
+            raise ValueError("n_bootstrap must be >= 0 and n_permutations >= 1")
+        pair_diffs = np.asarray(pair_diffs, dtype=np.float64)
+        concept_diffs = np.asarray(concept_diffs, dtype=np.float64)
+        if pair_diffs.ndim != 2:
+            raise ValueError(f"pair_diffs must be (n_pairs, dim), got {pair_diffs.shape}")
+        if concept_diffs.ndim not in (2, 3) or concept_diffs.shape[-1] != pair_diffs.shape[1]:
+            raise ValueError(
+                f"concept_diffs must be (n_candidates[, n_pairs], {pair_diffs.shape[1]}),"
+                f" got {concept_diffs.shape}"
+            )
+        raw_vectors = concept_diffs.mean(axis=1) if concept_diffs.ndim == 3 else concept_diffs
+        if self.centering:
+            vectors, center_mean = center_concepts(raw_vectors)
+        else:
+            vectors, center_mean = raw_vectors, None
+        v_div = pair_diffs.mean(axis=0) if len(pair_diffs) else np.zeros(pair_diffs.shape[1])
+        return pair_diffs, concept_diffs, vectors, center_mean, v_div
 
     def _intervals(self, pair_diffs, concept_diffs, center_mean) -> np.ndarray:
         selected = self.selected_

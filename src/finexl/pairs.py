@@ -16,7 +16,7 @@ import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -30,6 +30,9 @@ from finexl.prompts_file import (
     shorten,
     write_metadata,
 )
+
+if TYPE_CHECKING:
+    from finexl.cache import Store
 
 __all__ = [
     "IMAGE_EXTENSIONS", "PairSet", "check_images", "load_images", "load_pairs",
@@ -305,11 +308,12 @@ def load_images(paths: Sequence[str | Path], *,
     return images
 
 
-def check_images(pair_set: PairSet, *, progress: bool = False) -> None:
+def check_images(pair_set: PairSet, *, progress: bool = False, store: Store | None = None) -> None:
     """Open every image of ``pair_set`` once, cheaply, so a corrupt file fails before a model loads.
 
     PNGs are verified chunk by chunk (CRCs, so truncation and damage show), JPEGs are decoded
-    at 1/8 scale, other formats are decoded in full.
+    at 1/8 scale, other formats are decoded in full. A file ``store`` remembers a pixel hash
+    for (``finexl.image_hashes``), unchanged since, was decoded in full then and is skipped.
 
     Parameters
     ----------
@@ -317,18 +321,24 @@ def check_images(pair_set: PairSet, *, progress: bool = False) -> None:
         The pairs from ``load_pairs``.
     progress
         Draw a bar (on stderr) counting pairs.
+    store
+        The embedding store whose remembered file hashes let unchanged files be skipped.
 
     Raises
     ------
     FinexlError
         The first image that is missing, unreadable or corrupt, naming it.
     """
+    from finexl.image_hashes import remembered_files
     from finexl.progress import track
 
+    decoded_before = remembered_files(
+        [p for pair in pair_set.image_pairs for p in pair], store) if store is not None else set()
     for base, personal in track(pair_set.image_pairs, total=len(pair_set),
                                 description="checking images", enabled=progress):
-        _check_image(base)
-        _check_image(personal)
+        for path in (base, personal):
+            if path not in decoded_before:
+                _check_image(path)
 
 
 def _check_image(path: Path) -> None:

@@ -114,7 +114,7 @@ def explain(
     config = config or ExplainConfig()
     # 1. Check inputs before anything expensive.
     check_config(config)
-    pairs = _load_pairs(base, personal, config)
+    pairs = _load_pairs(base, personal, config, _embedding_store(encoder, config))
     # 2. Encoder.
     encoder = encoder or load_configured_encoder(config, progress)
     # 3. Images -> per-pair differences -> V_div (Eq. 4-5).
@@ -129,18 +129,22 @@ def explain(
     # 5. f(C) per prompt (Eq. 6).
     concept_diffs = embed_concept_differences(
         encoder, prompts, [c.concept for c in candidates], config.template, progress)
-    # 6. Decompose, with intervals and the null test.
-    model = Decomposer(
+    # 6. Decompose, with intervals and the null test (a rerun on identical inputs reads the fit).
+    from finexl.cache import open_store
+    from finexl.fit_cache import fit_cached
+
+    model = fit_cached(Decomposer(
         e_decomp=config.e_decomp, e_ortho=config.e_ortho, ortho_rule=config.ortho_rule,
         order=config.order, solver=config.solver, max_concepts=config.max_concepts,
         centering=config.centering, n_bootstrap=config.n_bootstrap, seed=config.seed,
-    ).fit(pair_diffs, concept_diffs if aligned else concept_diffs.mean(axis=1))
+    ), pair_diffs, concept_diffs if aligned else concept_diffs.mean(axis=1),
+        open_store(config.cache, subdir="fits"))
     # 7. Result.
     return build_explanation(model, pair_diffs, pairs, candidates, unknown, proposal, encoder,
                              config, generic_prompts=not aligned)
 
 
-def _load_pairs(base, personal, config: ExplainConfig) -> PairSet:
+def _load_pairs(base, personal, config: ExplainConfig, store=None) -> PairSet:
     from finexl.pairs import PairSet, check_images, load_pairs
 
     if isinstance(base, PairSet):
@@ -148,8 +152,18 @@ def _load_pairs(base, personal, config: ExplainConfig) -> PairSet:
     if personal is None:
         raise FinexlError("explain needs both --base and --personal image folders")
     pairs = load_pairs(base, personal, prompts_file=config.prompts_file)
-    check_images(pairs)
+    check_images(pairs, store=store)  # files the store saw decode fine, unchanged, are skipped
     return pairs
+
+
+def _embedding_store(encoder, config: ExplainConfig):
+    """The store whose memo of image-file hashes this run will use (opening it is free)."""
+    from finexl.cache import open_store
+    from finexl.encoders.base import CachedEncoder
+
+    if encoder is not None:
+        return encoder.store if isinstance(encoder, CachedEncoder) else None
+    return open_store(config.cache, subdir="embeddings")
 
 
 def load_configured_encoder(config: ExplainConfig, progress: bool) -> Encoder:
@@ -186,8 +200,12 @@ def build_proposer(config: ExplainConfig, progress: bool = False) -> Proposer:
 def embed_pair_differences(encoder: Encoder, pairs: PairSet, batch_size: int,
                            progress: bool) -> np.ndarray:
     """``E(personal_i) - E(base_i)`` for every pair, loading images a batch at a time."""
+    from finexl.encoders.base import CachedEncoder
     from finexl.pairs import load_images
     from finexl.progress import track
+
+    # The cache takes the files themselves and decodes only those it has to hash or encode.
+    load = list if isinstance(encoder, CachedEncoder) else load_images
 
     n = len(pairs)
     chunks = range(0, n, batch_size)
@@ -195,9 +213,8 @@ def embed_pair_differences(encoder: Encoder, pairs: PairSet, batch_size: int,
     for start in track(chunks, total=len(chunks), description="embedding images", enabled=progress):
         stop = min(start + batch_size, n)
         # The bar counts chunks here; the encoder draws none of its own inside it.
-        base = encoder.embed_images(load_images(pairs.base_paths[start:stop]), progress=False)
-        personal = encoder.embed_images(load_images(pairs.personal_paths[start:stop]),
-                                        progress=False)
+        base = encoder.embed_images(load(pairs.base_paths[start:stop]), progress=False)
+        personal = encoder.embed_images(load(pairs.personal_paths[start:stop]), progress=False)
         rows.append(personal.astype(np.float64) - base.astype(np.float64))
     return np.concatenate(rows) if rows else np.zeros((0, encoder.dim))
 

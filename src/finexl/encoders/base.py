@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
@@ -58,19 +59,47 @@ class CachedEncoder:
         # Extra capabilities of the wrapped encoder (e.g. unknown_concepts) stay reachable.
         return getattr(self.encoder, name)
 
-    def embed_images(self, images: Sequence[Image.Image], *,
+    def embed_images(self, images: Sequence[Image.Image | str | os.PathLike], *,
                      progress: bool | None = None) -> np.ndarray:
-        keys = [make_key("image", self.id, hash_image(image)) for image in images]
-        return self._lookup(keys, list(images), self.encoder.embed_images, self.progress if progress is None else progress)
+        """Embeddings of PIL images or image files (the two may be mixed).
+
+        An in-memory image is keyed by its pixels. A file is keyed by the same pixel hash,
+        taken from the store's memo of file hashes while the file is unchanged, and decoded
+        (``pairs.load_images``) only when it must be hashed or encoded: a warm rerun on the
+        same folders opens no image.
+        """
+        from finexl.image_hashes import image_file_hashes
+
+        items = list(images)
+        files = [i for i, item in enumerate(items) if isinstance(item, (str, os.PathLike))]
+        file_hashes, decoded = image_file_hashes([items[i] for i in files], self.store)
+        hashes = {i: digest for i, digest in zip(files, file_hashes)}
+        for position, image in decoded.items():
+            items[files[position]] = image
+        keys = [make_key("image", self.id, hashes[i] if i in hashes else hash_image(item))
+                for i, item in enumerate(items)]
+
+        def decode_files(indices: list[int]) -> None:
+            from finexl.pairs import load_images
+
+            paths = [i for i in indices if isinstance(items[i], (str, os.PathLike))]
+            for i, image in zip(paths, load_images([items[i] for i in paths])):
+                items[i] = image
+
+        return self._lookup(keys, items, self.encoder.embed_images,
+                            self.progress if progress is None else progress, before=decode_files)
 
     def embed_texts(self, texts: Sequence[str], *, progress: bool | None = None) -> np.ndarray:
         keys = [make_key("text", self.id, text) for text in texts]
-        return self._lookup(keys, list(texts), self.encoder.embed_texts, self.progress if progress is None else progress)
+        return self._lookup(keys, list(texts), self.encoder.embed_texts,
+                            self.progress if progress is None else progress)
 
-    def _lookup(self, keys, items, embed, progress: bool) -> np.ndarray:
+    def _lookup(self, keys, items, embed, progress: bool, before=None) -> np.ndarray:
         rows = self.store.get_rows(keys)
         missing = [i for i, row in enumerate(rows) if row is None]
         if missing:
+            if before is not None:
+                before(missing)  # e.g. decode the files that are to be encoded
             self.forward_calls += 1
             fresh = np.asarray(embed([items[i] for i in missing], progress=progress), np.float32)
             self.store.put_rows([keys[i] for i in missing], fresh)

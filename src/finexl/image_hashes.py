@@ -1,0 +1,102 @@
+"""Content hashes of image files, remembered per file so a rerun does not decode them again.
+
+An embedding is cached under the hash of an image's pixels (``cache.hash_image``), so a
+renamed or re-saved file with the same pixels still hits. Computing that hash means decoding
+the file; for a folder that has not changed since the last run this is the largest fixed cost
+of a warm run. So the pixel hash of each file is remembered in the embedding store with the
+file's identity (``cache.FileIdentity``: resolved path, size, mtime, ctime, inode, device),
+and a file whose identity is unchanged is not opened at all. Any write to a file changes its
+size or times (ctime cannot be set back by tools like ``touch`` or ``cp -p``), so a changed
+file is decoded and hashed again; files changed in the last ``cache.RACY_WINDOW_NS`` are not
+remembered, since a second write within one tick of the file system's clock could keep the
+identity.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from finexl.cache import Store
+
+
+def pixel_hash_kind() -> str:
+    """Names what is hashed: ``pairs.load_images``' RGB pixels as this Pillow decodes them (a
+    new decoder may give other pixels for the same JPEG). Bump the number when
+    ``load_images``' conversion changes."""
+    import PIL
+
+    return f"rgb8-pixels/1/pillow-{PIL.__version__}"
+
+
+def image_file_hashes(paths: Sequence[str | Path], store: Store | None = None
+                      ) -> tuple[list[str], dict[int, Image.Image]]:
+    """Content hashes of image files, equal to ``hash_image`` of what ``load_images`` returns.
+
+    Parameters
+    ----------
+    paths
+        Image files.
+    store
+        Where hashes are remembered (``None``: decode every file). A file it remembers, with
+        an unchanged identity, is not opened; the others are decoded, hashed and remembered.
+
+    Returns
+    -------
+    hashes : list of str
+        One sha256 hex digest per path, in order.
+    decoded : dict of int to PIL.Image.Image
+        The images that had to be decoded, by position in ``paths``, so a caller that needs
+        them does not decode them again.
+
+    Raises
+    ------
+    FinexlError
+        A file to decode that is missing, unreadable or corrupt, naming it.
+    """
+    from finexl.cache import file_identity, hash_image
+    from finexl.pairs import load_images
+
+    kind = pixel_hash_kind()
+    identities: list[Any] = []
+    for path in paths:
+        try:
+            identities.append(file_identity(path))
+        except OSError:
+            identities.append(None)  # load_images below reports it, naming the file
+    hashes: list[str | None] = [None] * len(paths)
+    known = [i for i, identity in enumerate(identities) if identity is not None]
+    if store is not None and known:
+        for i, digest in zip(known, store.get_file_hashes(kind, [identities[i] for i in known])):
+            hashes[i] = digest
+    missing = [i for i, digest in enumerate(hashes) if digest is None]
+    decoded = dict(zip(missing, load_images([paths[i] for i in missing])))
+    for i, image in decoded.items():
+        hashes[i] = hash_image(image)
+    remember = [i for i in missing if identities[i] is not None]
+    if store is not None and remember:
+        # Each identity was taken before its file was read: a write in between changes the
+        # identity on disk, so this entry can never match it.
+        store.put_file_hashes(kind, [identities[i] for i in remember],
+                              [hashes[i] for i in remember])
+    return hashes, decoded  # type: ignore[return-value]
+
+
+def remembered_files(paths: Sequence[Path], store: Store) -> set[Path]:
+    """The ``paths`` whose pixel hash ``store`` remembers for their current identity: files
+    decoded in full, without error, since their last change."""
+    from finexl.cache import file_identity
+
+    present, identities = [], []
+    for path in paths:
+        try:
+            identities.append(file_identity(path))
+        except OSError:
+            continue  # the caller's own check reports it
+        present.append(path)
+    hashes = store.get_file_hashes(pixel_hash_kind(), identities)
+    return {path for path, digest in zip(present, hashes) if digest is not None}
