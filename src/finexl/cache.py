@@ -1,4 +1,4 @@
-"""The on-disk store for embeddings and service answers.
+"""The on-disk store for embeddings, service answers and the content hashes of files.
 
 A key is the sha256 of a JSON list (kind, encoder id, template, content hash...), never a
 path or a comma-joined string. Arrays are stored as ``.npy`` (``allow_pickle=False``),
@@ -10,11 +10,14 @@ Embedding rows (``get_rows``/``put_rows``, thousands per run) live in one SQLite
 ``rows.sqlite3``, as raw bytes with their dtype and shape (no pickle): a batch is one query
 or one transaction, where a file per row cost a file creation each (0.1-2 ms on ext4,
 more than a small encoder's forward pass). A transaction is all or nothing, so a crash
-still never leaves half an entry; concurrent processes wait on SQLite's lock.
+still never leaves half an entry; concurrent processes wait on SQLite's lock. The same file
+remembers the content hash of each image file by the file's identity (``file_identity``),
+so a rerun on unchanged folders does not decode the images again (``finexl.image_hashes``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -22,6 +25,7 @@ import logging
 import math
 import os
 import tempfile
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -240,12 +244,61 @@ def _parse_row_format(dtype: str, shape: str) -> tuple[np.dtype, tuple[int, ...]
     return result
 
 
+_INHERITED_CONNECTIONS: list[Any] = []
+
+
+def _inode_or_none(path: Path) -> int | None:
+    try:
+        return os.stat(path).st_ino
+    except OSError:
+        return None
+
+
 class RowTable:
-    """Arrays by key in one SQLite file; a connection per call, so threads and forked
-    workers never share one."""
+    """Arrays by key in one SQLite file.
+
+    The thread that first uses a table keeps its connection open for the table's lifetime:
+    opening one costs little, but closing the last connection checkpoints the WAL into the
+    database with an fsync (10-20 ms here), which per call cost more than the rows. Any
+    other thread or a forked process opens a connection per call, so none is ever shared;
+    a file removed or replaced under the open connection is noticed and reopened.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
+        self._connection = None
+        self._owner: tuple[int, int] | None = None  # (pid, thread id) of the open connection
+        self._inode: int | None = None
+
+    @contextlib.contextmanager
+    def _session(self):
+        """A connection: the kept one for its owner, else a fresh one closed afterwards."""
+        me = (os.getpid(), threading.get_ident())
+        if self._owner is not None and self._owner[0] != me[0]:
+            # Forked with the parent's connection: never use it, and keep it referenced so it
+            # is not closed here either (SQLite forbids carrying a connection across fork).
+            _INHERITED_CONNECTIONS.append(self._connection)
+            self._connection, self._owner = None, None
+        if self._owner is not None and self._owner != me:
+            connection = self._connect()
+            try:
+                yield connection
+            finally:
+                connection.close()
+            return
+        if self._connection is not None and self._inode != _inode_or_none(self.path):
+            self.close()  # removed or replaced since it was opened
+        if self._connection is None:
+            self._connection = self._connect()
+            self._owner, self._inode = me, _inode_or_none(self.path)
+        yield self._connection
+
+    def close(self) -> None:
+        """Close the kept connection (by its owner only; another process leaves it alone)."""
+        connection, self._connection = self._connection, None
+        owner, self._owner = self._owner, None
+        if connection is not None and owner is not None and owner[0] == os.getpid():
+            connection.close()
 
     def _connect(self):
         import sqlite3
@@ -271,8 +324,7 @@ class RowTable:
         if not keys or not self.path.exists():
             return found
         try:
-            connection = self._connect()
-            try:
+            with self._session() as connection:
                 for start in range(0, len(keys), _SQL_CHUNK):
                     chunk = list(keys[start:start + _SQL_CHUNK])
                     query = ("SELECT key, dtype, shape, data FROM rows WHERE key IN"
@@ -281,8 +333,6 @@ class RowTable:
                         row = self._decode(key, dtype, shape, data)
                         if row is not None:
                             found[key] = row
-            finally:
-                connection.close()
         except sqlite3.DatabaseError as exc:
             self._unreadable(exc)
         return found
@@ -304,16 +354,13 @@ class RowTable:
         if not paths or not self.path.exists():
             return found
         try:
-            connection = self._connect()
-            try:
+            with self._session() as connection:
                 for start in range(0, len(paths), _SQL_CHUNK):
                     chunk = list(paths[start:start + _SQL_CHUNK])
                     query = ("SELECT path, size, mtime_ns, ctime_ns, inode, device, hash FROM"
                              f" file_hashes WHERE kind = ? AND path IN ({','.join('?' * len(chunk))})")
                     for path, *remembered in connection.execute(query, [kind, *chunk]):
                         found[path] = tuple(remembered)
-            finally:
-                connection.close()
         except sqlite3.DatabaseError as exc:
             self._unreadable(exc)
         return found
@@ -328,12 +375,9 @@ class RowTable:
 
         for attempt in (1, 2):
             try:
-                connection = self._connect()
-                try:
-                    with connection:  # one transaction: all records or none
-                        connection.executemany(statement, records)
-                finally:
-                    connection.close()
+                with self._session() as connection, connection:
+                    # One transaction: all records or none.
+                    connection.executemany(statement, records)
                 return
             except sqlite3.DatabaseError as exc:
                 if attempt == 2 or not self._unreadable(exc):
@@ -358,6 +402,7 @@ class RowTable:
         Returns whether it was removed."""
         import sqlite3
 
+        self.close()  # a fresh connection next time, whatever went wrong
         if isinstance(exc, sqlite3.OperationalError):
             logger.warning("embedding cache %s is busy or unavailable (%s); rows are recomputed",
                            self.path, exc)
@@ -429,6 +474,12 @@ class Store:
         self.hits += hits
         self.misses += len(rows) - hits
         return rows
+
+    def close(self) -> None:
+        """Close the embedding-row file's kept connection (it also closes when the store is
+        garbage-collected); the store stays usable and reopens it when needed."""
+        if self._rows is not None:
+            self._rows.close()
 
     def put_rows(self, keys: Sequence[str], rows: np.ndarray) -> None:
         if len(keys) != len(rows):
