@@ -35,66 +35,6 @@ def _one_thread():
     torch.set_num_threads(before)
 
 
-def _sd_components():
-    """diffusers' get_dummy_components pattern: tiny random parts from configs."""
-    import torch
-    from conftest import tiny_tokenizer
-    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel(
-        block_out_channels=(8, 16), layers_per_block=1, sample_size=8, in_channels=4,
-        out_channels=4, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=16,
-        norm_num_groups=4, attention_head_dim=2)
-    torch.manual_seed(0)
-    vae = AutoencoderKL(block_out_channels=(8, 16), in_channels=3, out_channels=3,
-                        down_block_types=("DownEncoderBlock2D",) * 2,
-                        up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4,
-                        norm_num_groups=4, sample_size=16)
-    tokenizer = tiny_tokenizer()
-    torch.manual_seed(0)
-    text_encoder = CLIPTextModel(CLIPTextConfig(
-        vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=2,
-        num_attention_heads=2, max_position_embeddings=16, bos_token_id=0, eos_token_id=1,
-        pad_token_id=1))
-    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                              clip_sample=False, set_alpha_to_one=False, steps_offset=1)
-    return {"unet": unet, "vae": vae, "text_encoder": text_encoder, "tokenizer": tokenizer,
-            "scheduler": scheduler, "safety_checker": None, "feature_extractor": None,
-            "requires_safety_checker": False}
-
-
-@pytest.fixture(scope="module")
-def sd_dir(tmp_path_factory) -> Path:
-    """A tiny random StableDiffusionPipeline saved as a diffusers folder (read-only)."""
-    from diffusers import StableDiffusionPipeline
-
-    directory = tmp_path_factory.mktemp("models") / "tiny-sd"
-    StableDiffusionPipeline(**_sd_components()).save_pretrained(directory)
-    return directory
-
-
-@pytest.fixture(scope="module")
-def lora_file(sd_dir, tmp_path_factory) -> Path:
-    """A LoRA for ``sd_dir`` made with peft (non-zero weights), saved by diffusers."""
-    import torch
-    from diffusers import StableDiffusionPipeline
-    from diffusers.utils import convert_state_dict_to_diffusers
-    from peft import LoraConfig
-    from peft.utils import get_peft_model_state_dict
-
-    pipe = StableDiffusionPipeline.from_pretrained(sd_dir, local_files_only=True)
-    torch.manual_seed(1)
-    pipe.unet.add_adapter(LoraConfig(r=4, lora_alpha=4, init_lora_weights=False,
-                                     target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
-    layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(pipe.unet))
-    directory = tmp_path_factory.mktemp("lora")
-    StableDiffusionPipeline.save_lora_weights(directory, unet_lora_layers=layers)
-    return directory / "pytorch_lora_weights.safetensors"
-
-
 def _config(sd_dir, out, **changes) -> GenerateConfig:
     settings = {"model": str(sd_dir), "out_dir": out, "prompts": PROMPTS, "steps": 2,
                 "guidance": 2.0, "batch_size": 2}

@@ -59,9 +59,36 @@ def _fingerprint(config: GenerateConfig) -> str:
     prompts = config.prompts
     if prompts is not None and Path(str(prompts)).is_file():
         prompts = hashlib.sha256(Path(str(prompts)).read_bytes()).hexdigest()
-    loras = [(str(l.path), l.scale) for l in config.loras]
-    return make_key("generated-set", config.model, loras, prompts, config.prompt_count,
-                    config.n_seeds, config.steps, config.guidance, config.size)[:12]
+    loras = [(str(l.path), files_identity(l.path), l.scale) for l in config.loras]
+    return make_key("generated-set", config.model, files_identity(config.model), loras, prompts,
+                    config.prompt_count, config.n_seeds, config.steps, config.guidance,
+                    config.size)[:12]
+
+
+def files_identity(spec: str | Path) -> list[tuple[str, int, int]]:
+    """What a model or LoRA on disk is now: each file's relative path, size and mtime.
+
+    A model folder retrained in place (``finexl finetune --out tiny-sepia`` run again) or a
+    new version of the shipped weights must not reuse images made by the old weights, and
+    hashing gigabytes of checkpoint on every run would cost more than it saves, so the
+    files' stat is the key. A hub id (not a path) is left to its name.
+    """
+    from finexl.generate.pipelines import BUILTIN_MODELS
+
+    if str(spec) in BUILTIN_MODELS:
+        from finexl.generate.tiny import BUILTIN_DIR
+
+        spec = BUILTIN_DIR
+    path = Path(spec)
+    if not path.exists():
+        return []
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    identity = []
+    for file in files:
+        stat = file.stat()
+        name = file.name if file == path else file.relative_to(path).as_posix()
+        identity.append((name, stat.st_size, stat.st_mtime_ns))
+    return identity
 
 
 def _slug(model: str) -> str:
@@ -71,8 +98,12 @@ def _slug(model: str) -> str:
 
 def generate_sides(pair: ModelPair, *, progress: bool = False) -> tuple[Path, Path]:
     """Make (or reuse) both image folders; returns ``(base_dir, personal_dir)``."""
+    from finexl.generate.pipelines import check_model_spec
     from finexl.generate.run import generate
 
+    for model in (pair.base_model, pair.personal_model):
+        if model is not None:
+            check_model_spec(model)
     folders = []
     for which in ("base", "personal"):
         config = side_config(pair, which)

@@ -155,6 +155,30 @@ def load_pipeline(spec: str, *, device: str = "cpu", dtype: str = "float32",
     return pipe
 
 
+def check_model_spec(spec: str) -> None:
+    """Fail fast, without loading anything, when ``spec`` cannot name a model here.
+
+    Explaining from two models generates the base side first; a typo in the personalized
+    model's path should not cost the user that whole generation before the error.
+    """
+    if spec in BUILTIN_MODELS or Path(spec).expanduser().exists():
+        return
+    if spec.startswith("builtin:"):
+        raise FinexlError(f"model {spec!r} is not a builtin model; the builtin models are"
+                          f" {', '.join(BUILTIN_MODELS)}")
+    if _HF_ID.match(spec) and not spec.startswith((".", "~")):
+        from huggingface_hub import try_to_load_from_cache
+
+        if isinstance(try_to_load_from_cache(spec, "model_index.json"), str):
+            return
+        raise FinexlError(f"model {spec!r} is neither a local path nor a pipeline in the local"
+                          f" Hugging Face cache; download it first (huggingface-cli download"
+                          f" {spec}) or pass its folder")
+    raise FinexlError(f"model {spec!r} does not exist: pass builtin:tiny, a diffusers folder, a"
+                      f" .safetensors checkpoint, or a Hugging Face id (org/name) that is in the"
+                      f" local cache")
+
+
 def _load_base(spec: str, torch_dtype, single_file_config: str | None):
     if spec in BUILTIN_MODELS:
         from finexl.generate import tiny
