@@ -108,6 +108,33 @@ def test_identity_follows_symlinks_and_in_memory_store_remembers(tmp_path, no_ra
         == [None]
 
 
+def test_file_identities_equal_file_identity(tmp_path, monkeypatch):
+    paths = _write(tmp_path / "a" / "images", count=2)
+    (tmp_path / "link").symlink_to(tmp_path / "a")
+    (tmp_path / "one.bmp").symlink_to(paths[1])
+    monkeypatch.chdir(tmp_path)
+    spelled = [paths[0], "a/images/1.bmp", "link/images/0.bmp", "link/../a/images/1.bmp",
+               "one.bmp", tmp_path / "missing.bmp", "a/images"]
+    expected = []
+    for path in spelled:
+        try:
+            expected.append(file_identity(path))
+        except OSError:
+            expected.append(None)
+    assert finexl.cache.file_identities(spelled) == expected
+    assert expected[0] == expected[2] and expected[1] == expected[3] == expected[4]
+    assert expected[5] is None
+
+
+def test_make_keys_equal_make_key():
+    values = ["a photo of a cat", "", 'quotes " and \\ back', "é ü 猫 \u2028 \n\t\x00", "x" * 500]
+    for kind, namespace in (("text", "clip:mini@4ae7a61107a9"), ("image", "toy:stats@1")):
+        assert finexl.cache.make_keys(kind, namespace, values) == [
+            finexl.cache.make_key(kind, namespace, value) for value in values]
+    assert finexl.cache.make_keys("text", "x", [3, None]) == [
+        finexl.cache.make_key("text", "x", 3), finexl.cache.make_key("text", "x", None)]
+
+
 # The cached encoder on files -------------------------------------------------------------
 
 def test_warm_encoder_on_files_opens_no_image(tmp_path, no_racy_window, monkeypatch):

@@ -58,16 +58,11 @@ def image_file_hashes(paths: Sequence[str | Path], store: Store | None = None
     FinexlError
         A file to decode that is missing, unreadable or corrupt, naming it.
     """
-    from finexl.cache import file_identity, hash_image
+    from finexl.cache import file_identities, hash_image
     from finexl.pairs import load_images
 
     kind = pixel_hash_kind()
-    identities: list[Any] = []
-    for path in paths:
-        try:
-            identities.append(file_identity(path))
-        except OSError:
-            identities.append(None)  # load_images below reports it, naming the file
+    identities: list[Any] = file_identities(paths)  # None: load_images below reports it
     hashes: list[str | None] = [None] * len(paths)
     known = [i for i, identity in enumerate(identities) if identity is not None]
     if store is not None and known:
@@ -89,14 +84,12 @@ def image_file_hashes(paths: Sequence[str | Path], store: Store | None = None
 def remembered_files(paths: Sequence[Path], store: Store) -> set[Path]:
     """The ``paths`` whose pixel hash ``store`` remembers for their current identity: files
     decoded in full, without error, since their last change."""
-    from finexl.cache import file_identity
+    from finexl.cache import file_identities
 
     present, identities = [], []
-    for path in paths:
-        try:
-            identities.append(file_identity(path))
-        except OSError:
-            continue  # the caller's own check reports it
-        present.append(path)
+    for path, identity in zip(paths, file_identities(paths)):
+        if identity is not None:  # else the caller's own check reports it
+            present.append(path)
+            identities.append(identity)
     hashes = store.get_file_hashes(pixel_hash_kind(), identities)
     return {path for path, digest in zip(present, hashes) if digest is not None}

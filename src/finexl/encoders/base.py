@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 
-from finexl.cache import Store, hash_image, make_key
+from finexl.cache import Store, hash_image, make_keys
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -76,8 +76,8 @@ class CachedEncoder:
         hashes = {i: digest for i, digest in zip(files, file_hashes)}
         for position, image in decoded.items():
             items[files[position]] = image
-        keys = [make_key("image", self.id, hashes[i] if i in hashes else hash_image(item))
-                for i, item in enumerate(items)]
+        keys = make_keys("image", self.id, [hashes[i] if i in hashes else hash_image(item)
+                                            for i, item in enumerate(items)])
 
         def decode_files(indices: list[int]) -> None:
             from finexl.pairs import load_images
@@ -90,8 +90,9 @@ class CachedEncoder:
                             self.progress if progress is None else progress, before=decode_files)
 
     def embed_texts(self, texts: Sequence[str], *, progress: bool | None = None) -> np.ndarray:
-        keys = [make_key("text", self.id, text) for text in texts]
-        return self._lookup(keys, list(texts), self.encoder.embed_texts,
+        texts = list(texts)
+        keys = make_keys("text", self.id, texts)
+        return self._lookup(keys, texts, self.encoder.embed_texts,
                             self.progress if progress is None else progress)
 
     def _lookup(self, keys, items, embed, progress: bool, before=None) -> np.ndarray:
