@@ -116,7 +116,7 @@ class FinexlTinyPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         height: int | None = None,
         width: int | None = None,
         num_inference_steps: int = 20,
-        guidance_scale: float = 3.0,
+        guidance_scale: float = 2.0,
         negative_prompt: str | Sequence[str] | None = None,
         num_images_per_prompt: int = 1,
         generator: torch.Generator | list[torch.Generator] | None = None,
@@ -277,6 +277,7 @@ def save_tiny_pipeline(pipe: FinexlTinyPipeline, out_dir: str | Path, *,
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
+    staging.chmod(0o755)  # mkdtemp makes it private; a saved model is an ordinary folder
     try:
         if half:
             # A copy, so the caller's weights keep their precision.
@@ -290,6 +291,8 @@ def save_tiny_pipeline(pipe: FinexlTinyPipeline, out_dir: str | Path, *,
         index = json.loads(index_path.read_text(encoding="utf-8"))
         index["tokenizer"] = ["transformers", _TOKENIZER_CLASS]
         index_path.write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
+        for entry in staging.rglob("*"):  # some writers create private files
+            entry.chmod(0o755 if entry.is_dir() else 0o644)
         for name in keep:
             if (out_dir / name).exists():
                 (out_dir / name).rename(staging / name)
