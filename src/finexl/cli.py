@@ -475,15 +475,20 @@ def eval_scenario1(aspects, levels, source, out_dir, n_images, seed, **options):
 
 @eval_group.command("scenario2")
 @click.option("--aspect", "aspects", multiple=True, help="The two qualities to mix.")
+@click.option("--source", default="transform", show_default=True,
+              type=click.Choice(["transform", "finetune"]),
+              help="transform: both transforms at graded strength; finetune: builtin:tiny"
+              " fine-tuned on data mixing the two aspects (the paper's Figure 11).")
 @_eval_common
 @_guard
-def eval_scenario2(aspects, out_dir, n_images, seed, **options):
+def eval_scenario2(aspects, source, out_dir, n_images, seed, **options):
     """Two aspects x 3 levels by mixture: accuracy of every model's level."""
     from finexl.eval.run import DEFAULT_MIX, run_scenario2, write_result
     from finexl.eval.scenarios import markdown_table
 
     result = run_scenario2(_eval_encoder(options), aspects=aspects or DEFAULT_MIX,
-                           n_images=n_images, seed=seed, progress=not options["quiet"])
+                           n_images=n_images, seed=seed, source=source,
+                           progress=not options["quiet"])
     write_result(result, out_dir, "scenario2")
     click.echo(markdown_table([result]))
 

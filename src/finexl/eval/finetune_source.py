@@ -1,9 +1,16 @@
-"""Scenario 1's ``finetune`` source: the paper's own protocol on the shipped tiny generator.
+"""The ``finetune`` sources: the paper's own protocol (Appendix C) on the shipped tiny generator.
 
-For each aspect, the tiny model's own outputs are styled with the aspect's transform at
-full strength and the model is fine-tuned on them; the checkpoints after 20, 40, ... steps
-are the levels (Appendix C: "levels = fine-tuning steps, 20..200"). Every level's model
-then draws the same probe prompts with the same seeds as the base model.
+Scenario 1: for each aspect, the tiny model's own outputs are styled with the aspect's
+transform at full strength and the model is fine-tuned on them; the checkpoints after 20,
+40, ... steps are the levels ("levels = fine-tuning steps, 20..200").
+
+Scenario 2: one fine-tune per (level_a, level_b); the training data mix the two aspects in
+proportion to their levels (Figure 11: "the proportion of data from a given aspect
+determines the personalization level"): at level l of L, l/L of the training images carry
+the aspect, chosen independently for the two aspects, so an image may carry both or neither
+(the "base data").
+
+Every model then draws the same probe prompts with the same seeds as the base model.
 """
 
 from __future__ import annotations
@@ -48,6 +55,65 @@ def finetune_levels(encoder: Encoder, aspects: Sequence[str], n_levels: int, *,
             level_sets[aspect].append(encoder.embed_images(
                 load_images(sorted(out.glob("*.png")))).astype(np.float64))
     return base, level_sets, probe
+
+
+def finetune_mixtures(encoder: Encoder, aspects: tuple[str, str], n_levels: int = 3, *,
+                      n_images: int = 24, seed: int = 0, work_dir: Path | None = None,
+                      steps: int = 120, n_train: int = 48, progress: bool = False):
+    """Base embeddings, one ``(true_levels, embeddings)`` per mixture, and the probe prompts."""
+    from finexl.generate.prompts import load_default_prompts
+    from finexl.pairs import load_images
+    from finexl.progress import track
+
+    work = Path(work_dir) if work_dir is not None else default_cache_dir() / "eval-finetune"
+    prompts = load_default_prompts(name="tiny")
+    probe = prompts[:n_images]
+    train_prompts = prompts[n_images:n_images + n_train] or prompts[:n_train]
+    base_dir = _draw("builtin:tiny", probe, work / "probe-base", seed, progress)
+    base = encoder.embed_images(load_images(sorted(base_dir.glob("*.png")))).astype(np.float64)
+    raw = _draw("builtin:tiny", train_prompts, work / f"mix-raw-{n_train}", seed + 1000, progress)
+    rng = np.random.default_rng(seed)
+    # One random order per aspect, shared by all levels: level l's images contain level l-1's.
+    orders = [rng.permutation(n_train) for _ in aspects]
+    grid = [(la, lb) for la in range(1, n_levels + 1) for lb in range(1, n_levels + 1)]
+    models = []
+    for la, lb in track(grid, total=len(grid), description="mixtures", enabled=progress):
+        name = f"mix-{aspects[0]}{la}-{aspects[1]}{lb}-of{n_levels}-n{n_train}-s{seed}-t{steps}"
+        carriers = [set(order[:round(n_train * level / n_levels)].tolist())
+                    for order, level in zip(orders, (la, lb))]
+        data_dir = _mixed_training_set(raw, work / f"data-{name}", aspects, carriers, seed)
+        model_dir = work / f"model-{name}"
+        if not (model_dir / "model_index.json").is_file():
+            from finexl.generate.finetune import finetune
+
+            finetune(data_dir, model_dir, model="builtin:tiny", steps=steps, seed=seed,
+                     progress=False)
+        out = _draw(str(model_dir), probe, work / f"probe-{name}", seed, False)
+        models.append(({aspects[0]: la, aspects[1]: lb},
+                       encoder.embed_images(load_images(sorted(out.glob("*.png"))))
+                       .astype(np.float64)))
+    return base, models, probe
+
+
+def _mixed_training_set(raw: Path, out_dir: Path, aspects: Sequence[str],
+                        carriers: Sequence[set[int]], seed: int) -> Path:
+    """``raw``'s images with aspect k applied to the images whose index is in ``carriers[k]``."""
+    from PIL import Image
+
+    from finexl.imaging.transforms import apply_many
+    from finexl.pairs import read_metadata, write_metadata
+
+    records = sorted(read_metadata(raw).values(), key=lambda r: r["file_name"])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for index, record in enumerate(records):
+        target = out_dir / record["file_name"]
+        if target.exists():
+            continue
+        mix = [(aspect, 1.0) for aspect, chosen in zip(aspects, carriers) if index in chosen]
+        with Image.open(raw / record["file_name"]) as image:
+            apply_many(image.convert("RGB"), mix, seed=seed).save(target)
+    write_metadata(out_dir, [{"file_name": r["file_name"], "prompt": r["prompt"]} for r in records])
+    return out_dir
 
 
 def _draw(model: str, prompts: Sequence[str], out_dir: Path, seed: int, progress: bool) -> Path:

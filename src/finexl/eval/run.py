@@ -78,17 +78,25 @@ def run_scenario1(encoder: Encoder, *, aspects: Sequence[str] = DEFAULT_ASPECTS,
 
 
 def run_scenario2(encoder: Encoder, *, aspects: Sequence[str] = DEFAULT_MIX, n_images: int = 24,
-                  params: FinexlParams = FinexlParams(), seed: int = 0,
+                  source: str = "transform", params: FinexlParams = FinexlParams(), seed: int = 0,
                   progress: bool = False) -> ScenarioResult:
     aspects = _check_aspects(aspects)
     if len(aspects) != 2:
         raise FinexlError(f"scenario2 mixes exactly two aspects, got {len(aspects)}")
-    base, models, prompts = transform_mixtures(encoder, (aspects[0], aspects[1]),
-                                               n_images=n_images, seed=seed, progress=progress)
+    if source == "transform":
+        base, models, prompts = transform_mixtures(encoder, (aspects[0], aspects[1]),
+                                                   n_images=n_images, seed=seed, progress=progress)
+    elif source == "finetune":
+        from finexl.eval.finetune_source import finetune_mixtures
+
+        base, models, prompts = finetune_mixtures(encoder, (aspects[0], aspects[1]),
+                                                  n_images=n_images, seed=seed, progress=progress)
+    else:
+        raise FinexlError(f"--source {source!r} is not one of transform, finetune")
     concepts = canonical_concepts()
     basis = build_basis(encoder, prompts, list(concepts.values()))
     result = scenario2(base, models, basis, {a: concepts[a] for a in aspects},
-                       source="transform", params=params)
+                       source=source, params=params)
     result.details.update(encoder=encoder.id, n_images=n_images, aspects=list(aspects),
                           not_reproduced=list(NOT_REPRODUCED))
     return result
