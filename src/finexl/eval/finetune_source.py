@@ -34,15 +34,8 @@ def finetune_levels(encoder: Encoder, aspects: Sequence[str], n_levels: int, *,
                     steps_per_level: int = STEPS_PER_LEVEL, n_train: int = 64,
                     progress: bool = False):
     """Base embeddings, per-aspect level embeddings, and the probe prompts."""
-    from finexl.generate.prompts import load_default_prompts
-    from finexl.pairs import load_images
-
-    work = Path(work_dir) if work_dir is not None else default_cache_dir() / "eval-finetune"
-    prompts = load_default_prompts(name="tiny")
-    probe = prompts[:n_images]
-    train_prompts = prompts[n_images:n_images + n_train] or prompts[:n_train]
-    base_dir = _draw("builtin:tiny", probe, work / "probe-base", seed, progress)
-    base = encoder.embed_images(load_images(sorted(base_dir.glob("*.png")))).astype(np.float64)
+    work, probe, train_prompts, base = _probe_base(encoder, work_dir, n_images, n_train, seed,
+                                                   progress)
     level_sets = {}
     for aspect in aspects:
         data_dir = _styled_training_set(aspect, train_prompts, work / f"data-{aspect}", seed,
@@ -52,8 +45,7 @@ def finetune_levels(encoder: Encoder, aspects: Sequence[str], n_levels: int, *,
         level_sets[aspect] = []
         for level, model_dir in enumerate(checkpoints, start=1):
             out = _draw(str(model_dir), probe, work / f"probe-{aspect}-L{level}", seed, progress)
-            level_sets[aspect].append(encoder.embed_images(
-                load_images(sorted(out.glob("*.png")))).astype(np.float64))
+            level_sets[aspect].append(_embed_folder(encoder, out))
     return base, level_sets, probe
 
 
@@ -61,16 +53,10 @@ def finetune_mixtures(encoder: Encoder, aspects: tuple[str, str], n_levels: int 
                       n_images: int = 24, seed: int = 0, work_dir: Path | None = None,
                       steps: int = 120, n_train: int = 48, progress: bool = False):
     """Base embeddings, one ``(true_levels, embeddings)`` per mixture, and the probe prompts."""
-    from finexl.generate.prompts import load_default_prompts
-    from finexl.pairs import load_images
     from finexl.progress import track
 
-    work = Path(work_dir) if work_dir is not None else default_cache_dir() / "eval-finetune"
-    prompts = load_default_prompts(name="tiny")
-    probe = prompts[:n_images]
-    train_prompts = prompts[n_images:n_images + n_train] or prompts[:n_train]
-    base_dir = _draw("builtin:tiny", probe, work / "probe-base", seed, progress)
-    base = encoder.embed_images(load_images(sorted(base_dir.glob("*.png")))).astype(np.float64)
+    work, probe, train_prompts, base = _probe_base(encoder, work_dir, n_images, n_train, seed,
+                                                   progress)
     raw = _draw("builtin:tiny", train_prompts, work / f"mix-raw-{n_train}", seed + 1000, progress)
     rng = np.random.default_rng(seed)
     # One random order per aspect, shared by all levels: level l's images contain level l-1's.
@@ -89,10 +75,27 @@ def finetune_mixtures(encoder: Encoder, aspects: tuple[str, str], n_levels: int 
             finetune(data_dir, model_dir, model="builtin:tiny", steps=steps, seed=seed,
                      progress=False)
         out = _draw(str(model_dir), probe, work / f"probe-{name}", seed, False)
-        models.append(({aspects[0]: la, aspects[1]: lb},
-                       encoder.embed_images(load_images(sorted(out.glob("*.png"))))
-                       .astype(np.float64)))
+        models.append(({aspects[0]: la, aspects[1]: lb}, _embed_folder(encoder, out)))
     return base, models, probe
+
+
+def _probe_base(encoder: Encoder, work_dir: Path | None, n_images: int, n_train: int, seed: int,
+                progress: bool):
+    """The work folder, the probe and training prompts, and the base model's probe embeddings."""
+    from finexl.generate.prompts import load_default_prompts
+
+    work = Path(work_dir) if work_dir is not None else default_cache_dir() / "eval-finetune"
+    prompts = load_default_prompts(name="tiny")
+    probe = prompts[:n_images]
+    train_prompts = prompts[n_images:n_images + n_train] or prompts[:n_train]
+    base_dir = _draw("builtin:tiny", probe, work / "probe-base", seed, progress)
+    return work, probe, train_prompts, _embed_folder(encoder, base_dir)
+
+
+def _embed_folder(encoder: Encoder, folder: Path) -> np.ndarray:
+    from finexl.pairs import load_images
+
+    return encoder.embed_images(load_images(sorted(folder.glob("*.png")))).astype(np.float64)
 
 
 def _mixed_training_set(raw: Path, out_dir: Path, aspects: Sequence[str],
