@@ -38,6 +38,7 @@ BUCKETS = (
     ("image file hashes (memo look-up, image_file_hashes)", "image_hashes.py",
      "image_file_hashes"),
     ("cache keys (make_key)", "cache.py", "make_key"),
+    ("cache keys (make_key)", "cache.py", "make_keys"),
     ("cache look-ups, embedding rows (Store.get_rows)", "cache.py", "get_rows"),
     ("vocabulary table (embed_vocabulary)", "vocab.py", "embed_vocabulary"),
     ("vocabulary: load + unknown filter", "vocab.py", "load_vocabulary"),

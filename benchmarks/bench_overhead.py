@@ -29,6 +29,7 @@ BUCKETS = (
     ("content hash of images (hash_image)", "cache.py", "hash_image"),
     ("image file hashes (memo, image_file_hashes)", "image_hashes.py", "image_file_hashes"),
     ("cache keys (make_key)", "cache.py", "make_key"),
+    ("cache keys (make_key)", "cache.py", "make_keys"),
     ("cache look-ups, embedding rows (Store.get_rows)", "cache.py", "get_rows"),
     ("vocabulary table (embed_vocabulary)", "vocab.py", "embed_vocabulary"),
     ("cache writes, embedding rows (Store.put_rows)", "cache.py", "put_rows"),
