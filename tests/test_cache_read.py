@@ -149,3 +149,20 @@ def test_damaged_row_is_a_logged_miss_and_is_rewritten(tmp_path, caplog):
     assert "unreadable" in caplog.text
     store.put_rows([key], np.full((1, 4), 2, np.float32))
     np.testing.assert_array_equal(store.get_rows([key])[0], np.full(4, 2, np.float32))
+
+
+def test_atomic_writes_get_ordinary_permissions(tmp_path, monkeypatch):
+    import os
+    import stat
+
+    from finexl import cache
+    from finexl.cache import write_atomic
+
+    monkeypatch.setattr(cache, "_UMASK", None)  # read the umask set below, not a cached one
+    previous = os.umask(0o022)
+    try:
+        write_atomic(tmp_path / "report.html", b"<html></html>")
+    finally:
+        os.umask(previous)
+    mode = stat.S_IMODE((tmp_path / "report.html").stat().st_mode)
+    assert mode == 0o644  # not mkstemp's private 0600: reports are meant to be shared

@@ -20,7 +20,6 @@ import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.optimize import nnls
 
 ORTHO_RULES = ("max_cos", "max_abs", "paper_sum")
 ORDERS = ("forward", "given")
@@ -122,6 +121,8 @@ def _solve(columns: np.ndarray, target: np.ndarray, solver: str) -> np.ndarray:
     if columns.shape[0] == 0:
         return np.zeros(0)
     if solver == "nnls":
+        from scipy.optimize import nnls  # ~0.5 s to import; a cached fit never needs it
+
         weights, _ = nnls(columns.T, target)
         return weights
     weights, *_ = np.linalg.lstsq(columns.T, target, rcond=None)

@@ -97,6 +97,8 @@ def embedding_dim(config: dict[str, Any]) -> int:
 
 def resolve_device(device: str) -> str:
     """``"auto"`` becomes ``"cuda"`` when available, else ``"cpu"``; other names are checked."""
+    if device == "cpu":
+        return device  # importing torch costs ~2 s, which a warm cached run never needs
     import torch
 
     if device == "auto":
