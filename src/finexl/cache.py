@@ -372,24 +372,31 @@ class RowTable:
 
     def get(self, keys: Sequence[str]) -> dict[str, np.ndarray]:
         """The rows found, by key; an unreadable file or row is logged and left out."""
+        found: dict[str, np.ndarray] = {}
+        for key, dtype, shape, data in self._select(
+                "SELECT key, dtype, shape, data FROM rows WHERE key IN ({})", [], keys):
+            row = self._decode(key, dtype, shape, data)
+            if row is not None:
+                found[key] = row
+        return found
+
+    def _select(self, query: str, leading: list, keys: Sequence[str]) -> list[tuple]:
+        """``query`` (its ``{}`` an ``IN`` list) run over ``keys`` in chunks; a damaged file
+        is logged and gives no rows."""
         import sqlite3
 
-        found: dict[str, np.ndarray] = {}
+        results: list[tuple] = []
         if not keys or not self.path.exists():
-            return found
+            return results
         try:
             with self._session() as connection:
                 for start in range(0, len(keys), _SQL_CHUNK):
                     chunk = list(keys[start:start + _SQL_CHUNK])
-                    query = ("SELECT key, dtype, shape, data FROM rows WHERE key IN"
-                             f" ({','.join('?' * len(chunk))})")
-                    for key, dtype, shape, data in connection.execute(query, chunk):
-                        row = self._decode(key, dtype, shape, data)
-                        if row is not None:
-                            found[key] = row
+                    results += connection.execute(query.format(",".join("?" * len(chunk))),
+                                                  [*leading, *chunk])
         except sqlite3.DatabaseError as exc:
             self._unreadable(exc)
-        return found
+        return results
 
     def put(self, keys: Sequence[str], rows: Sequence[np.ndarray]) -> None:
         records = []
@@ -402,22 +409,10 @@ class RowTable:
 
     def get_file_hashes(self, kind: str, paths: Sequence[str]) -> dict[str, tuple]:
         """``path -> (size, mtime_ns, ctime_ns, inode, device, hash)`` as remembered."""
-        import sqlite3
-
-        found: dict[str, tuple] = {}
-        if not paths or not self.path.exists():
-            return found
-        try:
-            with self._session() as connection:
-                for start in range(0, len(paths), _SQL_CHUNK):
-                    chunk = list(paths[start:start + _SQL_CHUNK])
-                    query = ("SELECT path, size, mtime_ns, ctime_ns, inode, device, hash FROM"
-                             f" file_hashes WHERE kind = ? AND path IN ({','.join('?' * len(chunk))})")
-                    for path, *remembered in connection.execute(query, [kind, *chunk]):
-                        found[path] = tuple(remembered)
-        except sqlite3.DatabaseError as exc:
-            self._unreadable(exc)
-        return found
+        query = ("SELECT path, size, mtime_ns, ctime_ns, inode, device, hash FROM file_hashes"
+                 " WHERE kind = ? AND path IN ({})")
+        return {path: tuple(remembered)
+                for path, *remembered in self._select(query, [kind], paths)}
 
     def put_file_hashes(self, kind: str, records: Sequence[tuple]) -> None:
         """Remember ``(FileIdentity, hash)`` records, replacing what a path had before."""
