@@ -18,19 +18,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from finexl.pairs import load_images, pixel_hash_kind, remembered_files
+
+__all__ = ["image_file_hashes", "pixel_hash_kind", "remembered_files"]
+
 if TYPE_CHECKING:
     from PIL import Image
 
     from finexl.cache import Store
-
-
-def pixel_hash_kind() -> str:
-    """Names what is hashed: ``pairs.load_images``' RGB pixels as this Pillow decodes them (a
-    new decoder may give other pixels for the same JPEG). Bump the number when
-    ``load_images``' conversion changes."""
-    import PIL
-
-    return f"rgb8-pixels/1/pillow-{PIL.__version__}"
 
 
 def image_file_hashes(paths: Sequence[str | Path], store: Store | None = None
@@ -59,7 +54,6 @@ def image_file_hashes(paths: Sequence[str | Path], store: Store | None = None
         A file to decode that is missing, unreadable or corrupt, naming it.
     """
     from finexl.cache import file_identities, hash_image
-    from finexl.pairs import load_images
 
     kind = pixel_hash_kind()
     identities: list[Any] = file_identities(paths)  # None: load_images below reports it
@@ -79,17 +73,3 @@ def image_file_hashes(paths: Sequence[str | Path], store: Store | None = None
         store.put_file_hashes(kind, [identities[i] for i in remember],
                               [hashes[i] for i in remember])
     return hashes, decoded  # type: ignore[return-value]
-
-
-def remembered_files(paths: Sequence[Path], store: Store) -> set[Path]:
-    """The ``paths`` whose pixel hash ``store`` remembers for their current identity: files
-    decoded in full, without error, since their last change."""
-    from finexl.cache import file_identities
-
-    present, identities = [], []
-    for path, identity in zip(paths, file_identities(paths)):
-        if identity is not None:  # else the caller's own check reports it
-            present.append(path)
-            identities.append(identity)
-    hashes = store.get_file_hashes(pixel_hash_kind(), identities)
-    return {path for path, digest in zip(present, hashes) if digest is not None}

@@ -308,12 +308,35 @@ def load_images(paths: Sequence[str | Path], *,
     return images
 
 
+def pixel_hash_kind() -> str:
+    """Names what is hashed: ``load_images``' RGB pixels as this Pillow decodes them (a
+    new decoder may give other pixels for the same JPEG). Bump the number when
+    ``load_images``' conversion changes."""
+    import PIL
+
+    return f"rgb8-pixels/1/pillow-{PIL.__version__}"
+
+
+def remembered_files(paths: Sequence[Path], store: Store) -> set[Path]:
+    """The ``paths`` whose pixel hash ``store`` remembers for their current identity: files
+    decoded in full, without error, since their last change."""
+    from finexl.cache import file_identities
+
+    present, identities = [], []
+    for path, identity in zip(paths, file_identities(paths)):
+        if identity is not None:  # else the caller's own check reports it
+            present.append(path)
+            identities.append(identity)
+    hashes = store.get_file_hashes(pixel_hash_kind(), identities)
+    return {path for path, digest in zip(present, hashes) if digest is not None}
+
+
 def check_images(pair_set: PairSet, *, progress: bool = False, store: Store | None = None) -> None:
     """Open every image of ``pair_set`` once, cheaply, so a corrupt file fails before a model loads.
 
     PNGs are verified chunk by chunk (CRCs, so truncation and damage show), JPEGs are decoded
     at 1/8 scale, other formats are decoded in full. A file ``store`` remembers a pixel hash
-    for (``finexl.image_hashes``), unchanged since, was decoded in full then and is skipped.
+    for (``finexl.image_hashes``, ``remembered_files``), unchanged since, was decoded in full then and is skipped.
 
     Parameters
     ----------
@@ -329,7 +352,6 @@ def check_images(pair_set: PairSet, *, progress: bool = False, store: Store | No
     FinexlError
         The first image that is missing, unreadable or corrupt, naming it.
     """
-    from finexl.image_hashes import remembered_files
     from finexl.progress import track
 
     decoded_before = remembered_files(
