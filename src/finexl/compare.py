@@ -21,6 +21,7 @@ from finexl.decompose import fixed_support, shared_basis
 from finexl.errors import FinexlError
 from finexl.pipeline import (
     ExplainConfig,
+    embedding_store,
     build_explanation,
     build_proposer,
     check_config,
@@ -83,8 +84,9 @@ def compare(
     pair_sets = {name: load_pairs(base, folder, prompts_file=config.prompts_file)
                  for name, folder in personal.items()}
     _check_same_prompts(pair_sets)
+    store = embedding_store(encoder, config)  # unchanged files checked before are skipped
     for pairs in pair_sets.values():
-        check_images(pairs)
+        check_images(pairs, store=store)
     encoder = encoder or load_configured_encoder(config, progress)
     proposer = proposer or build_proposer(config, progress)
     # 2. Per-pair differences for each model (base embeddings come from the cache after the first).

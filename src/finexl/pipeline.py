@@ -114,7 +114,7 @@ def explain(
     config = config or ExplainConfig()
     # 1. Check inputs before anything expensive.
     check_config(config)
-    pairs = _load_pairs(base, personal, config, _embedding_store(encoder, config))
+    pairs = _load_pairs(base, personal, config, embedding_store(encoder, config))
     # 2. Encoder.
     encoder = encoder or load_configured_encoder(config, progress)
     # 3. Images -> per-pair differences -> V_div (Eq. 4-5).
@@ -156,7 +156,7 @@ def _load_pairs(base, personal, config: ExplainConfig, store=None) -> PairSet:
     return pairs
 
 
-def _embedding_store(encoder, config: ExplainConfig):
+def embedding_store(encoder, config: ExplainConfig):
     """The store whose memo of image-file hashes this run will use (opening it is free)."""
     from finexl.cache import open_store
     from finexl.encoders.base import CachedEncoder
