@@ -247,3 +247,22 @@ def test_explain_sees_a_changed_image(tmp_path, no_racy_window):
                     encoder=CachedEncoder(ToyEncoder(), Store(None)))
     assert second.divergence_norm != first.divergence_norm
     assert second.to_dict() == fresh.to_dict()
+
+
+def test_scale_embed_paths_opens_no_unchanged_image_when_warm(tmp_path, no_racy_window,
+                                                               monkeypatch):
+    from finexl.encoders.base import CachedEncoder
+    from finexl.scale import embed_paths
+    from tests.toy_encoder import ToyEncoder
+
+    paths = _write(tmp_path / "images")
+    cold = embed_paths(CachedEncoder(ToyEncoder(), Store(tmp_path / "cache")), paths, 3)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"an image was opened: {args[:1]}")
+
+    monkeypatch.setattr(Image, "open", refuse)
+    toy = ToyEncoder()
+    warm = embed_paths(CachedEncoder(toy, Store(tmp_path / "cache")), paths, 3)
+    np.testing.assert_array_equal(warm, cold)
+    assert toy.image_calls == 0

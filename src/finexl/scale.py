@@ -255,10 +255,16 @@ def embed_difference_task(task: ImageTask, base_embeddings: np.ndarray) -> np.nd
 
 
 def embed_paths(encoder: Encoder, paths: Sequence[str | Path], batch_size: int) -> np.ndarray:
-    """Embed image files a batch at a time (never all images in memory), shape ``(n, dim)``."""
+    """Embed image files a batch at a time (never all images in memory), shape ``(n, dim)``.
+
+    A ``CachedEncoder`` takes the paths themselves and opens only files it has no embedding
+    for; any other encoder gets decoded images.
+    """
+    from finexl.encoders.base import CachedEncoder
     from finexl.pairs import load_images
 
-    rows = [encoder.embed_images(load_images(paths[start:start + batch_size]), progress=False)
+    load = list if isinstance(encoder, CachedEncoder) else load_images
+    rows = [encoder.embed_images(load(paths[start:start + batch_size]), progress=False)
             for start in range(0, len(paths), batch_size)]
     return np.concatenate(rows) if rows else np.zeros((0, encoder.dim), dtype=np.float32)
 
@@ -350,6 +356,11 @@ def embed_models(base_dir: str | Path, personal: Mapping[str, str | Path], encod
 
     pair_sets = {name: load_pairs(base_dir, folder, prompts_file=prompts_file)
                  for name, folder in personal.items()}
+    store = None
+    if settings is not None and settings.cache is not None:
+        from finexl.cache import open_store
+
+        store = open_store(settings.cache, subdir="embeddings")  # skip unchanged, checked files
     for pairs in pair_sets.values():
-        check_images(pairs)
+        check_images(pairs, store=store)
     return embed_pair_sets(pair_sets, encoder_spec, settings, executor, progress=progress)
