@@ -260,6 +260,52 @@ def median_time(fn: Callable[[], Any], repeats: int = 3) -> float:
     return statistics.median(timed(fn)[0] for _ in range(repeats))
 
 
+# Where explain() spends its time: (label, file the function is in, function name). Labels
+# shared by several functions add up.
+PIPELINE_BUCKETS = (
+    ("pair folders: scan, metadata, check_images", "pairs.py", "load_pairs"),
+    ("pair folders: scan, metadata, check_images", "pairs.py", "check_images"),
+    ("decode images (load_images)", "pairs.py", "load_images"),
+    ("content hash of images (hash_image)", "cache.py", "hash_image"),
+    ("image file hashes (memo look-up, image_file_hashes)", "image_hashes.py",
+     "image_file_hashes"),
+    ("cache keys (make_key)", "cache.py", "make_key"),
+    ("cache keys (make_key)", "cache.py", "make_keys"),
+    ("cache look-ups, embedding rows (Store.get_rows)", "cache.py", "get_rows"),
+    ("vocabulary table (embed_vocabulary)", "vocab.py", "embed_vocabulary"),
+    ("vocabulary: load + unknown filter", "vocab.py", "load_vocabulary"),
+    ("decomposition + bootstrap (Decomposer.fit)", "decompose.py", "fit"),
+    ("decomposition, cached (fit_cached, incl. any fit)", "fit_cache.py", "fit_cached"),
+    ("result assembly (build_explanation)", "pipeline.py", "build_explanation"),
+)
+
+
+def profile_buckets(fn: Callable[[], Any], buckets: Sequence[tuple[str, str, str]],
+                    whole_label: str) -> list[tuple[str, float, float]]:
+    """Run ``fn`` under cProfile; ``(label, seconds, share)`` per bucket, then the whole run.
+
+    cProfile inflates times, so the shares are what matter.
+    """
+    import cProfile
+    import io
+    import pstats
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    fn()
+    profiler.disable()
+    stats = pstats.Stats(profiler, stream=io.StringIO())
+    total = stats.total_tt
+    seconds_by_label: dict[str, float] = {}
+    for (filename, _, name), (_, _, _, cumulative, _) in stats.stats.items():
+        for label, file_end, function in buckets:
+            if filename.endswith(file_end) and name == function:
+                seconds_by_label[label] = seconds_by_label.get(label, 0.0) + cumulative
+    rows = [(label, seconds, seconds / total) for label, seconds in seconds_by_label.items()]
+    rows.append((whole_label, total, 1.0))
+    return rows
+
+
 def linear_fit(x: Sequence[float], y: Sequence[float]) -> dict[str, float]:
     """Least-squares line ``y = slope * x + intercept``, its R^2, and the log-log slope
     ``exponent`` (about 1 for linear growth, 2 for quadratic; NaN if some y <= 0)."""

@@ -17,10 +17,7 @@ in fresh interpreters, where imports are part of both runs.
 
 from __future__ import annotations
 
-import cProfile
-import io
 import os
-import pstats
 import statistics
 import subprocess
 import sys
@@ -29,24 +26,7 @@ from pathlib import Path
 
 import _common as common
 
-# Profile buckets: (label, qualified function name as pstats prints it).
-BUCKETS = (
-    ("pair folders: scan, metadata, check_images", "pairs.py", "load_pairs"),
-    ("pair folders: scan, metadata, check_images", "pairs.py", "check_images"),
-    ("decode images (load_images)", "pairs.py", "load_images"),
-    ("content hash of images (hash_image)", "cache.py", "hash_image"),
-    ("image file hashes (memo look-up, image_file_hashes)", "image_hashes.py",
-     "image_file_hashes"),
-    ("cache keys (make_key)", "cache.py", "make_key"),
-    ("cache keys (make_key)", "cache.py", "make_keys"),
-    ("cache look-ups, embedding rows (Store.get_rows)", "cache.py", "get_rows"),
-    ("vocabulary table (embed_vocabulary)", "vocab.py", "embed_vocabulary"),
-    ("vocabulary: load + unknown filter", "vocab.py", "load_vocabulary"),
-    ("decomposition + bootstrap (Decomposer.fit)", "decompose.py", "fit"),
-    ("decomposition, cached (fit_cached, incl. any fit)", "fit_cache.py", "fit_cached"),
-    ("result assembly (build_explanation)", "pipeline.py", "build_explanation"),
-    ("encoder forward (must be 0)", "clip.py", "_embed"),
-)
+BUCKETS = common.PIPELINE_BUCKETS + (("encoder forward (must be 0)", "clip.py", "_embed"),)
 
 
 def parse_args(argv=None):
@@ -107,20 +87,9 @@ def profile_warm(spec: str, base: Path, personal: Path, cache_dir: Path) -> list
     from finexl.pipeline import ExplainConfig, explain
 
     config = ExplainConfig(encoder=spec, cache=cache_dir, seed=0)
-    profiler = cProfile.Profile()
-    profiler.enable()
-    explain(base, personal, config, encoder=load_encoder(spec, cache=cache_dir))
-    profiler.disable()
-    stats = pstats.Stats(profiler, stream=io.StringIO())
-    total = stats.total_tt
-    buckets: dict[str, float] = {}
-    for (filename, _, name), (_, _, _, cumulative, _) in stats.stats.items():
-        for label, file_end, function in BUCKETS:
-            if filename.endswith(file_end) and name == function:
-                buckets[label] = buckets.get(label, 0.0) + cumulative
-    rows = [(label, seconds, seconds / total) for label, seconds in buckets.items()]
-    rows.append(("whole warm run (profiled)", total, 1.0))
-    return rows
+    return common.profile_buckets(
+        lambda: explain(base, personal, config, encoder=load_encoder(spec, cache=cache_dir)),
+        BUCKETS, "whole warm run (profiled)")
 
 
 def cli_round(spec: str, base: Path, personal: Path, cache_dir: Path, threads: int) -> dict:

@@ -11,9 +11,6 @@ with forward both as replayed and as timed inside the explain run itself.
 
 from __future__ import annotations
 
-import cProfile
-import io
-import pstats
 import statistics
 import sys
 import tempfile
@@ -21,23 +18,9 @@ from pathlib import Path
 
 import _common as common
 
-BUCKETS = (
-    ("encoder forward (ClipEncoder._embed)", "clip.py", "_embed"),
-    ("pair folders: scan, metadata, check_images", "pairs.py", "load_pairs"),
-    ("pair folders: scan, metadata, check_images", "pairs.py", "check_images"),
-    ("decode images (load_images)", "pairs.py", "load_images"),
-    ("content hash of images (hash_image)", "cache.py", "hash_image"),
-    ("image file hashes (memo, image_file_hashes)", "image_hashes.py", "image_file_hashes"),
-    ("cache keys (make_key)", "cache.py", "make_key"),
-    ("cache keys (make_key)", "cache.py", "make_keys"),
-    ("cache look-ups, embedding rows (Store.get_rows)", "cache.py", "get_rows"),
-    ("vocabulary table (embed_vocabulary)", "vocab.py", "embed_vocabulary"),
-    ("cache writes, embedding rows (Store.put_rows)", "cache.py", "put_rows"),
-    ("vocabulary: load + unknown filter", "vocab.py", "load_vocabulary"),
-    ("decomposition + bootstrap (Decomposer.fit)", "decompose.py", "fit"),
-    ("decomposition, cached (fit_cached, incl. the fit)", "fit_cache.py", "fit_cached"),
-    ("result assembly (build_explanation)", "pipeline.py", "build_explanation"),
-)
+BUCKETS = ((("encoder forward (ClipEncoder._embed)", "clip.py", "_embed"),)
+           + common.PIPELINE_BUCKETS
+           + (("cache writes, embedding rows (Store.put_rows)", "cache.py", "put_rows"),))
 
 
 def parse_args(argv=None):
@@ -74,20 +57,9 @@ def replay(raw, calls) -> float:
 
 
 def profile_buckets(spec, cached, counter, base, personal) -> list[tuple]:
-    profiler = cProfile.Profile()
-    profiler.enable()
-    explain_once(spec, cached, counter, base, personal, "disk")
-    profiler.disable()
-    stats = pstats.Stats(profiler, stream=io.StringIO())
-    total = stats.total_tt
-    buckets: dict[str, float] = {}
-    for (filename, _, name), (_, _, _, cumulative, _) in stats.stats.items():
-        for label, file_end, function in BUCKETS:
-            if filename.endswith(file_end) and name == function:
-                buckets[label] = buckets.get(label, 0.0) + cumulative
-    rows = [(label, seconds, seconds / total) for label, seconds in buckets.items()]
-    rows.append(("whole explain (profiled)", total, 1.0))
-    return rows
+    return common.profile_buckets(
+        lambda: explain_once(spec, cached, counter, base, personal, "disk"), BUCKETS,
+        "whole explain (profiled)")
 
 
 def measure(args, spec: str, work: Path) -> dict:
