@@ -60,6 +60,17 @@ def save_tiny_clip(directory: Path, *, seed: int = 0) -> Path:
     return directory
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread: on a busy shared CPU, two threads make tiny models 10x slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def tiny_clip_dir(tmp_path_factory) -> Path:
     """A saved tiny random CLIP directory (read-only: copy it before changing files)."""

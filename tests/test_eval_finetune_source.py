@@ -10,14 +10,7 @@ from finexl.eval import finetune_source
 from tests.toy_encoder import ToyEncoder
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_finetune_levels_builds_one_checkpoint_per_level_and_reuses_the_run(tmp_path, monkeypatch):

@@ -24,15 +24,7 @@ from finexl.generate.run import GenerateConfig, generate, plan_jobs
 PROMPTS = ["a red ball", "a blue house", "a green tree"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread: on a busy shared CPU, two threads make these tiny models 10x slower."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _config(sd_dir, out, **changes) -> GenerateConfig:

@@ -25,15 +25,7 @@ COLOUR_PROMPTS = [
 SEEDS = [0, 1]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread: on a busy shared CPU, two threads make these tiny models 10x slower."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _images(pipe, prompts, seeds=SEEDS, steps=20):

@@ -180,23 +180,17 @@ def check_model_spec(spec: str) -> None:
 
 
 def _load_base(spec: str, torch_dtype, single_file_config: str | None):
+    check_model_spec(spec)  # after it: the builtin, an existing path, or a cached hub id
     if spec in BUILTIN_MODELS:
         from finexl.generate import tiny
 
         return _load_tiny(tiny.BUILTIN_DIR, torch_dtype)
-    if spec.startswith("builtin:"):
-        raise FinexlError(f"model {spec!r} is not a builtin model; the builtin models are"
-                          f" {', '.join(BUILTIN_MODELS)}")
     path = Path(spec).expanduser()
     if path.is_dir():
         return _load_directory(path, torch_dtype)
     if path.is_file():
         return _load_checkpoint(path, torch_dtype, single_file_config)
-    if _HF_ID.match(spec) and not spec.startswith((".", "~")):
-        return _load_hub_id(spec, torch_dtype)
-    raise FinexlError(f"model {spec!r} does not exist: pass builtin:tiny, a diffusers folder, a"
-                      f" .safetensors checkpoint, or a Hugging Face id (org/name) that is in the"
-                      f" local cache")
+    return _load_hub_id(spec, torch_dtype)
 
 
 def _load_directory(path: Path, torch_dtype):
