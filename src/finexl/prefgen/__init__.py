@@ -1,0 +1,1 @@
+"""PrefGen: personalize the generator from liked and disliked images (see docs/PREFGEN.md)."""
