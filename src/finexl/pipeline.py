@@ -33,7 +33,9 @@ PROPOSERS = ("user", "vocab", "vlm", "vlm+vocab")
 class ExplainConfig:
     """Every setting of ``explain``; the CLI builds one, the library reads it."""
 
-    encoder: str = "mini"  # "mini", a local model directory, or a hub id in the local cache
+    # "auto" (best cached CLIP/SigLIP, else mini), "mini", a local model directory, or a hub
+    # id in the local cache
+    encoder: str = "auto"
     concepts: Sequence[str] | None = None  # the user's candidates (proposer "user")
     proposer: str | None = None  # None: "user" when concepts are given, else "vocab"
     template: str = DEFAULT_TEMPLATE  # how a prompt and a concept are joined for f(C)
@@ -264,7 +266,10 @@ def build_explanation(model: Decomposer, pair_diffs: np.ndarray, pairs: PairSet,
     """Turn the fitted decomposer into the result the JSON and the report show."""
     names = [c.concept for c in candidates]
     concepts: list[ConceptScore] = []
-    notes = list(proposal.notes)
+    description = getattr(encoder, "description", None)
+    # Which encoder explained this (auto may have chosen it) comes first: every weight
+    # below is read in that encoder's space.
+    notes = ([f"encoder {description}"] if description else []) + list(proposal.notes)
     if not model.significant_difference_:
         notes.append(
             f"the two sets do not differ beyond noise (p = {model.p_value_:.3f}); no concept is named")
@@ -295,6 +300,7 @@ def build_explanation(model: Decomposer, pair_diffs: np.ndarray, pairs: PairSet,
         "solver": config.solver, "max_concepts": config.max_concepts,
         "centering": config.centering, "n_bootstrap": config.n_bootstrap, "seed": config.seed,
         "proposer": resolve_proposer_name(config), "difference": "mean of L2-normalised embeddings",
+        "encoder": getattr(encoder, "spec", config.encoder),
         **(config.vlm.describe() if config.vlm is not None and "vlm" in resolve_proposer_name(config)
            else {}),
         **config.extra,

@@ -159,6 +159,8 @@ class ClipEncoder:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         self.directory = Path(directory)
         self.spec = spec if spec is not None else str(directory)
+        # Which encoder this is, in a sentence for output and reports (the loader says more).
+        self.description = self.spec
         self.config = read_model_config(self.directory, self.spec)
         self.family = FAMILIES[self.config["model_type"]]
         self.id = encoder_id

@@ -2,6 +2,9 @@
 
 A spec is resolved by explicit rules, in this order (never by guessing from substrings):
 
+0. ``"auto"`` (the default): the first model of :data:`AUTO_PREFERENCE` that is already in
+   the local HF cache, else ``"mini"``. Only the listed models are considered: a cache also
+   holds test models and unrelated checkpoints, and finexl must not pick those silently.
 1. ``"mini"``: the encoder shipped inside the package (``finexl/encoders/mini/``).
 2. A path: anything that exists on disk, or that is written as a path (absolute, starting
    with ``.`` or ``~``, or with more than one ``/``). It must be a transformers CLIP-family
@@ -19,20 +22,49 @@ from __future__ import annotations
 
 import hashlib
 import re
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 from finexl.cache import open_store
 from finexl.encoders.base import CachedEncoder
-from finexl.encoders.clip import WEIGHT_SUFFIXES, ClipEncoder, check_dtype, resolve_device
+from finexl.encoders.clip import (
+    WEIGHT_SUFFIXES,
+    ClipEncoder,
+    check_dtype,
+    read_model_config,
+    resolve_device,
+)
 from finexl.errors import FinexlError
 
 MINI_SPEC = "mini"
+AUTO_SPEC = "auto"
+# What ``--encoder auto`` looks for in the local Hugging Face cache, best first. The paper's
+# encoder (OpenAI CLIP ViT-L/14) leads: FineXL's alignment checks (Table 8) were made on it.
+# Then other large CLIP and SigLIP models, then base-size ones; mini only when none is there.
+AUTO_PREFERENCE = (
+    "openai/clip-vit-large-patch14",
+    "openai/clip-vit-large-patch14-336",
+    "laion/CLIP-ViT-H-14-laion2B-s32B-b79K",
+    "laion/CLIP-ViT-L-14-laion2B-s32B-b82K",
+    "google/siglip2-so400m-patch14-384",
+    "google/siglip-so400m-patch14-384",
+    "google/siglip2-large-patch16-256",
+    "google/siglip-large-patch16-256",
+    "laion/CLIP-ViT-B-16-laion2B-s34B-b88K",
+    "openai/clip-vit-base-patch16",
+    "google/siglip2-base-patch16-224",
+    "google/siglip-base-patch16-224",
+    "openai/clip-vit-base-patch32",
+)
+MINI_DESCRIPTION = ("mini: finexl's small offline encoder, trained on this project's images for"
+                    " visual qualities; closed vocabulary (concepts with words it never saw are"
+                    " reported as unknown, not scored)")
 # Files read in full by the fingerprint: configs, preprocessing and tokenizer files.
 _TEXT_SUFFIXES = (".json", ".txt", ".model", ".tiktoken")
 _EDGE_BYTES = 1 << 20
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?(@[\w./-]+)?$")
-_ALTERNATIVES = ("pass 'mini' (the shipped encoder), a local transformers CLIP/SigLIP directory,"
+_ALTERNATIVES = ("pass 'auto', 'mini' (the shipped encoder), a local transformers CLIP/SigLIP directory,"
                  " or a Hugging Face model id already in the local cache")
 
 
@@ -43,8 +75,8 @@ def load_encoder(spec: str, *, device: str = "cpu", dtype: str = "float32", batc
     Parameters
     ----------
     spec : str
-        ``"mini"``, a local model directory, or a Hugging Face id in the local cache
-        (resolution order in the module docstring).
+        ``"auto"``, ``"mini"``, a local model directory, or a Hugging Face id in the local
+        cache (resolution order in the module docstring).
     device : str
         ``"cpu"`` (default), ``"cuda"``, ``"cuda:N"`` or ``"auto"``.
     dtype : str
@@ -62,7 +94,8 @@ def load_encoder(spec: str, *, device: str = "cpu", dtype: str = "float32", batc
     CachedEncoder
         ``id``, ``dim``, ``embed_images``/``embed_texts`` returning ``(n, dim)`` float32
         unit rows, ``forward_calls`` and ``store.hits``/``store.misses``; plus
-        ``unknown_concepts`` from the wrapped :class:`ClipEncoder`.
+        ``unknown_concepts`` and ``description`` (which encoder, and why) from the wrapped
+        :class:`ClipEncoder`.
 
     Raises
     ------
@@ -71,19 +104,62 @@ def load_encoder(spec: str, *, device: str = "cpu", dtype: str = "float32", batc
     """
     check_dtype(dtype)
     device = resolve_device(device)
-    directory, encoder_id = resolve_spec(spec)
+    choice = choose_encoder(spec)
+    directory, encoder_id = resolve_spec(choice.spec)
     if dtype != "float32":
         # Half precision changes the numbers: its embeddings are cached apart.
         encoder_id = f"{encoder_id}+{dtype}"
     encoder = ClipEncoder(directory, encoder_id=encoder_id, device=device, dtype=dtype,
-                          batch_size=batch_size, spec=spec)
+                          batch_size=batch_size, spec=choice.spec)
+    encoder.description = choice.description
     return CachedEncoder(encoder, open_store(cache, subdir="embeddings"), progress=progress)
+
+
+@dataclass(frozen=True)
+class EncoderChoice:
+    """Which encoder a spec stands for, and a sentence saying so for output and reports."""
+
+    spec: str  # what resolve_spec gets: "mini", a path or a hub id (never "auto")
+    description: str
+
+
+def choose_encoder(spec: str) -> EncoderChoice:
+    """``"auto"`` becomes the best cached model of :data:`AUTO_PREFERENCE`, else ``"mini"``;
+    any other spec stands for itself."""
+    if spec != AUTO_SPEC:
+        described = MINI_DESCRIPTION if spec == MINI_SPEC else spec
+        return EncoderChoice(spec, described)
+    for repo_id in AUTO_PREFERENCE:
+        if _in_hub_cache(repo_id):
+            return EncoderChoice(repo_id, f"{repo_id} (auto: the first model of finexl's"
+                                          " preference list found in the local Hugging Face"
+                                          " cache)")
+    return EncoderChoice(MINI_SPEC, f"{MINI_DESCRIPTION}. Chosen by auto: none of the"
+                                    f" {len(AUTO_PREFERENCE)} CLIP/SigLIP models finexl prefers"
+                                    " is in the local Hugging Face cache")
+
+
+def _in_hub_cache(repo_id: str) -> bool:
+    """True when the cache holds a usable snapshot of ``repo_id`` (config and weights)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(repo_id, "config.json")
+    if not isinstance(found, str):
+        return False
+    snapshot = Path(found).parent
+    try:
+        read_model_config(snapshot, repo_id)
+    except FinexlError:
+        return False  # a half-downloaded or non-CLIP snapshot is passed over, not fatal
+    return True
 
 
 def resolve_spec(spec: str) -> tuple[Path, str]:
     """The model directory ``spec`` names and its encoder id (no weights are loaded)."""
     if not isinstance(spec, str) or not spec.strip():
         raise FinexlError(f"encoder {spec!r} is empty; {_ALTERNATIVES}")
+    if spec == AUTO_SPEC:
+        spec = choose_encoder(spec).spec
     if spec == MINI_SPEC:
         return _resolve_mini()
     path = Path(spec).expanduser()
