@@ -1,4 +1,9 @@
-"""The command line: one-line errors with exit 1 and no traceback; real runs end to end."""
+"""The command line: one-line errors with exit 1 and no traceback; real runs end to end.
+
+Commands run in process through click's CliRunner (so coverage of ``finexl.cli`` is
+measured and no interpreter starts per case); one test runs ``python -m finexl.cli`` in a
+subprocess to check the real entry point, its exit code and its stderr.
+"""
 
 from __future__ import annotations
 
@@ -8,17 +13,27 @@ import subprocess
 import sys
 
 import pytest
-
 from test_pipeline import _darken, _folders
 
 
-def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+def run_cli(*args: str, env: dict | None = None):
+    """``finexl ARGS`` in process; the result has ``returncode``, ``stdout`` and ``stderr``."""
+    from click.testing import CliRunner
+
+    from finexl.cli import main
+
+    result = CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
+    result.returncode = result.exit_code
+    return result
+
+
+def run_cli_subprocess(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     full_env = dict(os.environ, **(env or {}))
     return subprocess.run([sys.executable, "-m", "finexl.cli", *args], capture_output=True,
                           text=True, env=full_env, timeout=300)
 
 
-def assert_one_line_error(result: subprocess.CompletedProcess, *words: str) -> None:
+def assert_one_line_error(result, *words: str) -> None:
     assert result.returncode == 1, result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, result.stderr
@@ -38,8 +53,66 @@ def concepts_file(tmp_path):
 def test_help_lists_the_commands():
     result = run_cli("--help")
     assert result.returncode == 0
-    for command in ("explain", "compare", "catalog"):
+    for command in ("explain", "compare", "generate", "finetune", "demo", "catalog", "eval"):
         assert command in result.stdout
+
+
+def test_the_module_entry_point_prints_one_line_errors(tmp_path):
+    """``python -m finexl.cli`` is the console script: real exit code, real stderr."""
+    result = run_cli_subprocess("explain", "--base", str(tmp_path / "missing"), "--personal",
+                                str(tmp_path), "--concepts", str(tmp_path / "nope.txt"))
+    assert_one_line_error(result, "nope.txt")
+
+
+def test_debug_keeps_the_traceback_of_a_user_error(tmp_path):
+    from click.testing import CliRunner
+
+    from finexl.cli import main
+    from finexl.errors import FinexlError
+
+    args = ["explain", "--base", "b", "--personal", "p", "--concepts", str(tmp_path / "no.txt")]
+    with pytest.raises(FinexlError, match="no.txt"):
+        CliRunner().invoke(main, ["--debug", *args], catch_exceptions=False)
+    # The flag lives in the click context: the next run without it is one line again.
+    assert_one_line_error(run_cli(*args), "no.txt")
+
+
+def test_ctrl_c_exits_130_with_one_line(tmp_path, monkeypatch):
+    import finexl.pipeline
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(finexl.pipeline, "explain", interrupted)
+    base, personal = _folders(tmp_path, lambda im: _darken(im, 0.5))
+    result = run_cli("explain", "--base", str(base), "--personal", str(personal))
+    assert result.returncode == 130
+    assert result.stderr.strip().startswith("finexl: interrupted")
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["explain"], ["--base", "--base-model"]),
+        (["explain", "--base", "b"], ["--personal"]),
+        (["explain", "--base-model", "builtin:tiny"], ["--personal-model"]),
+    ],
+)
+def test_explain_needs_folders_or_models(args, words):
+    assert_one_line_error(run_cli(*args), *words)
+
+
+def test_compare_rejects_a_name_given_twice(tmp_path):
+    result = run_cli("compare", "--base", str(tmp_path), "--personal", "a=x", "--personal", "a=y")
+    assert_one_line_error(result, "'a'", "twice")
+
+
+def test_catalog_add_rejects_unreadable_json(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    result = run_cli("catalog", "add", "m", "--json", str(bad), "--catalog",
+                     str(tmp_path / "c.sqlite"))
+    assert_one_line_error(result, "--json", "bad.json")
 
 
 @pytest.mark.parametrize(

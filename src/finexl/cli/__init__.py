@@ -1,0 +1,21 @@
+"""The ``finexl`` command: one module per command group, wired onto one group here.
+
+Each module parses its options, builds a config, calls one library function and prints.
+``app.main`` maps a FinexlError to ``finexl: error: <message>`` and exit 1 for all of them.
+A new command group is a new module plus one ``add_command`` line below.
+"""
+
+from __future__ import annotations
+
+from finexl.cli.app import main
+from finexl.cli.catalog import catalog
+from finexl.cli.compare import compare
+from finexl.cli.demo import demo
+from finexl.cli.eval import eval_group
+from finexl.cli.explain import explain
+from finexl.cli.generate import finetune, generate
+
+for _command in (explain, compare, generate, finetune, demo, catalog, eval_group):
+    main.add_command(_command)
+
+__all__ = ["main"]

@@ -1,0 +1,62 @@
+"""The ``finexl`` group and how it maps a :class:`FinexlError` to one line.
+
+The group's ``invoke`` wraps every subcommand: a ``FinexlError`` (the user's mistake or the
+environment's) becomes a :class:`click.ClickException` that prints ``finexl: error: ...`` on
+stderr with exit code 1; anything else is a bug and keeps its traceback. ``--debug`` lives
+in the click context, not in a module global, so in-process runs (CliRunner) do not leak it.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import click
+
+from finexl import __version__
+from finexl.errors import FinexlError
+
+_DEBUG_KEY = "finexl.debug"
+
+
+class FinexlUsageError(click.ClickException):
+    """A FinexlError shown the finexl way: one line, ``finexl: error: <message>``, exit 1."""
+
+    exit_code = 1
+
+    def show(self, file=None) -> None:
+        click.echo(f"finexl: error: {self.format_message()}", err=True, file=file)
+
+
+class FinexlGroup(click.Group):
+    """A click group that turns FinexlError and Ctrl-C into one line for every subcommand."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except FinexlError as exc:
+            if ctx.meta.get(_DEBUG_KEY):
+                raise
+            raise FinexlUsageError(str(exc)) from exc
+        except KeyboardInterrupt:
+            click.echo("finexl: interrupted; finished files are kept, nothing is half-written",
+                       err=True)
+            raise click.exceptions.Exit(130) from None
+
+
+@click.group(cls=FinexlGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="finexl")
+@click.option("--debug", is_flag=True, help="Show tracebacks for errors too.")
+@click.option("-v", "--verbose", is_flag=True, help="Log what each step does.")
+@click.pass_context
+def main(ctx: click.Context, debug: bool, verbose: bool) -> None:
+    """Explain how a personalized image generator differs from its base model (FineXL)."""
+    ctx.meta[_DEBUG_KEY] = debug
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="finexl: %(levelname)s: %(message)s")
+
+
+def console():
+    """A rich console on stdout, for result tables."""
+    from rich.console import Console
+
+    return Console()
