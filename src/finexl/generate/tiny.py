@@ -7,7 +7,9 @@ a lossless stand-in for a VAE that makes every step 4x cheaper), conditioned on 
 state). The tokenizer is word level: a known word is one token, any other word is
 ``<unk>``. It is saved and loaded with ``save_pretrained`` / ``from_pretrained`` like any
 diffusers pipeline, and it includes diffusers' LoRA loader, so generation, LoRA and
-fine-tuning take the same code paths as Stable Diffusion.
+fine-tuning take the same code paths as Stable Diffusion. It also includes diffusers'
+IP-Adapter loader and takes ``ip_adapter_image_embeds``, which is how a PrefGen user branch
+(:mod:`finexl.prefgen.user_branch`) conditions it.
 
 Importing this module imports torch and diffusers; :mod:`finexl.generate` imports it only
 when a tiny model is used.
@@ -18,13 +20,14 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from diffusers import DDIMScheduler, DiffusionPipeline, UNet2DConditionModel
-from diffusers.loaders import StableDiffusionLoraLoaderMixin
+from diffusers.loaders import IPAdapterMixin, StableDiffusionLoraLoaderMixin
 from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 from diffusers.utils.torch_utils import randn_tensor
 
@@ -36,7 +39,7 @@ SPECIAL_TOKENS = ("<pad>", "<unk>", "<bos>", "<eos>")
 _TOKENIZER_CLASS = "PreTrainedTokenizerFast"
 
 
-class FinexlTinyPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
+class FinexlTinyPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin, IPAdapterMixin):
     """Text-to-image in pixel space for small images; the ``builtin:tiny`` model.
 
     Parameters
@@ -90,10 +93,17 @@ class FinexlTinyPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         return output.last_hidden_state, output.pooler_output
 
     def denoise(self, latents: torch.Tensor, timestep, hidden: torch.Tensor,
-                pooled: torch.Tensor) -> torch.Tensor:
-        """The UNet's prediction for ``latents`` at ``timestep`` (shape of ``latents``)."""
+                pooled: torch.Tensor, image_embeds: list[torch.Tensor] | None = None
+                ) -> torch.Tensor:
+        """The UNet's prediction for ``latents`` at ``timestep`` (shape of ``latents``).
+
+        ``image_embeds``: for a UNet with an IP-Adapter (user) branch, one ``(batch, 1, dim)``
+        tensor per adapter.
+        """
+        added = {"image_embeds": image_embeds} if image_embeds is not None else None
         return self.unet(latents, timestep, encoder_hidden_states=hidden,
-                         class_labels=pooled.to(latents.dtype)).sample
+                         class_labels=pooled.to(latents.dtype),
+                         added_cond_kwargs=added).sample
 
     # Sampling ---------------------------------------------------------------------------
 
@@ -122,6 +132,7 @@ class FinexlTinyPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         generator: torch.Generator | list[torch.Generator] | None = None,
         output_type: str = "pil",
         return_dict: bool = True,
+        ip_adapter_image_embeds: list[torch.Tensor] | None = None,
     ):
         """Generate images for ``prompt``.
 
@@ -134,6 +145,10 @@ class FinexlTinyPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
             ``images``: a list of PIL images (``output_type="pil"``), a float array of shape
             ``(b, height, width, 3)`` in [0, 1] (``"np"``), or a tensor ``(b, 3, height,
             width)`` in [0, 1] (``"pt"``). ``return_dict=False`` gives ``(images,)``.
+
+        ``ip_adapter_image_embeds`` (with an IP-Adapter / user branch loaded): one tensor per
+        adapter of shape ``(batch, 1, dim)``, or ``(2 * batch, 1, dim)`` with guidance, the
+        null half first, as in diffusers' Stable Diffusion pipelines.
         """
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         prompts = [p for p in prompts for _ in range(num_images_per_prompt)]
@@ -142,6 +157,8 @@ class FinexlTinyPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         self.check_inputs(prompts, height, width, num_inference_steps, generator)
         hidden, pooled = self.encode_prompt(prompts)
         guided = guidance_scale > 1.0
+        image_embeds = self._check_image_embeds(ip_adapter_image_embeds,
+                                                len(prompts) * (2 if guided else 1))
         if guided:
             negatives = negative_prompt if negative_prompt is not None else ""
             negatives = [negatives] * len(prompts) if isinstance(negatives, str) else list(negatives)
@@ -159,7 +176,7 @@ class FinexlTinyPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         for t in self.progress_bar(self.scheduler.timesteps):
             model_input = torch.cat([latents] * 2) if guided else latents
             model_input = self.scheduler.scale_model_input(model_input, t)
-            prediction = self.denoise(model_input, t, hidden, pooled)
+            prediction = self.denoise(model_input, t, hidden, pooled, image_embeds)
             if guided:
                 unconditional, conditional = prediction.chunk(2)
                 prediction = unconditional + guidance_scale * (conditional - unconditional)
@@ -168,6 +185,23 @@ class FinexlTinyPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         images = self._to_output(images, output_type)
         self.maybe_free_model_hooks()
         return ImagePipelineOutput(images=images) if return_dict else (images,)
+
+    def _check_image_embeds(self, embeds, rows: int) -> list[torch.Tensor] | None:
+        needs = self.unet.encoder_hid_proj is not None
+        if embeds is None:
+            if needs:
+                raise ValueError("this pipeline has an IP-Adapter (user branch) loaded; pass"
+                                 " ip_adapter_image_embeds")
+            return None
+        if not needs:
+            raise ValueError("ip_adapter_image_embeds given but no IP-Adapter is loaded")
+        embeds = [e.to(self._execution_device, self.unet.dtype) for e in embeds]
+        for e in embeds:
+            if e.ndim != 3 or e.shape[0] != rows:
+                raise ValueError(f"each ip_adapter_image_embeds tensor must be (batch, 1, dim)"
+                                 f" with {rows} rows (null half first with guidance), got"
+                                 f" {tuple(e.shape)}")
+        return embeds
 
     @staticmethod
     def _to_output(images: torch.Tensor, output_type: str):
@@ -335,6 +369,57 @@ def load_tiny_pipeline(path: str | Path = BUILTIN_DIR, *,
 
 # Training objective -------------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class NoisedBatch:
+    """Clean images noised at random timesteps, with the target the UNet should predict."""
+
+    clean: torch.Tensor  # (b, 3 p^2, h/p, w/p) in [-1, 1]
+    noisy: torch.Tensor
+    timesteps: torch.Tensor  # (b,) on the UNet's device
+    target: torch.Tensor  # epsilon, v or the clean image, by the scheduler's prediction_type
+    alpha_bar: torch.Tensor  # (b, 1, 1, 1)
+
+
+def noise_batch(pipe: FinexlTinyPipeline, pixels: torch.Tensor, *,
+                generator: torch.Generator) -> NoisedBatch:
+    """Noise ``pixels`` (``(b, 3, h, w)`` in [0, 1]) as training does: a uniform timestep and
+    Gaussian noise per image, both drawn from ``generator`` (in that order)."""
+    device, dtype = pipe.unet.device, pipe.unet.dtype
+    batch = pixels.shape[0]
+    clean = pipe.patchify(pixels.to(device, dtype) * 2 - 1)
+    steps = pipe.scheduler.config.num_train_timesteps
+    timesteps = torch.randint(0, steps, (batch,), generator=generator)
+    noise = torch.randn(clean.shape, generator=generator).to(device, dtype)
+    alpha_bar = pipe.scheduler.alphas_cumprod[timesteps].to(device, dtype).view(-1, 1, 1, 1)
+    noisy = alpha_bar.sqrt() * clean + (1 - alpha_bar).sqrt() * noise
+    kind = pipe.scheduler.config.prediction_type
+    if kind == "v_prediction":
+        target = alpha_bar.sqrt() * noise - (1 - alpha_bar).sqrt() * clean
+    elif kind == "sample":
+        target = clean
+    else:
+        target = noise
+    return NoisedBatch(clean, noisy, timesteps.to(device), target, alpha_bar)
+
+
+def denoising_loss(pipe: FinexlTinyPipeline, prediction: torch.Tensor, batch: NoisedBatch, *,
+                   min_snr_gamma: float | None = 5.0, reduce: bool = True) -> torch.Tensor:
+    """The (Min-SNR weighted) squared error of ``prediction`` against ``batch.target``;
+    per image when ``reduce`` is false."""
+    per_image = ((prediction.float() - batch.target.float()) ** 2).mean(dim=(1, 2, 3))
+    if min_snr_gamma is not None:
+        # Min-SNR weights the clean-image error by min(snr, gamma), whatever the target.
+        snr = (batch.alpha_bar / (1 - batch.alpha_bar)).view(-1).float()
+        weight = torch.clamp(snr, max=min_snr_gamma)
+        kind = pipe.scheduler.config.prediction_type
+        if kind == "v_prediction":
+            weight = weight / (snr + 1)
+        elif kind == "epsilon":
+            weight = weight / snr.clamp(min=1e-8)
+        per_image = per_image * weight
+    return per_image.mean() if reduce else per_image
+
+
 def diffusion_loss(pipe: FinexlTinyPipeline, pixels: torch.Tensor, captions: Sequence[str], *,
                    generator: torch.Generator, uncond_prob: float = 0.1,
                    min_snr_gamma: float | None = 5.0) -> torch.Tensor:
@@ -351,38 +436,15 @@ def diffusion_loss(pipe: FinexlTinyPipeline, pixels: torch.Tensor, captions: Seq
         One caption per image; each is replaced by ``""`` with probability ``uncond_prob``
         so classifier-free guidance keeps working.
     generator
-        CPU generator for timesteps, noise and caption dropout.
+        CPU generator for caption dropout, timesteps and noise.
     min_snr_gamma
         Min-SNR loss weighting (Hang et al. 2023), which speeds up training; ``None`` for
         the plain mean squared error.
     """
     batch = pixels.shape[0]
-    device, dtype = pipe.unet.device, pipe.unet.dtype
     drop = torch.rand(batch, generator=generator) < uncond_prob
     captions = ["" if d else c for c, d in zip(captions, drop.tolist())]
     hidden, pooled = pipe.encode_prompt(captions)
-    clean = pipe.patchify(pixels.to(device, dtype) * 2 - 1)
-    steps = pipe.scheduler.config.num_train_timesteps
-    timesteps = torch.randint(0, steps, (batch,), generator=generator)
-    noise = torch.randn(clean.shape, generator=generator).to(device, dtype)
-    alpha_bar = pipe.scheduler.alphas_cumprod[timesteps].to(device, dtype).view(-1, 1, 1, 1)
-    noisy = alpha_bar.sqrt() * clean + (1 - alpha_bar).sqrt() * noise
-    kind = pipe.scheduler.config.prediction_type
-    if kind == "v_prediction":
-        target = alpha_bar.sqrt() * noise - (1 - alpha_bar).sqrt() * clean
-    elif kind == "sample":
-        target = clean
-    else:
-        target = noise
-    prediction = pipe.denoise(noisy, timesteps.to(device), hidden, pooled)
-    per_image = ((prediction.float() - target.float()) ** 2).mean(dim=(1, 2, 3))
-    if min_snr_gamma is None:
-        return per_image.mean()
-    # Min-SNR weights the clean-image error by min(snr, gamma), whatever the target.
-    snr = (alpha_bar / (1 - alpha_bar)).view(-1).float()
-    weight = torch.clamp(snr, max=min_snr_gamma)
-    if kind == "v_prediction":
-        weight = weight / (snr + 1)
-    elif kind == "epsilon":
-        weight = weight / snr.clamp(min=1e-8)
-    return (per_image * weight).mean()
+    noised = noise_batch(pipe, pixels, generator=generator)
+    prediction = pipe.denoise(noised.noisy, noised.timesteps, hidden, pooled)
+    return denoising_loss(pipe, prediction, noised, min_snr_gamma=min_snr_gamma)
