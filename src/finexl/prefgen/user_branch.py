@@ -245,6 +245,26 @@ def user_branch_state_dict(target: Any) -> dict[str, torch.Tensor]:
     return state
 
 
+def copy_branch_weights(target: Any, state: dict[str, torch.Tensor]) -> None:
+    """Overwrite the installed branch's weights in place (the parameter objects stay, so an
+    optimizer holding them keeps working: resuming a training run)."""
+    unet = unet_of(target)
+    current = user_branch_state_dict(unet)
+    if current.keys() != state.keys():
+        raise FinexlError("the saved user branch has other layers than the installed one")
+    projector = unet.encoder_hid_proj.image_projection_layers[0]
+    processors = unet.attn_processors
+    with torch.no_grad():
+        for key, value in state.items():
+            if key.startswith("image_proj."):
+                target_param = projector.get_parameter(key[len("image_proj."):])
+            else:
+                name, _, leaf = key.rpartition(".to_")
+                module = getattr(processors[name], f"to_{leaf.split('.')[0]}")[0]
+                target_param = module.weight
+            target_param.copy_(value)
+
+
 def trainable_parameters(target: Any) -> list[torch.nn.Parameter]:
     """The branch's parameters (projector, ``to_k_ip``, ``to_v_ip``) as a list.
 
