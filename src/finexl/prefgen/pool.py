@@ -127,15 +127,16 @@ def build_pool(out_dir: str | Path, n: int, *, model: str = "builtin:tiny", seed
     out.mkdir(parents=True, exist_ok=True)
     config = _config(model, n, seed, steps, guidance)
     config_path = out / "pool.json"
+    from finexl.cache import write_atomic
+
     if config_path.is_file():
         existing = json.loads(config_path.read_text(encoding="utf-8"))
-        if existing != config:
+        # Prompts and seeds of the first k images do not depend on n, so a pool can grow
+        # (or be cut) in place; any other setting would mix two pools.
+        if {**existing, "n": n} != config:
             raise FinexlError(f"pool folder {out} was made with {existing}, not {config}; use"
                               f" another folder or delete it")
-    else:
-        from finexl.cache import write_atomic
-
-        write_atomic(config_path, json.dumps(config, indent=1).encode())
+    write_atomic(config_path, json.dumps(config, indent=1).encode())
     specs = pool_prompts(n, seed=seed)
     starts = list(range(0, n, CHUNK))
     todo = [s for s in starts if not (out / f"chunk_{s // CHUNK:05d}.npz").is_file()]
@@ -171,6 +172,22 @@ def load_pool(pool_dir: str | Path) -> Pool:
     for record in records:  # thresholds may have been retuned since the chunk was written
         record["size"] = size_word(record["area"])
     return Pool(np.concatenate(images), records)
+
+
+def draw_scenes(specs: list[dict[str, Any]]) -> np.ndarray:
+    """Procedurally drawn stand-ins for generated images (``tiny_data.render``), for tests
+    and quick trials: same prompts, no model, milliseconds instead of seconds."""
+    from finexl.generate.tiny_data import render
+
+    images = []
+    for spec in specs:
+        rng = np.random.default_rng(int(spec["seed"]))
+        scale = {"small": 0.3, "big": 0.72}.get(spec["prompt_size"], 0.5)
+        shape = spec["prompt"].split(" on ")[0].split(" at ")[0].split(" under ")[0].split()[-1]
+        image, _ = render(spec["prompt_colour"], shape, spec["prompt_background"], rng=rng,
+                          scale=scale)
+        images.append(image)
+    return np.stack(images)
 
 
 def _pipeline_generator(model: str, steps: int, guidance: float):
