@@ -14,8 +14,10 @@ from finexl.cli.demo import demo
 from finexl.cli.eval import eval_group
 from finexl.cli.explain import explain
 from finexl.cli.generate import finetune, generate
+from finexl.cli.prefgen import prefgen
+from finexl.cli.prefgen_real import import_command  # noqa: F401  (attaches to prefgen)
 
-for _command in (explain, compare, generate, finetune, demo, catalog, eval_group):
+for _command in (explain, compare, generate, finetune, demo, catalog, eval_group, prefgen):
     main.add_command(_command)
 
 __all__ = ["main"]
