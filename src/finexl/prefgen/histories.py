@@ -32,6 +32,11 @@ from pathlib import Path
 from typing import Any
 
 from finexl.errors import FinexlError
+from finexl.prefgen.users import (
+    USERS_FILE,
+    _inside,  # the one 'stays inside the folder' check
+    load_users,
+)
 from finexl.progress import track
 
 PER_USER_COLUMNS = ("user_id", "liked", "disliked")
@@ -139,7 +144,8 @@ def import_histories(source: str | Path, out: str | Path, *, table: str | None =
                           f" ({len(histories)} users read); nothing written")
     from finexl.cache import write_atomic
 
-    write_atomic(out_dir / "users.jsonl", "".join(lines).encode("utf-8"))
+    write_atomic(out_dir / USERS_FILE, "".join(lines).encode("utf-8"))
+    load_users(out_dir)  # what we wrote is what every prefgen command reads
     return ImportSummary(out_dir, layout, len(lines), n_liked, n_disliked, skipped, rows)
 
 
@@ -280,22 +286,6 @@ def _add_pairwise(history: _History, values: dict[str, Any], root: Path, folder:
 
 
 # --- images ----------------------------------------------------------------------------------
-
-def _inside(root: Path, relative: Any, where: str) -> Path:
-    """``root / relative`` if it is an existing file that stays inside ``root``."""
-    if not isinstance(relative, str) or not relative:
-        raise FinexlError(f"{where}: image paths must be non-empty strings, got {relative!r}")
-    path = Path(relative)
-    if path.is_absolute() or ".." in path.parts:
-        raise FinexlError(f"{where}: path {relative!r} must be relative to {root} and stay"
-                          f" inside it")
-    resolved = (root / path).resolve()
-    if not resolved.is_relative_to(root):
-        raise FinexlError(f"{where}: path {relative!r} leads outside {root} (a symlink?)")
-    if not resolved.is_file():
-        raise FinexlError(f"{where}: image {relative!r} does not exist in {root}")
-    return resolved
-
 
 def _check_image(data: bytes | Path, where: str) -> str:
     """The image's format as a file suffix, or a FinexlError if it does not decode."""
