@@ -6,7 +6,7 @@ follows builds a new encoder on the same folder, so it loads no model if everyth
 The warm run's encoder calls (``forward_calls``) must be 0; it should open no image file
 (each file's pixel hash is remembered by its identity) and refit nothing (the decomposition
 is cached by its exact inputs). The store remembers no file changed in the last 2 s (the
-"racy" window, ``finexl.cache.RACY_WINDOW_NS``), so the script lets the freshly written
+"racy" window, ``finexl.store.memo.RACY_WINDOW_NS``), so the script lets the freshly written
 images age past it before the first cold run, as a user's images would be; each round
 records how many image files the store remembered before its warm run. A profile of one
 warm run shows what remains. End to end: the same pair through the CLI (``python -m finexl.cli explain``)
@@ -64,8 +64,8 @@ def one_round(spec: str, base: Path, personal: Path, cache_dir: Path) -> dict:
 
 def _remembered_images(base: Path, personal: Path, cache_dir: Path) -> int:
     """How many of the image files the store remembers (unchanged) a pixel hash for."""
-    from finexl.cache import open_store
     from finexl.image_hashes import remembered_files
+    from finexl.store.cache import open_store
 
     paths = sorted(base.glob("*.png")) + sorted(personal.glob("*.png"))
     return len(remembered_files(paths, open_store(cache_dir, subdir="embeddings")))
@@ -75,7 +75,7 @@ def _age_past_racy_window(folders) -> None:
     """Wait until every file in ``folders`` is older than the store's racy window."""
     import time
 
-    from finexl.cache import RACY_WINDOW_NS
+    from finexl.store.memo import RACY_WINDOW_NS
 
     newest = max(p.stat().st_ctime_ns for folder in folders for p in folder.iterdir())
     time.sleep(max(0.0, (newest + RACY_WINDOW_NS - time.time_ns()) / 1e9 + 0.05))

@@ -61,11 +61,11 @@ def run_child(job: dict) -> dict:
 
     common.set_threads(job["threads"])
     common.quiet_logs()
-    from finexl.cache import open_store
     from finexl.concepts.vocab import VocabProposer
     from finexl.encoders.base import CachedEncoder
     from finexl.pairs import load_pairs
     from finexl.pipeline import ExplainConfig, explain
+    from finexl.store.cache import open_store
 
     cached, counter = common.counted_encoder(job["encoder"], cache=False)
     config = ExplainConfig(encoder=job["encoder"], vocab_top_k=TOP_K, seed=0)

@@ -33,8 +33,8 @@ def parse_args(argv=None):
 def explain_once(spec, cached, counter, base, personal, cache_mode: str) -> dict:
     """One cold explain through ``counter``; returns its time, the forward time inside it and
     the recorded calls."""
-    from finexl.cache import open_store
     from finexl.pipeline import ExplainConfig, explain
+    from finexl.store.cache import open_store
 
     with tempfile.TemporaryDirectory(prefix="finexl-overhead-cache-") as folder:
         cached.store = open_store(folder if cache_mode == "disk" else False, subdir="embeddings")

@@ -21,9 +21,8 @@ import statistics
 import sys
 from pathlib import Path
 
-import numpy as np
-
 import _common as common
+import numpy as np
 
 TOP_K = 40
 
@@ -40,11 +39,11 @@ def parse_args(argv=None):
 
 def run_ours(counter, vocabulary: Path, prompts, v_div, image_pairs, template):
     """The pipeline's steps 4-5 for the vocab proposer, on an empty cache."""
-    from finexl.cache import Store
     from finexl.concepts.base import ProposalContext
     from finexl.concepts.vocab import VocabProposer
     from finexl.encoders.base import CachedEncoder
     from finexl.pipeline import embed_concept_differences
+    from finexl.store.cache import Store
 
     counter.reset()
     encoder = CachedEncoder(counter, Store(None))
@@ -106,7 +105,6 @@ def measure(args, spec: str, work: Path) -> dict:
     from finexl.concepts.compose import DEFAULT_TEMPLATE
     from finexl.concepts.vocab import load_vocabulary
     from finexl.encoders.base import CachedEncoder, unknown_concepts
-    from finexl.cache import Store
     from finexl.pairs import load_pairs
     from finexl.pipeline import embed_pair_differences
 

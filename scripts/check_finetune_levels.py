@@ -19,7 +19,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from finexl.cache import default_cache_dir  # noqa: E402
+from finexl.store.files import default_cache_dir  # noqa: E402
 
 
 def sharpness(folder: Path) -> float:

@@ -10,10 +10,10 @@ import pytest
 from PIL import Image
 
 from finexl.errors import FinexlError
+from finexl.imaging.decode import load_images
 from finexl.pairs import (
     PairSet,
     check_images,
-    load_images,
     load_pairs,
     natural_sort_key,
     read_metadata,

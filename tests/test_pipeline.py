@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from PIL import Image
 from scipy.stats import spearmanr
+from toy_encoder import ToyEncoder
 
-from finexl.cache import Store
 from finexl.encoders.base import CachedEncoder
 from finexl.pipeline import ExplainConfig, explain
 from finexl.report.json import write_json
-from toy_encoder import ToyEncoder
+from finexl.store.cache import Store
 
 CONCEPTS = ["dark", "dim", "vivid", "warm", "blurry", "green", "zorblax"]
 PROMPTS = ["a cat", "a red house", "a mountain lake", "a bowl of fruit", "a city street at noon",

@@ -179,7 +179,7 @@ def test_ray_worker_errors_arrive_as_one_line(folders, tmp_path, ray_executor):
 
 def test_ray_executor_leaves_a_running_ray_alone(ray_executor):
     # Ray is already up (the fixture): a second executor joins it and does not stop it.
-    from finexl.cache import make_key
+    from finexl.store.keys import make_key
 
     ray = import_ray()
     with RayExecutor() as other:

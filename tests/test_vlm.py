@@ -11,7 +11,6 @@ import pytest
 from fake_vlm_server import FakeVlmServer, Reply
 from PIL import Image
 
-from finexl.cache import Store
 from finexl.concepts.base import Candidate, Proposal, ProposalContext
 from finexl.concepts.normalize import (
     UnionProposer,
@@ -25,6 +24,7 @@ from finexl.concepts.templates import TEMPLATES, get_template
 from finexl.concepts.vlm import VlmConfig, VlmProposer, select_pairs
 from finexl.concepts.vlm_client import parse_retry_after
 from finexl.errors import FinexlError
+from finexl.store.cache import Store
 
 SECRET = "sk-test-SECRET-0123456789abcdef"
 GOOD = '["Sepia", "grainy", "Thick outlines"]'

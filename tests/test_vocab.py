@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import numpy as np
-
-from finexl.cache import Store
-from finexl.concepts.base import ProposalContext
-from finexl.concepts.vocab import VocabProposer, embed_vocabulary, load_vocabulary, rank_by_alignment
-from finexl.encoders.base import CachedEncoder
 from toy_encoder import DIRECTIONS, ToyEncoder
+
+from finexl.concepts.base import ProposalContext
+from finexl.concepts.vocab import (
+    VocabProposer,
+    embed_vocabulary,
+    load_vocabulary,
+    rank_by_alignment,
+)
+from finexl.encoders.base import CachedEncoder
+from finexl.store.cache import Store
 
 
 def test_shipped_vocabulary_has_several_hundred_distinct_entries():

@@ -13,19 +13,23 @@ from PIL import Image
 from test_pipeline import _config, _darken, _folders
 from toy_encoder import ToyEncoder
 
-import finexl.cache
-from finexl.cache import Store, file_identity, hash_image
+import finexl.store.keys
+import finexl.store.memo
 from finexl.encoders.base import CachedEncoder
 from finexl.errors import FinexlError
 from finexl.image_hashes import image_file_hashes, pixel_hash_kind, remembered_files
-from finexl.pairs import check_images, load_images, load_pairs
-from finexl.pipeline import explain
+from finexl.imaging.decode import load_images
+from finexl.pairs import check_images, load_pairs
+from finexl.pipeline import checked_before, explain
+from finexl.store.cache import Store
+from finexl.store.keys import hash_image
+from finexl.store.memo import file_identity
 
 
 @pytest.fixture
 def no_racy_window(monkeypatch):
     """Remember hashes of files written a moment ago (the tests' files all are)."""
-    monkeypatch.setattr(finexl.cache, "RACY_WINDOW_NS", 0)
+    monkeypatch.setattr(finexl.store.memo, "RACY_WINDOW_NS", 0)
 
 
 @pytest.fixture
@@ -87,7 +91,7 @@ def test_changed_file_with_same_name_size_and_mtime_is_hashed_again(tmp_path, no
 def test_fresh_files_are_hashed_but_not_remembered(tmp_path):
     paths = _write(tmp_path / "images", count=2)
     store = Store(tmp_path / "cache")
-    assert store.racy_window_ns == finexl.cache.RACY_WINDOW_NS > 0
+    assert store.racy_window_ns == finexl.store.memo.RACY_WINDOW_NS > 0
     image_file_hashes(paths, store)
     assert remembered_files(paths, store) == set()
     assert sorted(image_file_hashes(paths, store)[1]) == [0, 1]  # decoded again
@@ -121,7 +125,7 @@ def test_file_identities_equal_file_identity(tmp_path, monkeypatch):
             expected.append(file_identity(path))
         except OSError:
             expected.append(None)
-    assert finexl.cache.file_identities(spelled) == expected
+    assert finexl.store.memo.file_identities(spelled) == expected
     assert expected[0] == expected[2] and expected[1] == expected[3] == expected[4]
     assert expected[5] is None
 
@@ -129,10 +133,10 @@ def test_file_identities_equal_file_identity(tmp_path, monkeypatch):
 def test_make_keys_equal_make_key():
     values = ["a photo of a cat", "", 'quotes " and \\ back', "é ü 猫 \u2028 \n\t\x00", "x" * 500]
     for kind, namespace in (("text", "clip:mini@4ae7a61107a9"), ("image", "toy:stats@1")):
-        assert finexl.cache.make_keys(kind, namespace, values) == [
-            finexl.cache.make_key(kind, namespace, value) for value in values]
-    assert finexl.cache.make_keys("text", "x", [3, None]) == [
-        finexl.cache.make_key("text", "x", 3), finexl.cache.make_key("text", "x", None)]
+        assert finexl.store.keys.make_keys(kind, namespace, values) == [
+            finexl.store.keys.make_key(kind, namespace, value) for value in values]
+    assert finexl.store.keys.make_keys("text", "x", [3, None]) == [
+        finexl.store.keys.make_key("text", "x", 3), finexl.store.keys.make_key("text", "x", None)]
 
 
 # The cached encoder on files -------------------------------------------------------------
@@ -198,8 +202,8 @@ def test_check_images_skips_files_decoded_since_their_last_change(tmp_path, no_r
     store = Store(tmp_path / "cache")
     CachedEncoder(ToyEncoder(), store).embed_images(list(pairs.base_paths))
     checked = []
-    monkeypatch.setattr("finexl.pairs._check_image", checked.append)
-    check_images(pairs, store=store)
+    monkeypatch.setattr("finexl.pairs.check_image", checked.append)
+    check_images(pairs, skip=checked_before(pairs, store))
     assert checked == list(pairs.personal_paths)  # the base files were decoded already
     checked.clear()
     check_images(pairs)
@@ -210,7 +214,7 @@ def test_check_images_skips_files_decoded_since_their_last_change(tmp_path, no_r
     damaged = pairs.base_paths[3]
     damaged.write_bytes(damaged.read_bytes()[:40])
     with pytest.raises(FinexlError, match=damaged.name):
-        check_images(pairs, store=Store(tmp_path / "cache"))
+        check_images(pairs, skip=checked_before(pairs, Store(tmp_path / "cache")))
 
 
 # The whole pipeline ----------------------------------------------------------------------
@@ -251,9 +255,10 @@ def test_explain_sees_a_changed_image(tmp_path, no_racy_window):
 
 def test_scale_embed_paths_opens_no_unchanged_image_when_warm(tmp_path, no_racy_window,
                                                                monkeypatch):
+    from tests.toy_encoder import ToyEncoder
+
     from finexl.encoders.base import CachedEncoder
     from finexl.scale import embed_paths
-    from tests.toy_encoder import ToyEncoder
 
     paths = _write(tmp_path / "images")
     cold = embed_paths(CachedEncoder(ToyEncoder(), Store(tmp_path / "cache")), paths, 3)

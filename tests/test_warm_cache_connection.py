@@ -11,7 +11,8 @@ import threading
 import numpy as np
 import pytest
 
-from finexl.cache import ROWS_FILE, Store
+from finexl.store.cache import Store
+from finexl.store.rows import ROWS_FILE
 
 
 def _row(value: float) -> np.ndarray:
@@ -21,12 +22,12 @@ def _row(value: float) -> np.ndarray:
 def test_one_connection_is_kept_and_reused(tmp_path):
     store = Store(tmp_path)
     store.put_rows(["a"], np.stack([_row(1)]))
-    kept = store._rows._connection
+    kept = store._database._connection
     assert kept is not None
     assert store.get_rows(["a", "b"])[0].tolist() == [1, 1, 1, 1]
-    assert store._rows._connection is kept
+    assert store._database._connection is kept
     store.close()
-    assert store._rows._connection is None
+    assert store._database._connection is None
     assert store.get_rows(["a"])[0][0] == 1  # reopened on demand
     assert Store(tmp_path).get_rows(["a"])[0][0] == 1  # committed for other connections
 
@@ -51,7 +52,7 @@ def test_removed_or_replaced_file_is_reopened(tmp_path):
 def test_other_threads_use_their_own_connections(tmp_path):
     store = Store(tmp_path)
     store.put_rows(["main"], np.stack([_row(0)]))
-    kept = store._rows._connection
+    kept = store._database._connection
     seen, errors = [], []
 
     def worker(index: int) -> None:
@@ -67,7 +68,7 @@ def test_other_threads_use_their_own_connections(tmp_path):
     for thread in threads:
         thread.join()
     assert not errors
-    assert store._rows._connection is kept
+    assert store._database._connection is kept
     assert sorted(float(rows[1][0]) for rows in seen) == [1, 2, 3, 4]
     assert [float(r[0]) for r in store.get_rows(["t1", "t2", "t3", "t4"])] == [1, 2, 3, 4]
 
@@ -76,17 +77,17 @@ def test_other_threads_use_their_own_connections(tmp_path):
 def test_forked_child_never_uses_the_parents_connection(tmp_path):
     store = Store(tmp_path)
     store.put_rows(["parent"], np.stack([_row(1)]))
-    kept = store._rows._connection
+    kept = store._database._connection
     pid = os.fork()
     if pid == 0:  # the child: its own connection, its writes visible to the parent
         code = 1
         try:
             ok = store.get_rows(["parent"])[0][0] == 1
             store.put_rows(["child"], np.stack([_row(2)]))
-            code = 0 if ok and store._rows._connection is not kept else 1
+            code = 0 if ok and store._database._connection is not kept else 1
         finally:
             os._exit(code)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
-    assert store._rows._connection is kept
+    assert store._database._connection is kept
     assert store.get_rows(["child"])[0][0] == 2

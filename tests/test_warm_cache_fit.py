@@ -8,9 +8,9 @@ import logging
 import numpy as np
 import pytest
 
-from finexl.cache import Store
 from finexl.decompose import Decomposer
 from finexl.fit_cache import fit_cached, fit_key
+from finexl.store.cache import Store
 
 
 def _problem(seed=0, n_pairs=24, dim=16, n_concepts=6):

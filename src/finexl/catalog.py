@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from finexl.cache import default_data_dir
 from finexl.errors import FinexlError
+from finexl.store.files import default_data_dir
 
 SCHEMA_SQL = """
 CREATE TABLE IF NOT EXISTS models (

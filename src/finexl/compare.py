@@ -15,18 +15,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-
 from finexl.concepts.base import Candidate, Proposal, ProposalContext, Proposer
 from finexl.decompose import fixed_support, shared_basis
 from finexl.errors import FinexlError
 from finexl.pipeline import (
     ExplainConfig,
-    embedding_store,
     build_explanation,
     build_proposer,
     check_config,
+    checked_before,
     embed_concept_differences,
     embed_pair_differences,
+    embedding_store,
     load_configured_encoder,
     prompts_for_concepts,
     split_unknown,
@@ -86,7 +86,7 @@ def compare(
     _check_same_prompts(pair_sets)
     store = embedding_store(encoder, config)  # unchanged files checked before are skipped
     for pairs in pair_sets.values():
-        check_images(pairs, store=store)
+        check_images(pairs, skip=checked_before(pairs, store))
     encoder = encoder or load_configured_encoder(config, progress)
     proposer = proposer or build_proposer(config, progress)
     # 2. Per-pair differences for each model (base embeddings come from the cache after the first).

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from finexl.cache import write_atomic, write_text_atomic
 from finexl.errors import FinexlError
+from finexl.store.files import write_atomic, write_text_atomic
 
 if TYPE_CHECKING:
     from finexl.encoders.base import Encoder

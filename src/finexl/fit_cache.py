@@ -29,11 +29,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from finexl.cache import make_key
 from finexl.decompose import Decomposer, Rejection
+from finexl.store.keys import make_key
 
 if TYPE_CHECKING:
-    from finexl.cache import Store
+    from finexl.store.cache import Store
 
 logger = logging.getLogger(__name__)
 

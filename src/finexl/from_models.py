@@ -14,7 +14,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from finexl.cache import default_cache_dir, make_key
+from finexl.store.files import default_cache_dir
+from finexl.store.keys import make_key
 
 if TYPE_CHECKING:
     from finexl.generate.pipelines import LoraSpec

@@ -1,13 +1,13 @@
 """Content hashes of image files, remembered per file so a rerun does not decode them again.
 
-An embedding is cached under the hash of an image's pixels (``cache.hash_image``), so a
+An embedding is cached under the hash of an image's pixels (``store.keys.hash_image``), so a
 renamed or re-saved file with the same pixels still hits. Computing that hash means decoding
 the file; for a folder that has not changed since the last run this is the largest fixed cost
 of a warm run. So the pixel hash of each file is remembered in the embedding store with the
-file's identity (``cache.FileIdentity``: resolved path, size, mtime, ctime, inode, device),
+file's identity (``store.memo.FileIdentity``: resolved path, size, mtime, ctime, inode, device),
 and a file whose identity is unchanged is not opened at all. Any write to a file changes its
 size or times (ctime cannot be set back by tools like ``touch`` or ``cp -p``), so a changed
-file is decoded and hashed again; files changed in the last ``cache.RACY_WINDOW_NS`` are not
+file is decoded and hashed again; files changed in the last ``store.memo.RACY_WINDOW_NS`` are not
 remembered, since a second write within one tick of the file system's clock could keep the
 identity.
 """
@@ -18,14 +18,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from finexl.pairs import load_images, pixel_hash_kind, remembered_files
+from finexl.imaging.decode import load_images, pixel_hash_kind
+from finexl.store.keys import hash_image
+from finexl.store.memo import file_identities
 
 __all__ = ["image_file_hashes", "pixel_hash_kind", "remembered_files"]
 
 if TYPE_CHECKING:
     from PIL import Image
 
-    from finexl.cache import Store
+    from finexl.store.cache import Store
 
 
 def image_file_hashes(paths: Sequence[str | Path], store: Store | None = None
@@ -53,8 +55,6 @@ def image_file_hashes(paths: Sequence[str | Path], store: Store | None = None
     FinexlError
         A file to decode that is missing, unreadable or corrupt, naming it.
     """
-    from finexl.cache import file_identities, hash_image
-
     kind = pixel_hash_kind()
     identities: list[Any] = file_identities(paths)  # None: load_images below reports it
     hashes: list[str | None] = [None] * len(paths)
@@ -73,3 +73,16 @@ def image_file_hashes(paths: Sequence[str | Path], store: Store | None = None
         store.put_file_hashes(kind, [identities[i] for i in remember],
                               [hashes[i] for i in remember])
     return hashes, decoded  # type: ignore[return-value]
+
+
+def remembered_files(paths: Sequence[Path], store: Store) -> set[Path]:
+    """The ``paths`` whose pixel hash ``store`` remembers for their current identity: files
+    decoded in full, without error, since their last change (``pairs.check_images`` may
+    skip them)."""
+    present, identities = [], []
+    for path, identity in zip(paths, file_identities(paths)):
+        if identity is not None:  # else the caller's own check reports it
+            present.append(path)
+            identities.append(identity)
+    hashes = store.get_file_hashes(pixel_hash_kind(), identities)
+    return {path for path, digest in zip(present, hashes) if digest is not None}

@@ -11,16 +11,12 @@ from __future__ import annotations
 
 import logging
 import re
-import struct
-import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import numpy as np
-from PIL import Image, ImageOps
-
+from finexl.imaging.decode import check_image
 from finexl.prompts_file import (
     METADATA_NAME,
     fail,
@@ -31,11 +27,8 @@ from finexl.prompts_file import (
     write_metadata,
 )
 
-if TYPE_CHECKING:
-    from finexl.cache import Store
-
 __all__ = [
-    "IMAGE_EXTENSIONS", "PairSet", "check_images", "load_images", "load_pairs",
+    "IMAGE_EXTENSIONS", "PairSet", "check_images", "load_pairs",
     "natural_sort_key", "read_metadata", "read_prompts", "write_metadata",
 ]
 
@@ -258,85 +251,12 @@ def _apply_prompts_file(path: Path, names: Sequence[str], prompts: list[str | No
     return [by_name[n]["prompt"] for n in names], new_seeds
 
 
-# Images ---------------------------------------------------------------------------------------
-
-# Pillow reports a broken file through many exception types, depending on the format.
-_IMAGE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.error, zlib.error,
-                 Image.DecompressionBombError)
-
-
-def load_images(paths: Sequence[str | Path], *,
-                size: int | tuple[int, int] | None = None) -> list[Image.Image]:
-    """Open images fully into memory as RGB, closing each file.
-
-    Parameters
-    ----------
-    paths
-        Image files.
-    size
-        ``None`` keeps each image's size (sizes may differ; the encoder's processor resizes);
-        an ``int`` gives ``(size, size)``, a pair gives ``(width, height)`` (bicubic).
-
-    Returns
-    -------
-    list of PIL.Image.Image
-        Mode ``"RGB"``, in the order of ``paths``. Transparency is composited over white,
-        16-bit and float images are scaled to 8 bits, CMYK/grayscale/palette are converted,
-        and an EXIF orientation is applied.
-
-    Raises
-    ------
-    FinexlError
-        A file that is missing, unreadable or corrupt, naming it.
-    """
-    target = (size, size) if isinstance(size, int) else size
-    images = []
-    for path in paths:
-        path = Path(path)
-        try:
-            with Image.open(path) as opened:
-                opened.load()
-                image = _to_rgb(ImageOps.exif_transpose(opened), path)
-        except FileNotFoundError as exc:
-            raise fail(f"image {path} does not exist (was it moved or deleted?); run again on"
-                       f" the complete folder") from exc
-        except _IMAGE_ERRORS as exc:
-            raise _unreadable(path, exc) from exc
-        if target is not None and image.size != tuple(target):
-            image = image.resize(tuple(target), Image.Resampling.BICUBIC)
-        images.append(image)
-    return images
-
-
-def pixel_hash_kind() -> str:
-    """Names what is hashed: ``load_images``' RGB pixels as this Pillow decodes them (a
-    new decoder may give other pixels for the same JPEG). Bump the number when
-    ``load_images``' conversion changes."""
-    import PIL
-
-    return f"rgb8-pixels/1/pillow-{PIL.__version__}"
-
-
-def remembered_files(paths: Sequence[Path], store: Store) -> set[Path]:
-    """The ``paths`` whose pixel hash ``store`` remembers for their current identity: files
-    decoded in full, without error, since their last change."""
-    from finexl.cache import file_identities
-
-    present, identities = [], []
-    for path, identity in zip(paths, file_identities(paths)):
-        if identity is not None:  # else the caller's own check reports it
-            present.append(path)
-            identities.append(identity)
-    hashes = store.get_file_hashes(pixel_hash_kind(), identities)
-    return {path for path, digest in zip(present, hashes) if digest is not None}
-
-
-def check_images(pair_set: PairSet, *, progress: bool = False, store: Store | None = None) -> None:
+def check_images(pair_set: PairSet, *, progress: bool = False,
+                 skip: Collection[Path] = frozenset()) -> None:
     """Open every image of ``pair_set`` once, cheaply, so a corrupt file fails before a model loads.
 
     PNGs are verified chunk by chunk (CRCs, so truncation and damage show), JPEGs are decoded
-    at 1/8 scale, other formats are decoded in full. A file ``store`` remembers a pixel hash
-    for (``finexl.image_hashes``, ``remembered_files``), unchanged since, was decoded in full then and is skipped.
+    at 1/8 scale, other formats are decoded in full (``imaging.decode.check_image``).
 
     Parameters
     ----------
@@ -344,8 +264,9 @@ def check_images(pair_set: PairSet, *, progress: bool = False, store: Store | No
         The pairs from ``load_pairs``.
     progress
         Draw a bar (on stderr) counting pairs.
-    store
-        The embedding store whose remembered file hashes let unchanged files be skipped.
+    skip
+        Files known to decode, e.g. those the embedding store decoded in full, unchanged since
+        (``finexl.image_hashes.remembered_files``).
 
     Raises
     ------
@@ -354,62 +275,8 @@ def check_images(pair_set: PairSet, *, progress: bool = False, store: Store | No
     """
     from finexl.progress import track
 
-    decoded_before = remembered_files(
-        [p for pair in pair_set.image_pairs for p in pair], store) if store is not None else set()
     for base, personal in track(pair_set.image_pairs, total=len(pair_set),
                                 description="checking images", enabled=progress):
         for path in (base, personal):
-            if path not in decoded_before:
-                _check_image(path)
-
-
-def _check_image(path: Path) -> None:
-    try:
-        with Image.open(path) as image:
-            if image.format == "PNG":
-                image.verify()
-            else:
-                if image.format == "JPEG":
-                    image.draft(image.mode, (1, 1))  # decode at the smallest DCT scale
-                image.load()
-    except FileNotFoundError as exc:
-        raise fail(f"image {path} does not exist (was it moved or deleted?); run again on the"
-                   f" complete folder") from exc
-    except _IMAGE_ERRORS as exc:
-        raise _unreadable(path, exc) from exc
-
-
-def _unreadable(path: Path, exc: BaseException) -> Exception:
-    reason = shorten(str(exc) or type(exc).__name__, 80)
-    return fail(f"image {path} cannot be read ({reason}); replace it or remove it together with"
-                f" its partner in the other folder")
-
-
-def _to_rgb(image: Image.Image, path: Path) -> Image.Image:
-    """Any Pillow mode as 8-bit RGB: alpha over white, high bit depths scaled, not clipped."""
-    mode = image.mode
-    if mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info:
-        rgba = image.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(white, rgba).convert("RGB")
-    if mode.startswith("I") or mode == "F":
-        return Image.fromarray(_to_uint8(np.asarray(image), mode)).convert("RGB")
-    try:
-        return image.convert("RGB")
-    except ValueError as exc:
-        raise fail(f"image {path} has pixel mode {mode}, which cannot be turned into RGB; save"
-                   f" it as an ordinary RGB PNG or JPEG") from exc
-
-
-def _to_uint8(pixels: np.ndarray, mode: str) -> np.ndarray:
-    values = pixels.astype(np.float64)
-    finite = values[np.isfinite(values)]
-    low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
-    if mode.startswith("I;16") or (mode == "I" and low >= 0 and 255 < high <= 65535):
-        values = values / 257.0  # 65535 -> 255
-    elif mode == "F" and low >= 0 and high <= 1:
-        values = values * 255.0
-    elif low < 0 or high > 255:
-        values = (values - low) / ((high - low) or 1.0) * 255.0
-    values = np.nan_to_num(values, nan=0.0, posinf=255.0, neginf=0.0)
-    return np.clip(np.rint(values), 0, 255).astype(np.uint8)
+            if path not in skip:
+                check_image(path)

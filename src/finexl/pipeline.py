@@ -132,8 +132,8 @@ def explain(
     concept_diffs = embed_concept_differences(
         encoder, prompts, [c.concept for c in candidates], config.template, progress)
     # 6. Decompose, with intervals and the null test (a rerun on identical inputs reads the fit).
-    from finexl.cache import open_store
     from finexl.fit_cache import fit_cached
+    from finexl.store.cache import open_store
 
     model = fit_cached(Decomposer(
         e_decomp=config.e_decomp, e_ortho=config.e_ortho, ortho_rule=config.ortho_rule,
@@ -154,14 +154,23 @@ def _load_pairs(base, personal, config: ExplainConfig, store=None) -> PairSet:
     if personal is None:
         raise FinexlError("explain needs both --base and --personal image folders")
     pairs = load_pairs(base, personal, prompts_file=config.prompts_file)
-    check_images(pairs, store=store)  # files the store saw decode fine, unchanged, are skipped
+    check_images(pairs, skip=checked_before(pairs, store))
     return pairs
+
+
+def checked_before(pairs: PairSet, store) -> set[Path]:
+    """The files of ``pairs`` the store decoded in full, unchanged since: no need to check them."""
+    if store is None:
+        return set()
+    from finexl.image_hashes import remembered_files
+
+    return remembered_files([path for pair in pairs.image_pairs for path in pair], store)
 
 
 def embedding_store(encoder, config: ExplainConfig):
     """The store whose memo of image-file hashes this run will use (opening it is free)."""
-    from finexl.cache import open_store
     from finexl.encoders.base import CachedEncoder
+    from finexl.store.cache import open_store
 
     if encoder is not None:
         return encoder.store if isinstance(encoder, CachedEncoder) else None
@@ -186,15 +195,15 @@ def build_proposer(config: ExplainConfig, progress: bool = False) -> Proposer:
         from finexl.concepts.vocab import VocabProposer
 
         return VocabProposer(top_k=config.vocab_top_k, progress=progress)
-    from finexl.cache import open_store
     from finexl.concepts.vlm import VlmConfig, VlmProposer
+    from finexl.store.cache import open_store
 
     vlm = VlmProposer(config.vlm or VlmConfig(), open_store(config.cache, subdir="vlm"),
                       progress=progress)
     if name == "vlm":
         return vlm
-    from finexl.concepts.vocab import VocabProposer
     from finexl.concepts.vlm import UnionProposer
+    from finexl.concepts.vocab import VocabProposer
 
     return UnionProposer([vlm, VocabProposer(top_k=config.vocab_top_k, progress=progress)])
 
@@ -203,7 +212,7 @@ def embed_pair_differences(encoder: Encoder, pairs: PairSet, batch_size: int,
                            progress: bool) -> np.ndarray:
     """``E(personal_i) - E(base_i)`` for every pair, loading images a batch at a time."""
     from finexl.encoders.base import CachedEncoder
-    from finexl.pairs import load_images
+    from finexl.imaging.decode import load_images
     from finexl.progress import track
 
     # The cache takes the files themselves and decodes only those it has to hash or encode.

@@ -256,7 +256,7 @@ def write_metadata(folder: str | Path, records: Iterable[Mapping[str, Any]]) -> 
     ValueError
         A record without ``file_name`` (a programming error, not a user's).
     """
-    from finexl.cache import write_text_atomic
+    from finexl.store.files import write_text_atomic
 
     lines = []
     for record in records:

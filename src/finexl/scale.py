@@ -213,7 +213,7 @@ class EmbedSettings:
         ``cache=True`` is resolved here, in the driver, so workers write where the driver reads
         even when their environment lacks ``$FINEXL_CACHE_DIR``.
         """
-        from finexl.cache import default_cache_dir
+        from finexl.store.files import default_cache_dir
 
         cache = config.cache
         if cache is True:
@@ -261,7 +261,7 @@ def embed_paths(encoder: Encoder, paths: Sequence[str | Path], batch_size: int) 
     for; any other encoder gets decoded images.
     """
     from finexl.encoders.base import CachedEncoder
-    from finexl.pairs import load_images
+    from finexl.imaging.decode import load_images
 
     load = list if isinstance(encoder, CachedEncoder) else load_images
     rows = [encoder.embed_images(load(paths[start:start + batch_size]), progress=False)
@@ -353,14 +353,15 @@ def embed_models(base_dir: str | Path, personal: Mapping[str, str | Path], encod
         Model name -> per-pair differences, shape ``(n_pairs, dim)``, float64.
     """
     from finexl.pairs import check_images, load_pairs
+    from finexl.pipeline import checked_before
 
     pair_sets = {name: load_pairs(base_dir, folder, prompts_file=prompts_file)
                  for name, folder in personal.items()}
     store = None
     if settings is not None and settings.cache is not None:
-        from finexl.cache import open_store
+        from finexl.store.cache import open_store
 
         store = open_store(settings.cache, subdir="embeddings")  # skip unchanged, checked files
     for pairs in pair_sets.values():
-        check_images(pairs, store=store)
+        check_images(pairs, skip=checked_before(pairs, store))
     return embed_pair_sets(pair_sets, encoder_spec, settings, executor, progress=progress)

@@ -26,7 +26,6 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from finexl.cache import Store, hash_bytes, make_key
 from finexl.concepts.base import Candidate, Proposal, ProposalContext
 from finexl.concepts.normalize import (
     MAX_WORDS,
@@ -47,6 +46,8 @@ from finexl.concepts.vlm_client import (
     safe_url,
 )
 from finexl.errors import FinexlError
+from finexl.store.cache import Store
+from finexl.store.keys import hash_bytes, make_key
 
 logger = logging.getLogger(__name__)
 
@@ -146,7 +147,7 @@ class VlmProposer:
     ----------
     config : VlmConfig, optional
         Server, model and limits; the default reads ``FINEXL_VLM_URL``/``FINEXL_VLM_MODEL``.
-    store : finexl.cache.Store, optional
+    store : finexl.store.cache.Store, optional
         Where answers are cached; ``None`` keeps them in memory for this object only.
     progress : bool
         Draw a bar over the pairs on stderr.

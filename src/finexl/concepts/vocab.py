@@ -1,15 +1,13 @@
 """The ``vocab`` proposer: rank a shipped vocabulary of visual concepts against V_div.
 
 Like clip-interrogator's ``LabelTable``, the vocabulary is embedded once per encoder (one
-prompt-free text per entry, cached as one table) and then ranked against any number of
+prompt-free text per entry, cached row by row like any text) and then ranked against any number of
 V_div; only the short list it hands on gets the full per-prompt f(C). Ranking the whole
 vocabulary with the full f(C) would cost ``n_prompts × n_entries`` text encodings.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,7 +17,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from finexl.cache import make_key
 from finexl.concepts.base import Candidate, Proposal, ProposalContext
 from finexl.concepts.compose import compose
 from finexl.errors import FinexlError
@@ -66,33 +63,23 @@ def load_vocabulary(path: str | Path | None = None) -> list[VocabularyEntry]:
 
 def embed_vocabulary(encoder: Encoder, concepts: Sequence[str], template: str,
                      *, progress: bool = False) -> np.ndarray:
-    """Prompt-free concept directions, shape ``(n_concepts, dim)``, cached as one table.
+    """Prompt-free concept directions ``E("a photo, C") - E("a photo")``, shape
+    ``(n_concepts, dim)``.
 
-    The key holds the encoder id, the template and a sha256 of the JSON list of concepts
-    (not a comma-joined string, which is ambiguous once concepts contain commas).
+    Texts go through ``encoder`` as they are: given the pipeline's caching encoder, a rerun
+    reads every row from the store in one query and encodes nothing.
     """
     from finexl.progress import track
 
-    store = getattr(encoder, "store", None)
-    # Embed through the wrapped encoder: the table is cached whole, not text by text.
-    raw = getattr(encoder, "encoder", encoder)
-    content = hashlib.sha256(json.dumps(list(concepts)).encode("utf-8")).hexdigest()
-    key = make_key("vocab-table", encoder.id, template, NEUTRAL_PROMPT, content)
-    if store is not None:
-        cached = store.get_array(key)
-        if cached is not None and cached.shape == (len(concepts), encoder.dim):
-            return cached
-    neutral = raw.embed_texts([NEUTRAL_PROMPT]).astype(np.float64)[0]
+    neutral = encoder.embed_texts([NEUTRAL_PROMPT]).astype(np.float64)[0]
     starts = range(0, len(concepts), CHUNK)
     rows = []
     for start in track(starts, total=len(starts), description="embedding vocabulary",
                        enabled=progress):
         texts = [compose(NEUTRAL_PROMPT, c, template) for c in concepts[start:start + CHUNK]]
-        rows.append(raw.embed_texts(texts).astype(np.float64) - neutral)
-    table = np.concatenate(rows).astype(np.float32) if rows else np.zeros((0, encoder.dim), np.float32)
-    if store is not None:
-        store.put_array(key, table)
-    return table
+        rows.append(encoder.embed_texts(texts, progress=False).astype(np.float64) - neutral)
+    return (np.concatenate(rows).astype(np.float32) if rows
+            else np.zeros((0, encoder.dim), np.float32))
 
 
 def rank_by_alignment(table: np.ndarray, v_div: np.ndarray, top_k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 
-from finexl.cache import Store, hash_image, make_keys
+from finexl.store.cache import Store
+from finexl.store.keys import hash_image, make_keys
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -65,7 +66,7 @@ class CachedEncoder:
 
         An in-memory image is keyed by its pixels. A file is keyed by the same pixel hash,
         taken from the store's memo of file hashes while the file is unchanged, and decoded
-        (``pairs.load_images``) only when it must be hashed or encoded: a warm rerun on the
+        (``imaging.decode.load_images``) only when it must be hashed or encoded: a warm rerun on the
         same folders opens no image.
         """
         from finexl.image_hashes import image_file_hashes
@@ -80,7 +81,7 @@ class CachedEncoder:
                                             for i, item in enumerate(items)])
 
         def decode_files(indices: list[int]) -> None:
-            from finexl.pairs import load_images
+            from finexl.imaging.decode import load_images
 
             paths = [i for i in indices if isinstance(items[i], (str, os.PathLike))]
             for i, image in zip(paths, load_images([items[i] for i in paths])):

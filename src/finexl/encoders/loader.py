@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from finexl.cache import open_store
 from finexl.encoders.base import CachedEncoder
 from finexl.encoders.clip import (
     WEIGHT_SUFFIXES,
@@ -36,6 +35,7 @@ from finexl.encoders.clip import (
     resolve_device,
 )
 from finexl.errors import FinexlError
+from finexl.store.cache import open_store
 
 MINI_SPEC = "mini"
 AUTO_SPEC = "auto"

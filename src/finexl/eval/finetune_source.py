@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from finexl.cache import default_cache_dir
+from finexl.store.files import default_cache_dir
 
 if TYPE_CHECKING:
     from finexl.encoders.base import Encoder
@@ -93,7 +93,7 @@ def _probe_base(encoder: Encoder, work_dir: Path | None, n_images: int, n_train:
 
 
 def _embed_folder(encoder: Encoder, folder: Path) -> np.ndarray:
-    from finexl.pairs import load_images
+    from finexl.imaging.decode import load_images
 
     return encoder.embed_images(load_images(sorted(folder.glob("*.png")))).astype(np.float64)
 

@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from finexl.cache import write_text_atomic
 from finexl.errors import FinexlError
 from finexl.eval.scenarios import (
     METHODS,
@@ -26,6 +25,7 @@ from finexl.eval.sources import (
     transform_levels,
     transform_mixtures,
 )
+from finexl.store.files import write_text_atomic
 
 if TYPE_CHECKING:
     from finexl.encoders.base import Encoder

@@ -54,7 +54,8 @@ def load_training_data(data_dir: str | Path, *, caption: str | None = None,
     import numpy as np
     import torch
 
-    from finexl.pairs import IMAGE_EXTENSIONS, load_images, natural_sort_key, read_metadata
+    from finexl.imaging.decode import load_images
+    from finexl.pairs import IMAGE_EXTENSIONS, natural_sort_key, read_metadata
 
     data_dir = Path(data_dir)
     if not data_dir.is_dir():

@@ -266,9 +266,9 @@ def _make(pipe: Any, config: GenerateConfig, todo: Sequence[Job], records: dict[
           out_dir: Path, progress: bool) -> None:
     import torch
 
-    from finexl.cache import write_atomic
     from finexl.pairs import write_metadata
     from finexl.progress import track
+    from finexl.store.files import write_atomic
 
     defaults = _defaults(pipe)
     size = _size_pair(config.size)

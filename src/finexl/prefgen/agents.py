@@ -264,7 +264,7 @@ def write_agents(out_dir: str | Path, pool: Pool, pool_dir: str, n: int, *, seed
     Path
         ``out_dir/users.jsonl``.
     """
-    from finexl.cache import write_atomic
+    from finexl.store.files import write_atomic
     from finexl.prefgen.users import USERS_FILE
 
     out = Path(out_dir).expanduser().resolve()

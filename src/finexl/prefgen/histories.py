@@ -142,7 +142,7 @@ def import_histories(source: str | Path, out: str | Path, *, table: str | None =
     if not lines:
         raise FinexlError(f"{table_path.name}: no user has {max(1, min_liked)} liked image(s)"
                           f" ({len(histories)} users read); nothing written")
-    from finexl.cache import write_atomic
+    from finexl.store.files import write_atomic
 
     write_atomic(out_dir / USERS_FILE, "".join(lines).encode("utf-8"))
     load_users(out_dir)  # what we wrote is what every prefgen command reads
@@ -309,7 +309,7 @@ def _write_embedded(data: Any, folder: Path, out_dir: Path, where: str) -> str:
     suffix = _check_image(data, where)
     target = folder / f"{hashlib.sha256(data).hexdigest()[:16]}{suffix}"
     if not target.is_file():
-        from finexl.cache import write_atomic
+        from finexl.store.files import write_atomic
 
         write_atomic(target, data)
     return target.relative_to(out_dir).as_posix()

@@ -103,7 +103,7 @@ def save_user_branch(target: Any, out_dir: str | Path, config: UserBranchConfig,
     """
     from safetensors.torch import save
 
-    from finexl.cache import write_atomic
+    from finexl.store.files import write_atomic
 
     unet = unet_of(target)
     stock = to_stock_layout(user_branch_state_dict(unet), unet)

@@ -127,7 +127,7 @@ def build_pool(out_dir: str | Path, n: int, *, model: str = "builtin:tiny", seed
     out.mkdir(parents=True, exist_ok=True)
     config = _config(model, n, seed, steps, guidance)
     config_path = out / "pool.json"
-    from finexl.cache import write_atomic
+    from finexl.store.files import write_atomic
 
     if config_path.is_file():
         existing = json.loads(config_path.read_text(encoding="utf-8"))

@@ -492,7 +492,7 @@ def _read_log(output_dir: Path, upto: int) -> list[dict[str, float]]:
 
 
 def _write_log(output_dir: Path, losses: list[dict[str, float]]) -> None:
-    from finexl.cache import write_atomic
+    from finexl.store.files import write_atomic
 
     write_atomic(output_dir / TRAINING_LOG, (json.dumps(losses, indent=1) + "\n").encode())
 

@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from finexl.cache import write_text_atomic
+from finexl.store.files import write_text_atomic
 
 if TYPE_CHECKING:
     from finexl.results import Explanation

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from finexl.cache import write_text_atomic
+from finexl.store.files import write_text_atomic
 
 
 def write_json(payload: Any, path: str | Path) -> Path:

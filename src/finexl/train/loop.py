@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from finexl.cache import write_text_atomic
+from finexl.store.files import write_text_atomic
 from finexl.train.data import CLIP_MEAN, CLIP_STD, BatchMaker, DataConfig
 from finexl.train.model import LossWeights, ModelConfig, build_clip, mini_losses
 

@@ -119,7 +119,7 @@ def export_held_out_photos(out_dir: Path, *, short_side: int = 320) -> Path:
 
     from PIL import Image
 
-    from finexl.cache import write_atomic, write_text_atomic
+    from finexl.store.files import write_atomic, write_text_atomic
 
     _require_training_extras()
 

@@ -1,14 +1,16 @@
-"""The store's fast ``.npy`` reader gives exactly what ``np.load`` gives, and bad files are misses."""
+"""The store: arrays and rows come back exactly as stored, bad entries are logged misses that
+are rewritten, and writes are atomic with ordinary permissions."""
 
 from __future__ import annotations
 
-import io
 import logging
 
 import numpy as np
 import pytest
 
-from finexl.cache import Store, make_key, read_npy
+from finexl.store.cache import Store
+from finexl.store.keys import make_key
+from finexl.store.rows import ROWS_FILE
 
 ARRAYS = {
     "float32 row": np.arange(16, dtype=np.float32) / 7,
@@ -22,15 +24,28 @@ ARRAYS = {
 
 
 @pytest.mark.parametrize("name", list(ARRAYS))
-def test_read_npy_matches_np_load(tmp_path, name):
-    path = tmp_path / "a.npy"
-    np.save(path, ARRAYS[name], allow_pickle=False)
-    expected = np.load(path, allow_pickle=False)
-    for _ in range(2):  # the second read takes the parsed-header path
-        got = read_npy(path)
-        assert got.dtype == expected.dtype and got.shape == expected.shape
-        np.testing.assert_array_equal(got, expected)
-        assert got.flags.writeable
+@pytest.mark.parametrize("on_disk", [True, False])
+def test_rows_come_back_as_stored(tmp_path, name, on_disk):
+    store = Store(tmp_path if on_disk else None)
+    key = make_key("array", name)
+    assert store.get_rows([key]) == [None]
+    store.put_rows([key], [ARRAYS[name]])
+    got = (Store(tmp_path) if on_disk else store).get_rows([key])[0]
+    assert got.dtype == ARRAYS[name].dtype and got.shape == ARRAYS[name].shape
+    np.testing.assert_array_equal(got, ARRAYS[name])
+    assert got.flags.writeable
+
+
+def test_json_answers_round_trip_and_a_bad_one_is_a_miss(tmp_path, caplog):
+    store = Store(tmp_path)
+    key = make_key("answer", "x")
+    assert store.get_json(key) is None
+    store.put_json(key, {"content": "dark, warm", "n": [1, 2]})
+    assert Store(tmp_path).get_json(key) == {"content": "dark, warm", "n": [1, 2]}
+    store._path(key, ".json").write_text("{truncated")
+    with caplog.at_level(logging.WARNING, logger="finexl.store"):
+        assert store.get_json(key) is None
+    assert "unreadable" in caplog.text
 
 
 def test_store_round_trip_counts_hits_and_misses(tmp_path):
@@ -42,55 +57,6 @@ def test_store_round_trip_counts_hits_and_misses(tmp_path):
     np.testing.assert_array_equal(np.stack(got[:2]), rows[:2])
     assert got[2] is None
     assert (store.hits, store.misses) == (2, 1)
-
-
-def _npy_bytes(value, **kwargs) -> bytes:
-    buffer = io.BytesIO()
-    np.save(buffer, value, **kwargs)
-    return buffer.getvalue()
-
-
-BAD_FILES = {
-    "empty": b"",
-    "garbage": b"not a numpy file at all",
-    "truncated data": _npy_bytes(np.arange(64, dtype=np.float32))[:-10],
-    "truncated header": _npy_bytes(np.arange(4, dtype=np.float32))[:30],
-    "object array": _npy_bytes(np.array([{"a": 1}], dtype=object), allow_pickle=True),
-}
-
-
-@pytest.mark.parametrize("name", list(BAD_FILES))
-def test_bad_entry_is_a_logged_miss_and_is_rewritten(tmp_path, caplog, name):
-    store = Store(tmp_path)
-    key = make_key("text", "enc", name)
-    path = store._path(key, ".npy")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(BAD_FILES[name])
-    with caplog.at_level(logging.WARNING, logger="finexl.cache"):
-        assert store.get_array(key) is None
-    assert "unreadable" in caplog.text and store.misses == 1
-    store.put_array(key, np.ones(4, np.float32))
-    np.testing.assert_array_equal(store.get_array(key), np.ones(4, np.float32))
-
-
-@pytest.mark.parametrize("version", [(2, 0), (3, 0)])
-def test_read_npy_reads_later_format_versions(tmp_path, version):
-    from numpy.lib import format as npy_format
-
-    value = np.arange(10, dtype=np.float32).reshape(2, 5)
-    path = tmp_path / "v.npy"
-    with path.open("wb") as handle:
-        npy_format.write_array(handle, value, version=version)
-    np.testing.assert_array_equal(read_npy(path), value)
-
-
-@pytest.mark.parametrize("name", list(ARRAYS))
-def test_npy_bytes_match_np_save(name):
-    from finexl.cache import npy_bytes
-
-    value = np.ascontiguousarray(ARRAYS[name])
-    for _ in range(2):  # the second call reuses the header
-        assert npy_bytes(value) == _npy_bytes(value, allow_pickle=False)
 
 
 # Embedding rows ------------------------------------------------------------
@@ -122,11 +88,9 @@ def test_rows_reject_object_arrays_and_mismatched_lengths(tmp_path):
 
 
 def test_damaged_row_file_is_a_logged_miss_and_is_replaced(tmp_path, caplog):
-    from finexl.cache import ROWS_FILE
-
     (tmp_path / ROWS_FILE).write_bytes(b"this is not a database" * 10)
     store = Store(tmp_path)
-    with caplog.at_level(logging.WARNING, logger="finexl.cache"):
+    with caplog.at_level(logging.WARNING, logger="finexl.store"):
         assert store.get_rows(_keys(3)) == [None, None, None]
     assert "unreadable" in caplog.text and store.misses == 3
     store.put_rows(_keys(3), np.eye(3, dtype=np.float32))
@@ -136,15 +100,13 @@ def test_damaged_row_file_is_a_logged_miss_and_is_replaced(tmp_path, caplog):
 def test_damaged_row_is_a_logged_miss_and_is_rewritten(tmp_path, caplog):
     import sqlite3
 
-    from finexl.cache import ROWS_FILE
-
     store = Store(tmp_path)
     key = _keys(1)[0]
     store.put_rows([key], np.ones((1, 4), np.float32))
     with sqlite3.connect(tmp_path / ROWS_FILE) as connection:
         connection.execute("UPDATE rows SET data = ? WHERE key = ?", (b"xx", key))
     connection.close()
-    with caplog.at_level(logging.WARNING, logger="finexl.cache"):
+    with caplog.at_level(logging.WARNING, logger="finexl.store"):
         assert store.get_rows([key]) == [None]
     assert "unreadable" in caplog.text
     store.put_rows([key], np.full((1, 4), 2, np.float32))
@@ -155,10 +117,10 @@ def test_atomic_writes_get_ordinary_permissions(tmp_path, monkeypatch):
     import os
     import stat
 
-    from finexl import cache
-    from finexl.cache import write_atomic
+    from finexl.store import files
+    from finexl.store.files import write_atomic
 
-    monkeypatch.setattr(cache, "_UMASK", None)  # read the umask set below, not a cached one
+    monkeypatch.setattr(files, "_UMASK", None)  # read the umask set below, not a cached one
     previous = os.umask(0o022)
     try:
         write_atomic(tmp_path / "report.html", b"<html></html>")
@@ -166,3 +128,16 @@ def test_atomic_writes_get_ordinary_permissions(tmp_path, monkeypatch):
         os.umask(previous)
     mode = stat.S_IMODE((tmp_path / "report.html").stat().st_mode)
     assert mode == 0o644  # not mkstemp's private 0600: reports are meant to be shared
+
+
+def test_an_interrupted_atomic_write_leaves_the_old_file_and_no_temporary(tmp_path):
+    from finexl.store.files import atomic_file, write_text_atomic
+
+    target = tmp_path / "result.json"
+    write_text_atomic(target, "old")
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_file(target) as handle:
+            handle.write(b"half of the new")
+            raise KeyboardInterrupt
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["result.json"]

@@ -1,0 +1,124 @@
+"""``Store``: the keyed cache under one root folder (embedding rows, JSON answers, file memo).
+
+Keys come from ``store.keys``. Embedding rows and the file memo share one SQLite file
+(``store.rows``, ``store.memo``); JSON answers (VLM replies, fitted decompositions) are files
+written atomically (``store.files``) under ``root/<first two hex digits>/``. A corrupt entry
+counts as a miss, is logged, and is rewritten by the next ``put``. ``root=None`` keeps
+everything in memory (tests, ``--no-cache``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from finexl.store.files import default_cache_dir, write_text_atomic
+from finexl.store.memo import FILES_SCHEMA, FileIdentity, FileMemo
+from finexl.store.rows import ROWS_FILE, ROWS_SCHEMA, RowTable, SqliteFile
+
+logger = logging.getLogger(__name__)
+
+
+class Store:
+    """Content-keyed store of embedding rows and JSON answers under one root folder.
+
+    ``root=None`` keeps everything in memory (for tests and ``--no-cache``). ``hits`` and
+    ``misses`` count row look-ups so benchmarks and tests can read them.
+    """
+
+    def __init__(self, root: Path | str | None) -> None:
+        self.root = Path(root) if root is not None else None
+        self._memory: dict[str, Any] = {}
+        self._database = (SqliteFile(self.root / ROWS_FILE, (ROWS_SCHEMA, FILES_SCHEMA))
+                          if self.root is not None else None)
+        self._rows = RowTable(self._database) if self._database is not None else None
+        self.memo = FileMemo(self._database)
+        self.hits = 0
+        self.misses = 0
+
+    @property
+    def racy_window_ns(self) -> int:
+        """Files changed this recently are hashed but not remembered (``memo.RACY_WINDOW_NS``)."""
+        return self.memo.racy_window_ns
+
+    @racy_window_ns.setter
+    def racy_window_ns(self, value: int) -> None:
+        self.memo.racy_window_ns = value
+
+    def _path(self, key: str, suffix: str) -> Path:
+        if self.root is None:
+            raise RuntimeError("an in-memory store has no paths")
+        return self.root / key[:2] / f"{key}{suffix}"
+
+    # embedding rows -----------------------------------------------------------------
+    def get_rows(self, keys: Sequence[str]) -> list[np.ndarray | None]:
+        """Look up a batch of row vectors; ``None`` marks each miss."""
+        found = self._rows.get(keys) if self._rows is not None else self._memory
+        rows = [found.get(key) for key in keys]
+        hits = sum(row is not None for row in rows)
+        self.hits += hits
+        self.misses += len(rows) - hits
+        return rows
+
+    def put_rows(self, keys: Sequence[str], rows: np.ndarray | Sequence[np.ndarray]) -> None:
+        """Store a batch of row vectors, one per key, in one transaction."""
+        if len(keys) != len(rows):
+            raise ValueError(f"{len(keys)} keys for {len(rows)} rows")
+        if self._rows is None:
+            for key, row in zip(keys, rows):
+                self._memory[key] = np.array(row)  # a copy, as the file would give
+            return
+        self._rows.put(keys, rows)
+
+    def close(self) -> None:
+        """Close the SQLite file's kept connection (it also closes when the store is
+        garbage-collected); the store stays usable and reopens it when needed."""
+        if self._database is not None:
+            self._database.close()
+
+    # content hashes of files ------------------------------------------------------------
+    def get_file_hashes(self, kind: str, identities: Sequence[FileIdentity]) -> list[str | None]:
+        """``FileMemo.get``: the remembered ``kind`` hash of each file, ``None`` if changed."""
+        return self.memo.get(kind, identities)
+
+    def put_file_hashes(self, kind: str, identities: Sequence[FileIdentity],
+                        hashes: Sequence[str]) -> int:
+        """``FileMemo.put``: remember hashes under the identities taken before reading."""
+        return self.memo.put(kind, identities, hashes)
+
+    # JSON answers ----------------------------------------------------------------------
+    def get_json(self, key: str) -> Any | None:
+        """The JSON value stored under ``key``, or ``None``."""
+        if self.root is None:
+            return self._memory.get(key)
+        path = os.path.join(self.root, key[:2], f"{key}.json")
+        try:
+            with open(path, encoding="utf-8") as handle:
+                return json.load(handle)
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            logger.warning("cache entry %s is unreadable (%s); it will be recomputed", path, exc)
+            return None
+
+    def put_json(self, key: str, value: Any) -> None:
+        """Store a JSON-serialisable ``value`` under ``key`` (written atomically)."""
+        if self.root is None:
+            self._memory[key] = json.loads(json.dumps(value))
+            return
+        write_text_atomic(self._path(key, ".json"), json.dumps(value, ensure_ascii=False))
+
+
+def open_store(root: Path | str | None | bool = True, *, subdir: str = "") -> Store:
+    """``True`` opens the default cache folder, ``False``/``None`` an in-memory store."""
+    if root is True:
+        return Store(default_cache_dir() / subdir if subdir else default_cache_dir())
+    if root is False or root is None:
+        return Store(None)
+    return Store(Path(root) / subdir if subdir else Path(root))
