@@ -29,6 +29,9 @@ class ModelPair:
     base_model: str
     personal_model: str | None = None  # None: the base model (with personal_loras on top)
     personal_loras: tuple[LoraSpec, ...] = ()
+    personal_user: str | None = None  # a PrefGen profile conditioning the personal side
+    personal_user_scale: float = 1.0  # its λ
+    prefgen_model: str | None = None  # whose user branch; None: the model's default
     prompts: str | None = None  # a prompts file; None: the shipped default set
     prompt_count: int | None = 50  # Appendix E: 25-50 prompts for simple differences
     n_seeds: int = 1
@@ -48,10 +51,13 @@ def side_config(pair: ModelPair, which: str) -> GenerateConfig:
 
     model = pair.base_model if which == "base" else (pair.personal_model or pair.base_model)
     loras = () if which == "base" else pair.personal_loras
+    user = {} if which == "base" or pair.personal_user is None else {
+        "user": pair.personal_user, "user_scale": pair.personal_user_scale,
+        "prefgen_model": pair.prefgen_model}
     config = GenerateConfig(model=model, prompts=pair.prompts, prompt_count=pair.prompt_count,
                             loras=loras, n_seeds=pair.n_seeds, steps=pair.steps,
                             guidance=pair.guidance, size=pair.size, batch_size=pair.batch_size,
-                            device=pair.device, dtype=pair.dtype)
+                            device=pair.device, dtype=pair.dtype, **user)
     work = Path(pair.work_dir) if pair.work_dir is not None else default_cache_dir() / "generated"
     return replace(config, out_dir=work / f"{which}-{_slug(model)}-{_fingerprint(config)}")
 
@@ -61,9 +67,18 @@ def _fingerprint(config: GenerateConfig) -> str:
     if prompts is not None and Path(str(prompts)).is_file():
         prompts = hashlib.sha256(Path(str(prompts)).read_bytes()).hexdigest()
     loras = [(str(l.path), files_identity(l.path), l.scale) for l in config.loras]
-    return make_key("generated-set", config.model, files_identity(config.model), loras, prompts,
-                    config.prompt_count, config.n_seeds, config.steps, config.guidance,
-                    config.size)[:12]
+    parts = [config.model, files_identity(config.model), loras, prompts, config.prompt_count,
+             config.n_seeds, config.steps, config.guidance, config.size]
+    if config.user is not None:
+        # The profile by content, λ and the user branch's files: another user, strength or
+        # retrained branch is another set.
+        from finexl.prefgen.user_generation import branch_for, file_id
+
+        profile = Path(config.user).expanduser()
+        parts += ["user", file_id(profile) if profile.is_file() else str(profile),
+                  config.user_scale, files_identity(branch_for(config.model,
+                                                               config.prefgen_model))]
+    return make_key("generated-set", *parts)[:12]
 
 
 def files_identity(spec: str | Path) -> list[tuple[str, int, int]]:
@@ -105,6 +120,11 @@ def generate_sides(pair: ModelPair, *, progress: bool = False) -> tuple[Path, Pa
     for model in (pair.base_model, pair.personal_model):
         if model is not None:
             check_model_spec(model)
+    if pair.personal_user is not None:  # a bad profile fails before the base side is made
+        from finexl.prefgen.user_generation import resolve_user
+
+        resolve_user(pair.personal_user, pair.personal_model or pair.base_model,
+                     prefgen_model=pair.prefgen_model, scale=pair.personal_user_scale)
     folders = []
     for which in ("base", "personal"):
         config = side_config(pair, which)
@@ -118,5 +138,7 @@ def describe_pair(pair: ModelPair) -> dict[str, Any]:
     return {"base_model": pair.base_model, "personal_model": pair.personal_model or pair.base_model,
             "personal_loras": json.loads(json.dumps([[str(l.path), l.scale]
                                                      for l in pair.personal_loras])),
+            "personal_user": pair.personal_user,
+            "personal_user_scale": pair.personal_user_scale if pair.personal_user else None,
             "prompt_count": pair.prompt_count, "n_seeds": pair.n_seeds, "steps": pair.steps,
             "guidance": pair.guidance, "size": pair.size}

@@ -30,9 +30,17 @@ import click
               type=click.Choice(["float32", "float16", "bfloat16"]))
 @click.option("--single-file-config", help="For a .safetensors checkpoint: a local diffusers"
               " folder of the same architecture to take the configs from (offline).")
+@click.option("--user", type=click.Path(path_type=Path),
+              help="A PrefGen profile (finexl prefgen profile --out me.user.safetensors):"
+              " generate for this user.")
+@click.option("--user-scale", default=1.0, show_default=True, type=float,
+              help="λ, the strength of the user's taste, 0 (the base model) to 2.")
+@click.option("--prefgen-model", help="The PrefGen model whose user branch conditions --model"
+              " (default for builtin:tiny: builtin:prefgen-tiny).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def generate(model, loras, prompts, out_dir, prompt_count, n_seeds, seed_offset, steps, guidance,
-             size, negative_prompt, batch_size, device, dtype, single_file_config, quiet):
+             size, negative_prompt, batch_size, device, dtype, single_file_config, user,
+             user_scale, prefgen_model, quiet):
     """Generate images with shared seeds (resumable), for finexl explain."""
     from finexl.generate.pipelines import parse_lora_spec
     from finexl.generate.run import GenerateConfig
@@ -42,7 +50,9 @@ def generate(model, loras, prompts, out_dir, prompt_count, n_seeds, seed_offset,
         model=model, out_dir=out_dir, prompts=prompts, prompt_count=prompt_count,
         loras=tuple(parse_lora_spec(t) for t in loras), n_seeds=n_seeds, seed_offset=seed_offset,
         steps=steps, guidance=guidance, size=size, negative_prompt=negative_prompt,
-        batch_size=batch_size, device=device, dtype=dtype, single_file_config=single_file_config)
+        batch_size=batch_size, device=device, dtype=dtype, single_file_config=single_file_config,
+        user=str(user) if user is not None else None, user_scale=user_scale,
+        prefgen_model=prefgen_model)
     records = run_generate(config, progress=not quiet)
     click.echo(f"{len(records)} images in {out_dir} (metadata.jsonl beside them)")
 

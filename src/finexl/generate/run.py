@@ -25,7 +25,7 @@ logger = logging.getLogger(__name__)
 
 # Settings that must agree for an image on disk to be reused by a rerun.
 _RESUME_KEYS = ("prompt", "seed", "model", "loras", "negative_prompt", "steps", "guidance",
-                "size")
+                "size", "user", "user_scale", "prefgen_model")
 _MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed's range
 
 
@@ -56,6 +56,9 @@ class GenerateConfig:
     device: str = "cpu"  # cpu, cuda, cuda:N, mps or auto
     dtype: str = "float32"  # float32, float16 or bfloat16
     single_file_config: str | None = None  # configs for a checkpoint file, offline
+    user: str | None = None  # a PrefGen profile (*.user.safetensors) to generate for
+    user_scale: float = 1.0  # λ, the user branch's strength (0: the base model's images)
+    prefgen_model: str | None = None  # whose user branch; None: the model's default
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "loras", tuple(
@@ -100,6 +103,10 @@ def check_config(config: GenerateConfig) -> None:
             raise FinexlError(f"size {config.size!r} is not valid; give a side (or width and"
                               f" height) in pixels, a multiple of 8")
     resolve_dtype(config.dtype)
+    if config.user is not None:
+        from finexl.prefgen.user_generation import check_user_scale
+
+        check_user_scale(config.user_scale)
 
 
 def _size_pair(size) -> tuple[int, int] | None:
@@ -150,10 +157,13 @@ def plan_jobs(config: GenerateConfig, records: Sequence[dict[str, Any]]) -> list
     return jobs
 
 
-def _wanted(config: GenerateConfig, job: Job) -> dict[str, Any]:
-    """The record an image of ``job`` gets, with ``None`` where a pipeline default applies."""
+def _wanted(config: GenerateConfig, job: Job, user=None) -> dict[str, Any]:
+    """The record an image of ``job`` gets, with ``None`` where a pipeline default applies.
+
+    ``user`` (a resolved ``UserConditioning``) adds the profile's id, λ and PrefGen model.
+    """
     size = _size_pair(config.size)
-    return {
+    return (user.record() if user is not None else {}) | {
         "file_name": job.file_name, "prompt": job.prompt, "seed": job.seed,
         "model": model_id(config.model),
         "loras": [LoraSpec(model_id(l.path), l.scale).to_dict() for l in config.loras],
@@ -168,26 +178,26 @@ def _matches(wanted: dict[str, Any], existing: dict[str, Any]) -> str | None:
     for key in _RESUME_KEYS:
         if key in ("steps", "guidance", "size") and wanted[key] is None:
             continue  # the pipeline default; it was recorded as whatever it was
-        if existing.get(key) != wanted[key] and not (key == "loras" and not wanted[key]
-                                                    and not existing.get(key)):
+        if existing.get(key) != wanted.get(key) and not (key == "loras" and not wanted[key]
+                                                        and not existing.get(key)):
             return key
     return None
 
 
 def _split_done(config: GenerateConfig, jobs: Sequence[Job], existing: dict[str, dict],
-                out_dir: Path) -> tuple[list[Job], dict[str, dict]]:
+                out_dir: Path, user=None) -> tuple[list[Job], dict[str, dict]]:
     todo, done = [], {}
     for job in jobs:
         record = existing.get(job.file_name)
         if record is None or not (out_dir / job.file_name).is_file():
             todo.append(job)
             continue
-        wanted = _wanted(config, job)
+        wanted = _wanted(config, job, user)
         differs = _matches(wanted, record)
         if differs:
             raise FinexlError(
                 f"{out_dir / 'metadata.jsonl'} says {job.file_name} was made with {differs}="
-                f"{record.get(differs)!r}, but this run asks for {wanted[differs]!r}; pass"
+                f"{record.get(differs)!r}, but this run asks for {wanted.get(differs)!r}; pass"
                 f" another --out folder, or delete {out_dir} to start again")
         done[job.file_name] = record
     return todo, done
@@ -218,7 +228,8 @@ def generate(config: GenerateConfig, *, progress: bool = False,
     pipeline
         An already loaded pipeline to use instead of loading ``config.model`` (tests, or
         a caller that generates several sets with one model); ``config.model`` is still
-        what the metadata records.
+        what the metadata records. With ``config.user`` the user branch is put on it for
+        the run and taken off afterwards.
 
     Returns
     -------
@@ -226,7 +237,8 @@ def generate(config: GenerateConfig, *, progress: bool = False,
         One record per planned image, in plan order, as written to ``metadata.jsonl``:
         ``file_name``, ``prompt``, ``seed``, ``model``, ``loras`` (``path``/``scale``),
         ``steps``, ``guidance``, ``size`` ([width, height]), ``prompt_index`` (and
-        ``negative_prompt`` when given).
+        ``negative_prompt`` when given; with a user: ``user`` (the profile's content id),
+        ``user_scale`` and ``prefgen_model``).
 
     Notes
     -----
@@ -238,16 +250,23 @@ def generate(config: GenerateConfig, *, progress: bool = False,
     Raises
     ------
     FinexlError
-        A bad setting, prompts file, model or LoRA, or an output folder holding images made
-        with other settings.
+        A bad setting, prompts file, model or LoRA, a user profile that cannot condition
+        the model (see ``finexl.prefgen.user_generation``), or an output folder holding
+        images made with other settings.
     """
     from finexl.pairs import read_metadata
 
     check_config(config)
+    user = None
+    if config.user is not None:
+        from finexl.prefgen.user_generation import resolve_user
+
+        user = resolve_user(config.user, config.model, prefgen_model=config.prefgen_model,
+                            scale=config.user_scale)
     out_dir = Path(config.out_dir)
     jobs = plan_jobs(config, load_prompt_records(config))
     existing = read_metadata(out_dir) if out_dir.is_dir() else {}
-    todo, done = _split_done(config, jobs, existing, out_dir)
+    todo, done = _split_done(config, jobs, existing, out_dir, user)
     logger.info("%d images planned, %d already in %s, %d to make", len(jobs), len(done),
                 out_dir, len(todo))
     records = dict(existing)
@@ -258,12 +277,21 @@ def generate(config: GenerateConfig, *, progress: bool = False,
                                      loras=config.loras,
                                      single_file_config=config.single_file_config)
         out_dir.mkdir(parents=True, exist_ok=True)
-        _make(pipeline, config, todo, records, out_dir, progress)
+        if user is None:
+            _make(pipeline, config, todo, records, out_dir, progress)
+        else:
+            from finexl.prefgen.user_generation import apply_user, remove_user
+
+            apply_user(pipeline, user)
+            try:
+                _make(pipeline, config, todo, records, out_dir, progress, user)
+            finally:
+                remove_user(pipeline)
     return [records[job.file_name] for job in jobs]
 
 
 def _make(pipe: Any, config: GenerateConfig, todo: Sequence[Job], records: dict[str, dict],
-          out_dir: Path, progress: bool) -> None:
+          out_dir: Path, progress: bool, user=None) -> None:
     import torch
 
     from finexl.pairs import write_metadata
@@ -286,10 +314,15 @@ def _make(pipe: Any, config: GenerateConfig, todo: Sequence[Job], records: dict[
         call = dict(arguments, prompt=[job.prompt for job in batch], generator=generators)
         if config.negative_prompt is not None:
             call["negative_prompt"] = [config.negative_prompt] * len(batch)
+        if user is not None:
+            from finexl.prefgen.user_generation import call_arguments
+
+            guidance = arguments.get("guidance_scale", defaults.get("guidance_scale"))
+            call.update(call_arguments(pipe, user, len(batch), guidance))
         images = pipe(**call).images
         for job, image in zip(batch, images):
             write_atomic(out_dir / job.file_name, _png_bytes(image))
-            record = _wanted(config, job)
+            record = _wanted(config, job, user)
             record.update(
                 steps=config.steps if config.steps is not None
                 else defaults.get("num_inference_steps"),

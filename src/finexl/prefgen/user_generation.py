@@ -1,0 +1,192 @@
+"""Generating for a user: a profile's ``e_u`` through a PrefGen model's user branch.
+
+``finexl generate --model M --user me.user.safetensors [--user-scale λ]`` loads M, puts the
+user branch of the PrefGen model that goes with M on it (``--prefgen-model``; the default
+for ``builtin:tiny`` is ``builtin:prefgen-tiny``) and passes the profile's ``e_u`` to every
+pipeline call as ``ip_adapter_image_embeds``. Seeds and files follow ``finexl generate``
+exactly, and at λ = 0 every image is the base model's, bit for bit.
+
+Checks, each a one-line ``FinexlError`` before any image is made: λ within
+[0, ``MAX_USER_SCALE``]; a model with no user branch for it; a profile made with another
+PrefGen model (its fingerprint differs from the one the branch was trained with); a branch
+trained for another base model; a profile embedding of the wrong length.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from finexl.errors import FinexlError
+
+MAX_USER_SCALE = 2.0
+BUILTIN_PREFGEN = "builtin:prefgen-tiny"
+# The PrefGen model each builtin generator uses unless --prefgen-model says otherwise.
+DEFAULT_PREFGEN_MODELS = {"builtin:tiny": BUILTIN_PREFGEN}
+
+
+@dataclass(frozen=True)
+class UserConditioning:
+    """Everything generation needs for one user, checked and resolved.
+
+    ``profile_id`` identifies the profile file by content (it names generated sets and is
+    recorded per image); ``branch`` is the user-branch weights file.
+    """
+
+    profile: str
+    profile_id: str
+    embedding: np.ndarray
+    branch: Path
+    prefgen_model: str
+    scale: float
+
+    def record(self) -> dict[str, Any]:
+        """What ``metadata.jsonl`` records about the user for each image."""
+        return {"user": self.profile_id, "user_scale": self.scale,
+                "prefgen_model": self.prefgen_model}
+
+
+def check_user_scale(scale: float) -> float:
+    """λ as a float, or a ``FinexlError`` when it is outside [0, ``MAX_USER_SCALE``]."""
+    try:
+        value = float(scale)
+    except (TypeError, ValueError) as exc:
+        raise FinexlError(f"--user-scale {scale!r} is not a number") from exc
+    if not 0.0 <= value <= MAX_USER_SCALE:
+        raise FinexlError(f"--user-scale {scale} is out of range; give a number from 0 (the base"
+                          f" model) to {MAX_USER_SCALE:g}")
+    return value
+
+
+def prefgen_model_dir(spec: str) -> Path:
+    """The folder of a PrefGen model spec (``builtin:prefgen-tiny`` or a folder)."""
+    if spec == BUILTIN_PREFGEN:
+        return Path(__file__).resolve().parent / "builtin"
+    if spec.startswith("builtin:"):
+        raise FinexlError(f"PrefGen model {spec!r} is not a builtin; the builtin is"
+                          f" {BUILTIN_PREFGEN}")
+    path = Path(spec).expanduser()
+    if not path.exists():
+        raise FinexlError(f"PrefGen model {spec} does not exist; pass {BUILTIN_PREFGEN} or the"
+                          f" folder finexl prefgen train wrote")
+    return path
+
+
+def branch_for(model: str, prefgen_model: str | None) -> Path:
+    """The user-branch file to use with generator ``model``."""
+    from finexl.prefgen.loaders import USER_BRANCH_WEIGHTS
+
+    spec = prefgen_model or DEFAULT_PREFGEN_MODELS.get(model)
+    if spec is None:
+        raise FinexlError(f"model {model} has no user branch: --user needs a PrefGen model"
+                          f" trained for it; pass --prefgen-model DIR (a folder holding"
+                          f" {USER_BRANCH_WEIGHTS})")
+    path = prefgen_model_dir(spec)
+    if path.is_dir():
+        path = path / USER_BRANCH_WEIGHTS
+    if not path.is_file():
+        raise FinexlError(f"PrefGen model {spec} has no user branch ({path.name} is missing);"
+                          f" it cannot condition {model} on a user")
+    return path
+
+
+def file_id(path: Path) -> str:
+    """A content hash of a file (16 hex digits): the profile's identity in keys and records."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def read_profile(path: str | Path):
+    """Load a ``*.user.safetensors`` profile (prefgen-core's ``UserProfile``)."""
+    from finexl.prefgen.profile import UserProfile
+
+    return UserProfile.load(Path(path).expanduser())
+
+
+def _same_base(recorded: str | None, model: str) -> bool:
+    from finexl.generate.pipelines import model_id
+
+    if not recorded:
+        return True
+    return recorded == model or recorded == model_id(model)
+
+
+def resolve_user(profile: str | Path, model: str, *, prefgen_model: str | None = None,
+                 scale: float = 1.0) -> UserConditioning:
+    """Check that ``profile`` can condition ``model`` and gather what generation needs.
+
+    Raises
+    ------
+    FinexlError
+        λ out of range, no user branch for ``model``, a profile from another PrefGen model,
+        a branch or profile for another base model, an embedding of the wrong length.
+    """
+    from finexl.prefgen.loaders import read_config
+
+    scale = check_user_scale(scale)
+    branch = branch_for(model, prefgen_model)
+    config = read_config(branch)
+    path = Path(profile).expanduser()
+    if not path.is_file():
+        raise FinexlError(f"user profile {path} does not exist; make one with finexl prefgen"
+                          f" profile --liked DIR --out {path.name}")
+    user = read_profile(path)
+    if not _same_base(config.base_model, model):
+        raise FinexlError(f"the user branch of {branch.parent} was trained for base model"
+                          f" {config.base_model}, not {model}")
+    base = getattr(user, "base_model", None)
+    if not _same_base(base, model):
+        raise FinexlError(f"user profile {profile} was made for base model {base}, not {model};"
+                          f" make a profile with the PrefGen model for {model}")
+    fingerprint = getattr(user, "model_fingerprint", None)
+    if config.prefgen_model and fingerprint != config.prefgen_model:
+        raise FinexlError(f"user profile {profile} was made with another PrefGen model"
+                          f" (fingerprint {fingerprint}, this one is {config.prefgen_model});"
+                          f" make the profile again with the PrefGen model you generate with")
+    embedding = np.asarray(user.user_embedding(), dtype=np.float32).reshape(-1)
+    if embedding.shape[0] != config.embed_dim:
+        raise FinexlError(f"user profile {profile} has a {embedding.shape[0]}-long embedding but"
+                          f" the user branch reads {config.embed_dim}; was it made with another"
+                          f" PrefGen model?")
+    return UserConditioning(profile=str(path.resolve()), profile_id=file_id(path),
+                            embedding=embedding,
+                            branch=branch, prefgen_model=config.prefgen_model or "",
+                            scale=scale)
+
+
+def apply_user(pipe: Any, user: UserConditioning) -> None:
+    """Install the user branch on ``pipe`` at λ = ``user.scale``."""
+    from finexl.prefgen.loaders import load_user_branch
+
+    load_user_branch(pipe, user.branch, scale=user.scale)
+
+
+def remove_user(pipe: Any) -> None:
+    """Take the user branch off ``pipe`` again (its processors as before)."""
+    from finexl.prefgen.user_branch import has_user_branch, unload_user_branch
+
+    if has_user_branch(pipe):
+        unload_user_branch(pipe)
+
+
+def call_arguments(pipe: Any, user: UserConditioning, batch: int,
+                   guidance: float | None) -> dict[str, Any]:
+    """The extra pipeline arguments for ``batch`` images of ``user``.
+
+    Guidance follows the pipeline's own rule (on when the scale is above 1), so the
+    embeddings carry the null half exactly when the pipeline expects it.
+    """
+    from finexl.prefgen.user_branch import pipeline_user_embeds
+
+    guided = guidance is not None and guidance > 1.0
+    unet = pipe.unet
+    embeds = pipeline_user_embeds(user.embedding, batch, guided=guided, dtype=unet.dtype,
+                                  device=unet.device)
+    return {"ip_adapter_image_embeds": embeds}
