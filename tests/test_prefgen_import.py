@@ -73,8 +73,8 @@ def test_per_user_jsonl(history_dir, tmp_path):
 
 
 def test_per_user_parquet_with_mapped_columns(history_dir, tmp_path):
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
 
     table = pa.table({"uid": ["u1", "u2"],
                       "liked": [["images/i0.png"], ["images/i1.png", "images/i2.png"]],
@@ -86,8 +86,8 @@ def test_per_user_parquet_with_mapped_columns(history_dir, tmp_path):
 
 
 def test_pairwise_pick_a_pic_with_embedded_images(tmp_path):
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
 
     root = tmp_path / "pickapic"
     root.mkdir()

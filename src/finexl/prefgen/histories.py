@@ -168,8 +168,7 @@ def _find_table(root: Path, table: str | None) -> Path:
 
 def _table_columns(path: Path) -> list[str]:
     if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
+        pq = _parquet()
         try:
             return list(pq.read_schema(path).names)
         except Exception as exc:  # pyarrow raises ArrowInvalid, OSError...
@@ -180,21 +179,27 @@ def _table_columns(path: Path) -> list[str]:
     return list(names)
 
 
+def _parquet() -> Any:
+    """``pyarrow.parquet``, or a FinexlError naming the extra that installs it."""
+    try:
+        import pyarrow.parquet
+    except ImportError as exc:
+        raise FinexlError('reading parquet needs pyarrow: pip install "finexl[parquet]" (or'
+                          " convert the table to jsonl)") from exc
+    return pyarrow.parquet
+
+
 def _row_count(path: Path) -> int | None:
     if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        return pq.ParquetFile(path).metadata.num_rows
+        return _parquet().ParquetFile(path).metadata.num_rows
     return None
 
 
 def _rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """``(row number from 1, row)`` without holding the whole table (images may be embedded)."""
     if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
         number = 0
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=_BATCH_ROWS):
+        for batch in _parquet().ParquetFile(path).iter_batches(batch_size=_BATCH_ROWS):
             for row in batch.to_pylist():
                 number += 1
                 yield number, row

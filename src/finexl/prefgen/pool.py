@@ -116,16 +116,23 @@ def _write_npz(path: Path, **arrays: np.ndarray) -> None:
 
 def build_pool(out_dir: str | Path, n: int, *, model: str = "builtin:tiny", seed: int = 0,
                steps: int = 20, guidance: float = 2.0, progress: bool = False,
-               generate: Callable[[list[dict[str, Any]]], np.ndarray] | None = None) -> Pool:
+               generate: Callable[[list[dict[str, Any]]], np.ndarray] | None = None,
+               prompts: Callable[..., list[dict[str, Any]]] | None = None,
+               read: Callable[[np.ndarray, dict[str, Any]], dict[str, Any]] | None = None,
+               settings: dict[str, Any] | None = None) -> Pool:
     """Generate (or finish generating) a pool of ``n`` images in ``out_dir`` and load it.
 
     ``generate`` maps a list of prompt specs to uint8 images ``(k, h, w, 3)``; by default
     the pipeline ``model`` is loaded and run with one generator per image (so image i
-    depends only on its own seed). Tests pass a drawing function instead.
+    depends only on its own seed). Tests pass a drawing function instead. ``prompts``
+    (``prompts(n, seed=seed)``, default :func:`pool_prompts`) and ``read`` (default
+    :func:`read_record`) let another vocabulary draw the pool (``prefgen.real_pool``: real
+    models, where records come from the prompt); ``settings`` are recorded in ``pool.json``
+    with the others, so a rerun with other ones is refused.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    config = _config(model, n, seed, steps, guidance)
+    config = _config(model, n, seed, steps, guidance) | (settings or {})
     config_path = out / "pool.json"
     from finexl.store.files import write_atomic
 
@@ -137,7 +144,7 @@ def build_pool(out_dir: str | Path, n: int, *, model: str = "builtin:tiny", seed
             raise FinexlError(f"pool folder {out} was made with {existing}, not {config}; use"
                               f" another folder or delete it")
     write_atomic(config_path, json.dumps(config, indent=1).encode())
-    specs = pool_prompts(n, seed=seed)
+    specs = (prompts or pool_prompts)(n, seed=seed)
     starts = list(range(0, n, CHUNK))
     todo = [s for s in starts if not (out / f"chunk_{s // CHUNK:05d}.npz").is_file()]
     if todo and generate is None:
@@ -146,7 +153,7 @@ def build_pool(out_dir: str | Path, n: int, *, model: str = "builtin:tiny", seed
                        enabled=progress):
         batch = specs[start:start + CHUNK]
         images = np.asarray(generate(batch), np.uint8)
-        records = [read_record(image, spec) for image, spec in zip(images, batch)]
+        records = [(read or read_record)(image, spec) for image, spec in zip(images, batch)]
         _write_npz(out / f"chunk_{start // CHUNK:05d}.npz", images=images,
                    records=np.frombuffer(json.dumps(records).encode(), np.uint8))
     return load_pool(out)
@@ -170,7 +177,8 @@ def load_pool(pool_dir: str | Path) -> Pool:
             images.append(data["images"])
             records.extend(json.loads(data["records"].tobytes().decode()))
     for record in records:  # thresholds may have been retuned since the chunk was written
-        record["size"] = size_word(record["area"])
+        if record.get("area") is not None:  # None: the size came from the prompt
+            record["size"] = size_word(record["area"])
     return Pool(np.concatenate(images), records)
 
 

@@ -1,0 +1,91 @@
+"""Agents' pool drawn by a real diffusers model: larger vocabulary, batched, resumable."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from finexl.errors import FinexlError
+from finexl.prefgen import vocabulary as vocab
+from finexl.prefgen.real_pool import (
+    MEDIA,
+    REAL_SETTING_CLASHES,
+    REAL_SETTINGS,
+    SUBJECTS,
+    build_real_pool,
+    real_pool_prompts,
+)
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+class CountingPipeline:
+    """Stands in for a diffusers pipeline: one flat image per prompt, coloured by its seed."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, *, prompt, generator, output_type, **kwargs):
+        from PIL import Image
+
+        self.calls.append((len(prompt), kwargs))
+        images = [Image.fromarray(np.full((24, 24, 3), int(g.initial_seed()) % 256, np.uint8))
+                  for g in generator]
+        return type("Output", (), {"images": images})()
+
+
+def test_prompts_cover_the_vocabulary_without_clashes():
+    specs = real_pool_prompts(400, seed=3)
+    assert specs == real_pool_prompts(400, seed=3)
+    assert {s["subject"] for s in specs} == set(SUBJECTS)
+    assert {s["medium"] for s in specs} == set(MEDIA)
+    assert set(REAL_SETTINGS) <= {s["prompt_background"] for s in specs}
+    for spec in specs:
+        assert spec["prompt_colour"] not in REAL_SETTING_CLASHES.get(spec["prompt_background"], ())
+        assert spec["prompt_colour"] != spec["prompt_background"]
+        assert spec["subject"] in spec["prompt"] and spec["prompt_colour"] in spec["prompt"]
+
+
+def test_pool_is_batched_resumable_and_feeds_the_agents(tmp_path):
+    from finexl.prefgen.agents import write_agents
+    from finexl.prefgen.users import load_users
+
+    pipe = CountingPipeline()
+    pool = build_real_pool(tmp_path / "pool", 40, model="my-sd", steps=3, store_size=16,
+                           batch_size=8, pipeline=pipe)
+    assert pool.images.shape == (40, 16, 16, 3)
+    # chunks of 32 made 8 at a time: 4 calls for the first chunk, 1 for the last 8 images
+    assert [n for n, _ in pipe.calls] == [8, 8, 8, 8, 8]
+    assert all(kw["num_inference_steps"] == 3 for _, kw in pipe.calls)
+    record = pool.records[5]
+    assert record["read"] == "prompt" and record["ok"] and record["area"] is None
+    assert record["size"] == real_pool_prompts(40)[5]["prompt_size"]
+    # rerun: nothing generated again; other settings: refused
+    again = build_real_pool(tmp_path / "pool", 40, model="my-sd", steps=3, store_size=16,
+                            batch_size=8, pipeline=pipe)
+    assert len(pipe.calls) == 5 and np.array_equal(again.images, pool.images)
+    with pytest.raises(FinexlError, match="was made with"):
+        build_real_pool(tmp_path / "pool", 40, model="my-sd", steps=3, store_size=32,
+                        pipeline=pipe)
+    # the agents' sampler reads these records like the tiny world's
+    bigger = build_real_pool(tmp_path / "pool", 400, model="my-sd", steps=3, store_size=16,
+                             batch_size=32, pipeline=pipe)
+    users_file = write_agents(tmp_path / "agents", bigger, str(tmp_path / "pool"), 6,
+                              n_liked=2, n_disliked=2)
+    users = load_users(users_file.parent)
+    assert len(users) == 6
+    for user in users:
+        assert all(a in vocab.ATTRIBUTES for a in user.liked_attributes)
+    line = json.loads(users_file.read_text().splitlines()[0])
+    assert all(p.startswith(tuple(MEDIA[m] for m in MEDIA)) for p in line["prompts"].values())
+
+
+def test_a_tiny_diffusers_folder_draws_the_pool(sd_dir, tmp_path):
+    pool = build_real_pool(tmp_path / "pool", 3, model=str(sd_dir), steps=2, size=32,
+                           store_size=8, batch_size=2)
+    assert pool.images.shape == (3, 8, 8, 3) and pool.images.dtype == np.uint8
+    assert pool.images.std() > 0
+    config = json.loads((tmp_path / "pool" / "pool.json").read_text())
+    assert config["vocabulary"] == "real-v1" and config["model"] == str(sd_dir)
