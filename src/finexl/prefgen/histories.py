@@ -24,7 +24,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import re
 import shutil
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from finexl.errors import FinexlError
+from finexl.prefgen.population import user_file_name
 from finexl.prefgen.users import (
     USERS_FILE,
     _inside,  # the one 'stays inside the folder' check
@@ -45,7 +45,6 @@ PAIRWISE_IMAGES = (("jpg_0", "jpg_1"), ("image_0", "image_1"))
 OPTIONAL_COLUMNS = ("prompts",)
 TABLE_SUFFIXES = (".parquet", ".jsonl")
 _BATCH_ROWS = 512
-_SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
 @dataclass
@@ -118,7 +117,7 @@ def import_histories(source: str | Path, out: str | Path, *, table: str | None =
         if user_id is None or str(user_id) == "":
             raise FinexlError(f"{where}: empty user_id")
         history = histories.setdefault(str(user_id), _History())
-        folder = out_dir / "img" / _safe_name(str(user_id))
+        folder = out_dir / "img" / user_file_name(str(user_id), "")
         if layout == "per-user":
             _add_per_user(history, values, root, folder, out_dir, where)
         else:
@@ -322,7 +321,7 @@ def _write_embedded(data: Any, folder: Path, out_dir: Path, where: str) -> str:
 
 def _copy_image(source: Path, folder: Path, out_dir: Path, where: str) -> str:
     suffix = _check_image(source, where)
-    stem = _safe_name(source.stem)[:40]
+    stem = user_file_name(source.stem, "")[:40]
     digest = hashlib.sha256(str(source).encode()).hexdigest()[:8]
     target = folder / f"{stem}-{digest}{suffix}"
     if source == target:
@@ -333,11 +332,3 @@ def _copy_image(source: Path, folder: Path, out_dir: Path, where: str) -> str:
         shutil.copyfile(source, partial)
         partial.replace(target)
     return target.relative_to(out_dir).as_posix()
-
-
-def _safe_name(text: str) -> str:
-    """A file-name-safe form of ``text``, with a hash when characters had to go."""
-    safe = _SAFE.sub("_", text).strip("._")[:48]
-    if safe == text and safe:
-        return safe
-    return f"{safe or 'user'}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"

@@ -1,0 +1,190 @@
+"""Many users at once: per-user work for a whole ``users.jsonl``, locally or as Ray tasks.
+
+The unit of work is a small batch of users (``users_per_task``), so a worker loads its model
+once per process (:func:`functools.lru_cache`) and serves many users with it. Work items
+carry plain data only (paths, a model spec, settings), as for ``compare --ray``
+(:mod:`finexl.scale`, whose executors run them: :class:`~finexl.scale.LocalExecutor` by
+default, :class:`~finexl.scale.RayExecutor` on a local or existing cluster).
+
+Every user's result is one file written atomically, so a run is resumable: users whose file
+exists are not given to any worker again, and an interrupted run loses at most the batches
+in flight. ``index.jsonl`` (user id -> file) is rewritten atomically at the end.
+
+:func:`extract_population` reads every user's liked and disliked images with a real
+vision-language model (:class:`finexl.prefgen.vlm_features.VLMFeatureExtractor`) and writes
+the last-token states of the chosen layers per user (``<user>.features.safetensors``), so
+later stages (probing, alignment, branch training) never load the VLM.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from finexl.errors import FinexlError
+
+INDEX_FILE = "index.jsonl"
+PROFILE_QUESTION = "What does this user like and dislike in images?"
+_SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+@dataclass(frozen=True)
+class UserJob:
+    """One user's images (absolute paths) and the file its result goes to."""
+
+    user_id: str
+    liked: tuple[str, ...]
+    disliked: tuple[str, ...]
+    out: str
+
+
+@dataclass
+class PopulationRun:
+    """What a population run did: ``made`` users now, ``kept`` users already done before."""
+
+    out: Path
+    made: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)
+
+    @property
+    def users(self) -> int:
+        return len(self.made) + len(self.kept)
+
+
+def user_file_name(user_id: str, suffix: str) -> str:
+    """A file name for ``user_id`` that cannot leave its folder (a hash when characters go)."""
+    safe = _SAFE.sub("_", user_id).strip("._")[:48]
+    if safe != user_id or not safe:
+        safe = f"{safe or 'user'}-{hashlib.sha256(user_id.encode()).hexdigest()[:8]}"
+    return safe + suffix
+
+
+def user_jobs(users_dir: str | Path, out_dir: str | Path, suffix: str, *,
+              split: str | None = None) -> list[UserJob]:
+    """One job per user of ``users_dir/users.jsonl`` (validated by ``load_users``)."""
+    from finexl.prefgen.users import load_users
+
+    out = Path(out_dir).expanduser().resolve()
+    return [UserJob(u.user_id, tuple(map(str, u.liked)), tuple(map(str, u.disliked)),
+                    str(out / user_file_name(u.user_id, suffix)))
+            for u in load_users(users_dir, split=split)]
+
+
+def run_population(jobs: Sequence[UserJob], task: Callable[..., list[str]], shared: Any,
+                   out_dir: str | Path, *, executor: Any = None, users_per_task: int = 8,
+                   description: str = "users", progress: bool = False) -> PopulationRun:
+    """Run ``task(batch_of_jobs, shared)`` for every job whose file is missing; write the index.
+
+    ``task`` must be a module-level function returning the user ids it wrote.
+    """
+    from finexl.store.files import write_atomic
+    from finexl.scale import LocalExecutor
+
+    out = Path(out_dir).expanduser().resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    run = PopulationRun(out)
+    todo = []
+    for job in jobs:
+        (run.kept if Path(job.out).is_file() else todo).append(job)
+    run.kept = [job.user_id for job in run.kept]
+    batches = [tuple(todo[i:i + users_per_task]) for i in range(0, len(todo), users_per_task)]
+    if batches:
+        executor = executor or LocalExecutor()
+        for made in executor.map(task, batches, shared=shared, description=description,
+                                 progress=progress):
+            run.made.extend(made)
+    index = "".join(json.dumps({"user_id": job.user_id, "file": Path(job.out).name}) + "\n"
+                    for job in jobs)
+    write_atomic(out / INDEX_FILE, index.encode("utf-8"))
+    return run
+
+
+# --- extracting VLM features for every user --------------------------------------------------
+
+@dataclass(frozen=True)
+class ExtractSettings:
+    """How every worker reads users with a VLM (plain data, cheap to ship to Ray)."""
+
+    vlm: str
+    layers: tuple[int, ...]
+    question: str = PROFILE_QUESTION
+    lora: str | None = None
+    device: str = "cpu"
+    dtype: str = "float32"
+    batch_size: int = 4
+
+
+def extract_population(users_dir: str | Path, out_dir: str | Path, settings: ExtractSettings, *,
+                       split: str | None = None, executor: Any = None, users_per_task: int = 8,
+                       progress: bool = False) -> PopulationRun:
+    """Write ``<user>.features.safetensors`` (``states``: ``(len(layers), hidden)`` float32,
+    the last-token state of each layer) for every user of ``users_dir``; resumable.
+
+    The model is checked in the driver first, so a wrong ``vlm`` is one line before any task.
+    """
+    from finexl.prefgen.vlm_features import check_vlm_directory, resolve_vlm_directory
+
+    check_vlm_directory(resolve_vlm_directory(settings.vlm))
+    if not settings.layers:
+        raise FinexlError("give at least one layer to extract (--layers)")
+    jobs = user_jobs(users_dir, out_dir, ".features.safetensors", split=split)
+    return run_population(jobs, extract_users_task, settings, out_dir, executor=executor,
+                          users_per_task=users_per_task, description="extracting users",
+                          progress=progress)
+
+
+def extract_users_task(jobs: Sequence[UserJob], settings: ExtractSettings) -> list[str]:
+    """Extract and write a batch of users (runs in a worker); returns their ids."""
+    from safetensors.numpy import save
+
+    from finexl.store.files import write_atomic
+    from finexl.imaging.decode import load_images
+    from finexl.prefgen.vlm_features import PreferenceQuery
+
+    extractor = _worker_extractor(settings.vlm, settings.lora, settings.device, settings.dtype)
+    done = []
+    for start in range(0, len(jobs), settings.batch_size):
+        batch = jobs[start:start + settings.batch_size]
+        queries = [PreferenceQuery(tuple(load_images(job.liked)), tuple(load_images(job.disliked)),
+                                   settings.question) for job in batch]
+        states = extractor.layer_states(queries, settings.layers)
+        for job, user_states in zip(batch, states):
+            metadata = {"user_id": job.user_id, "vlm": extractor.model_id,
+                        "layers": json.dumps(list(settings.layers)),
+                        "question": settings.question, "lora": settings.lora or ""}
+            write_atomic(Path(job.out), save({"states": np.ascontiguousarray(user_states)},
+                                             metadata=metadata))
+            done.append(job.user_id)
+    return done
+
+
+def read_features(path: str | Path) -> tuple[np.ndarray, dict[str, Any]]:
+    """``(states, metadata)`` of one ``.features.safetensors`` file (layers as a list)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="np") as handle:
+        metadata = dict(handle.metadata() or {})
+        states = handle.get_tensor("states")
+    metadata["layers"] = json.loads(metadata.get("layers", "[]"))
+    return states, metadata
+
+
+@functools.lru_cache(maxsize=1)
+def _worker_extractor(vlm: str, lora: str | None, device: str, dtype: str) -> Any:
+    # A worker serves many batches: load the VLM once per process.
+    from finexl.prefgen.vlm_features import VLMFeatureExtractor
+
+    return VLMFeatureExtractor.load(vlm, device=device, dtype=dtype, lora=lora)
+
+
+def release_workers() -> None:
+    """Drop the models this process keeps loaded for population tasks."""
+    _worker_extractor.cache_clear()
