@@ -20,6 +20,7 @@ from finexl.generate.pipelines import (
 )
 from finexl.generate.prompts import load_default_prompts
 from finexl.generate.run import GenerateConfig, generate, plan_jobs
+from finexl.output_lock import LOCK_NAME
 
 PROMPTS = ["a red ball", "a blue house", "a green tree"]
 
@@ -148,7 +149,9 @@ def test_interrupted_run_leaves_no_partial_file_and_resumes(sd_dir, tmp_path):
     config = _config(sd_dir, tmp_path, batch_size=1)
     with pytest.raises(KeyboardInterrupt):
         generate(config, pipeline=Counting(pipe, fail_at=2))
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["metadata.jsonl", "p0000_s0000.png"]
+    # Only the finished image and its metadata (and the output folder's lock file).
+    assert sorted(p.name for p in tmp_path.iterdir()) == [LOCK_NAME, "metadata.jsonl",
+                                                          "p0000_s0000.png"]
     assert [r["file_name"] for r in _metadata(tmp_path)] == ["p0000_s0000.png"]
     rest = Counting(pipe)
     generate(config, pipeline=rest)
@@ -164,7 +167,7 @@ def test_failure_while_encoding_a_png_leaves_nothing(sd_dir, tmp_path, monkeypat
     monkeypatch.setattr(run, "_png_bytes", broken)
     with pytest.raises(OSError):
         generate(_config(sd_dir, tmp_path, prompts=PROMPTS[:1]))
-    assert list(tmp_path.iterdir()) == []
+    assert [p.name for p in tmp_path.iterdir()] == [LOCK_NAME]
 
 
 # Plans and prompts -------------------------------------------------------------------------

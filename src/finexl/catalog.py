@@ -42,6 +42,10 @@ CREATE INDEX IF NOT EXISTS scores_by_concept ON scores(concept_key, weight DESC)
 """
 
 
+# Seconds to wait for another process's write to the catalog before saying it is busy.
+BUSY_TIMEOUT_S = 30.0
+
+
 def default_catalog_path() -> Path:
     return default_data_dir() / "catalog.sqlite"
 
@@ -76,7 +80,7 @@ class Catalog:
     def _connect(self) -> Iterator[sqlite3.Connection]:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            connection = sqlite3.connect(self.path)
+            connection = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S)
         except sqlite3.Error as exc:
             raise FinexlError(f"cannot open the catalog {self.path}: {exc}") from exc
         try:
@@ -84,10 +88,28 @@ class Catalog:
             connection.executescript(SCHEMA_SQL)
             with connection:  # one transaction: a failed add leaves nothing behind
                 yield connection
+        except sqlite3.OperationalError as exc:
+            raise self._operational_error(exc) from exc
         except sqlite3.DatabaseError as exc:
             raise FinexlError(f"the catalog {self.path} is not a finexl catalog ({exc})") from exc
         finally:
             connection.close()
+
+    def _operational_error(self, exc: sqlite3.OperationalError) -> FinexlError:
+        """Busy (another writer), full disk or read-only, each said as such; only a damaged
+        file is "not a finexl catalog"."""
+        code = getattr(exc, "sqlite_errorcode", -1) & 0xFF  # the primary code of an extended one
+        if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED) or "locked" in str(exc):
+            return FinexlError(f"the catalog {self.path} is busy: another process has been"
+                               f" writing to it for over {BUSY_TIMEOUT_S:g} s; try again when"
+                               f" it has finished")
+        if code == sqlite3.SQLITE_FULL:
+            return FinexlError(f"the disk holding the catalog {self.path} is full; nothing was"
+                               f" added; free some space and try again")
+        if code == sqlite3.SQLITE_READONLY or "readonly" in str(exc):
+            return FinexlError(f"the catalog {self.path} is read-only; pass --catalog with a"
+                               f" writable file")
+        return FinexlError(f"the catalog {self.path} cannot be used ({exc})")
 
     def add(self, name: str, explanation: dict[str, Any]) -> int:
         """Store (or replace) one model's explanation; returns the number of concepts."""

@@ -128,7 +128,7 @@ def generate_sides(pair: ModelPair, *, progress: bool = False) -> tuple[Path, Pa
     folders = []
     for which in ("base", "personal"):
         config = side_config(pair, which)
-        generate(config, progress=progress)
+        generate(config, progress=progress, wait=True)  # a shared base set: wait, then reuse
         folders.append(Path(config.out_dir))
     return folders[0], folders[1]
 

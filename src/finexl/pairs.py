@@ -10,13 +10,26 @@ folder or file and says what to do.
 from __future__ import annotations
 
 import logging
+import os
 import re
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from finexl.imaging.decode import check_image
+from finexl.imaging.decode import (
+    check_image,
+    load_image_bounded,
+    load_images,
+    open_image_bounded,
+)
+from finexl.limits import (
+    MAX_CONCEPT_CHARS,
+    MAX_IMAGE_PIXELS,
+    MAX_PROMPT_CHARS,
+    check_file_size,
+    check_text_length,
+)
 from finexl.prompts_file import (
     METADATA_NAME,
     fail,
@@ -28,8 +41,11 @@ from finexl.prompts_file import (
 )
 
 __all__ = [
-    "IMAGE_EXTENSIONS", "PairSet", "check_images", "load_pairs",
-    "natural_sort_key", "read_metadata", "read_prompts", "write_metadata",
+    "IMAGE_EXTENSIONS", "MAX_CONCEPT_CHARS", "MAX_IMAGE_PIXELS", "MAX_PROMPT_CHARS",
+    "FolderListing", "PairSet", "check_file_size", "check_images",
+    "check_path_text", "check_text_length", "list_images", "load_image_bounded", "load_images",
+    "load_pairs", "natural_sort_key", "open_image_bounded", "read_metadata", "read_prompts",
+    "write_metadata",
 ]
 
 logger = logging.getLogger(__name__)
@@ -56,10 +72,13 @@ class PairSet:
     personal_paths: tuple[Path, ...]
     prompts: tuple[str | None, ...]
     seeds: tuple[int | None, ...]
+    # What the folder scan skipped or followed outside the folders, for the output's notes.
+    notes: tuple[str, ...] = field(default=(), compare=False)
 
     def __post_init__(self) -> None:
-        for field in ("file_names", "base_paths", "personal_paths", "prompts", "seeds"):
-            object.__setattr__(self, field, tuple(getattr(self, field)))
+        object.__setattr__(self, "notes", tuple(self.notes))
+        for name in ("file_names", "base_paths", "personal_paths", "prompts", "seeds"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
         object.__setattr__(self, "base_paths", tuple(Path(p) for p in self.base_paths))
         object.__setattr__(self, "personal_paths", tuple(Path(p) for p in self.personal_paths))
         lengths = {len(self.file_names), len(self.base_paths), len(self.personal_paths),
@@ -113,8 +132,12 @@ def load_pairs(base_dir: str | Path, personal_dir: str | Path, *,
         does not match the pairs.
     """
     base_dir, personal_dir = Path(base_dir), Path(personal_dir)
-    base_images = _scan_folder(base_dir, "base")
-    personal_images = _scan_folder(personal_dir, "personal")
+    base_listing = list_images(base_dir, "base")
+    personal_listing = list_images(personal_dir, "personal")
+    base_images, personal_images = base_listing.images, personal_listing.images
+    notes = base_listing.notes() + personal_listing.notes()
+    for note in notes:
+        logger.warning("%s", note)
     if base_dir.resolve() == personal_dir.resolve():
         logger.warning("base and personal are the same folder %s; every difference will be 0",
                        base_dir)
@@ -132,33 +155,121 @@ def load_pairs(base_dir: str | Path, personal_dir: str | Path, *,
         personal_paths=tuple(personal_images[n] for n in names),
         prompts=tuple(prompts),
         seeds=tuple(seeds),
+        notes=notes,
     )
 
 
 # Folders --------------------------------------------------------------------------------------
 
-def _scan_folder(folder: Path, side: str) -> dict[str, Path]:
-    if not folder.exists():
-        raise fail(f"the {side} folder {folder} does not exist; pass the folder that holds the"
-                   f" {side} model's images")
-    if not folder.is_dir():
-        raise fail(f"the {side} folder {folder} is a file, not a folder; pass the folder that"
-                   f" holds the {side} model's images")
+@dataclass(frozen=True)
+class FolderListing:
+    """The images of one folder, and what the scan did not take as it found it.
+
+    ``images`` maps file name to path. ``outside`` names symbolic links that lead out of the
+    folder (followed when allowed, else left out); ``skipped`` names image-named entries
+    that are not regular files (FIFOs, devices, sockets, folders, broken links), which are
+    never opened.
+    """
+
+    folder: Path
+    what: str
+    images: dict[str, Path]
+    outside: tuple[str, ...] = ()
+    outside_followed: bool = True
+    skipped: tuple[str, ...] = ()
+
+    def notes(self) -> tuple[str, ...]:
+        """One line per kind of surprise, for a warning and the output's notes."""
+        lines = []
+        if self.outside:
+            action = "followed" if self.outside_followed else "left out"
+            lines.append(f"{len(self.outside)} image(s) in the {self.what} folder {self.folder}"
+                         f" are links to files outside it ({list_names(list(self.outside))});"
+                         f" {action}")
+        if self.skipped:
+            lines.append(f"{len(self.skipped)} entr{'y' if len(self.skipped) == 1 else 'ies'} in"
+                         f" the {self.what} folder {self.folder} named like images are not"
+                         f" regular files (FIFO, device, socket, folder or broken link:"
+                         f" {list_names(list(self.skipped))}); skipped")
+        return tuple(lines)
+
+
+def check_path_text(path: str | os.PathLike, what: str) -> None:
+    """A path whose name is not valid UTF-8 (it cannot go into JSON, SQLite or a report) is a
+    one-line FinexlError naming it with the bad bytes escaped."""
+    text = os.fspath(path)
     try:
-        entries = list(folder.iterdir())
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        shown = text.encode("utf-8", "surrogateescape").decode("ascii", "backslashreplace")
+        raise fail(f"{what} {shown} has a name that is not valid UTF-8; rename it (for example"
+                   f" with convmv) so finexl can record it") from exc
+
+
+def list_images(folder: str | Path, what: str, *, follow_outside: bool = True) -> FolderListing:
+    """The images directly in ``folder``, with symbolic links and odd entries reported.
+
+    Parameters
+    ----------
+    folder
+        A folder of images (.png .jpg .jpeg .webp .bmp .tif .tiff, any case); hidden files,
+        other files and subfolders are ignored.
+    what
+        Names the folder in messages ("base", "liked", ...).
+    follow_outside
+        Take images that are symbolic links to files outside ``folder`` (reported in
+        ``outside``); ``False`` leaves them out (still reported): nothing outside is read.
+
+    Raises
+    ------
+    FinexlError
+        The folder is missing, a file, unreadable, holds no images, or an image's name is
+        not valid UTF-8.
+    """
+    folder = Path(folder)
+    check_path_text(folder, f"the {what} folder")
+    if not folder.exists():
+        raise fail(f"the {what} folder {folder} does not exist; pass the folder that holds the"
+                   f" {what} images")
+    if not folder.is_dir():
+        raise fail(f"the {what} folder {folder} is a file, not a folder; pass the folder that"
+                   f" holds the {what} images")
+    try:
+        entries = list(os.scandir(folder))
     except OSError as exc:
-        raise fail(f"the {side} folder {folder} cannot be listed ({exc.strerror or exc}); check"
+        raise fail(f"the {what} folder {folder} cannot be listed ({exc.strerror or exc}); check"
                    f" its permissions") from exc
-    images = {
-        path.name: path for path in entries
-        if not path.name.startswith(".") and path.suffix.lower() in IMAGE_EXTENSIONS
-        and path.is_file()
-    }
+    root = folder.resolve()
+    images: dict[str, Path] = {}
+    outside: list[str] = []
+    skipped: list[str] = []
+    for entry in entries:
+        name = entry.name
+        if name.startswith(".") or Path(name).suffix.lower() not in IMAGE_EXTENSIONS:
+            continue
+        path = folder / name
+        check_path_text(path, f"the image in the {what} folder")
+        try:
+            regular = entry.is_file()  # follows a link; False for FIFOs, devices, sockets
+        except OSError:
+            regular = False
+        if not regular:
+            skipped.append(name)
+            continue
+        if entry.is_symlink() and not path.resolve().is_relative_to(root):
+            outside.append(name)
+            if not follow_outside:
+                continue
+        images[name] = path
+    key = natural_sort_key
+    listing = FolderListing(folder, what, images, tuple(sorted(outside, key=key)),
+                            follow_outside, tuple(sorted(skipped, key=key)))
     if not images:
         extensions = " ".join(sorted(IMAGE_EXTENSIONS))
-        raise fail(f"the {side} folder {folder} holds no images ({extensions}; subfolders are"
-                   f" not scanned); put the {side} model's images directly in it")
-    return images
+        extra = "".join(f"; {note}" for note in listing.notes())
+        raise fail(f"the {what} folder {folder} holds no images ({extensions}; subfolders are"
+                   f" not scanned){extra}; put the {what} images directly in it")
+    return listing
 
 
 def _check_same_names(base: Mapping[str, Path], personal: Mapping[str, Path],
@@ -250,6 +361,8 @@ def _apply_prompts_file(path: Path, names: Sequence[str], prompts: list[str | No
                  for n, s in zip(names, seeds)]
     return [by_name[n]["prompt"] for n in names], new_seeds
 
+
+# Images ---------------------------------------------------------------------------------------
 
 def check_images(pair_set: PairSet, *, progress: bool = False,
                  skip: Collection[Path] = frozenset()) -> None:

@@ -77,6 +77,10 @@ def check_config(config: ExplainConfig) -> None:
         raise FinexlError(f"--n-bootstrap must be 0 or more, got {config.n_bootstrap}")
     if proposer == "user" and not config.concepts:
         raise FinexlError("no candidate concepts: pass --concepts FILE or choose --proposer vocab")
+    if config.concepts:
+        from finexl.concepts.user import check_concepts
+
+        check_concepts(config.concepts, "concepts")
     check_template(config.template)
 
 
@@ -277,8 +281,9 @@ def build_explanation(model: Decomposer, pair_diffs: np.ndarray, pairs: PairSet,
     concepts: list[ConceptScore] = []
     description = getattr(encoder, "description", None)
     # Which encoder explained this (auto may have chosen it) comes first: every weight
-    # below is read in that encoder's space.
-    notes = ([f"encoder {description}"] if description else []) + list(proposal.notes)
+    # below is read in that encoder's space; then what the folder scan skipped or followed.
+    notes = (([f"encoder {description}"] if description else []) + list(pairs.notes)
+             + list(proposal.notes))
     if not model.significant_difference_:
         notes.append(
             f"the two sets do not differ beyond noise (p = {model.p_value_:.3f}); no concept is named")

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from finexl.errors import FinexlError
+from finexl.limits import MAX_PROMPT_CHARS, check_file_size, check_text_length
 
 METADATA_NAME = "metadata.jsonl"
 PROMPT_KEYS = ("prompt", "text", "caption")  # the first one present is the prompt
@@ -77,7 +78,7 @@ def _prompt_of(record: Mapping[str, Any], where: str, *, required: bool) -> str 
     if not isinstance(value, str) or not value.strip():
         raise fail(f'{where}: "{key}" is {shorten(repr(value), 40)}, not a non-empty text;'
                    f" write the prompt as a JSON string")
-    return value.strip()
+    return check_text_length(value.strip(), MAX_PROMPT_CHARS, where)
 
 
 def _file_name_of(record: Mapping[str, Any], where: str, *, required: bool) -> str | None:
@@ -115,6 +116,7 @@ def _read_text(path: Path, what: str) -> str:
     if not path.is_file():
         raise fail(f"{what} {path} is not a file; pass the file itself")
     try:
+        check_file_size(path, what)  # before a byte is read
         return path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
         raise fail(f"{what} {path} is not UTF-8 text (byte {exc.start}); save it as UTF-8") from exc

@@ -14,6 +14,9 @@ GENERIC_PROMPTS = ("a photo", "an image", "a picture", "a painting", "a scene", 
 
 def check_template(template: str) -> None:
     """A template must name both ``{prompt}`` and ``{concept}`` and nothing else."""
+    from finexl.limits import MAX_PROMPT_CHARS, check_text_length
+
+    check_text_length(template, MAX_PROMPT_CHARS, "--template")
     try:
         template.format(prompt="p", concept="c")
     except (KeyError, IndexError, ValueError) as exc:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from finexl.concepts.base import Candidate, Proposal, ProposalContext
 from finexl.errors import FinexlError
+from finexl.limits import MAX_CONCEPT_CHARS, check_file_size, check_text_length
 
 
 def read_concepts(path: str | Path) -> list[str]:
@@ -16,6 +17,7 @@ def read_concepts(path: str | Path) -> list[str]:
     if not path.is_file():
         raise FinexlError(f"--concepts {path}: no such file (give a text file, one concept per line)")
     try:
+        check_file_size(path, "--concepts")  # before a byte is read
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise FinexlError(f"--concepts {path}: cannot read it as UTF-8 text ({exc})") from exc
@@ -30,9 +32,17 @@ def read_concepts(path: str | Path) -> list[str]:
         items = [line.strip() for line in text.splitlines()]
         items = [line for line in items if line and not line.startswith("#")]
     concepts = _dedupe(item.strip() for item in items if item.strip())
+    check_concepts(concepts, f"--concepts {path}")
     if not concepts:
         raise FinexlError(f"--concepts {path}: the file names no concept (one per line)")
     return concepts
+
+
+def check_concepts(concepts: Sequence[str], where: str) -> None:
+    """Every concept within ``MAX_CONCEPT_CHARS`` (a long one is a sentence or an attack, and
+    each is composed with every prompt and tokenized), else a one-line FinexlError."""
+    for number, concept in enumerate(concepts, start=1):
+        check_text_length(concept, MAX_CONCEPT_CHARS, f"{where} concept {number}")
 
 
 def _dedupe(items) -> list[str]:

@@ -256,9 +256,16 @@ class VlmProposer:
         return _Outcome(tuple(concepts))
 
     def _concepts_from(self, content: str) -> list[str] | None:
+        from finexl.limits import MAX_CONCEPT_CHARS, MAX_VLM_ANSWER_CHARS
+
+        if len(content) > MAX_VLM_ANSWER_CHARS.value():
+            return None  # an essay or a runaway answer, not a list (a cached one is re-asked)
         items = parse_concept_list(content)
         if items is None:
             return None
+        # A "concept" longer than the bound is a sentence or garbage: dropped, not composed.
+        longest = MAX_CONCEPT_CHARS.value()
+        items = [item for item in items if len(item) <= longest]
         concepts = normalize_concepts(items, max_words=self.config.max_words)
         # Items that all normalise away (sentences, symbols) are not an answer either;
         # an explicit empty list is ("no difference").

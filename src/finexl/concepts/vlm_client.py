@@ -57,14 +57,13 @@ def encode_image(path: Path, max_side: int, image_format: str = "png") -> str:
 
     Transparent images are flattened onto white (a VLM sees RGB); images are never enlarged.
     """
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    from PIL import Image, ImageOps
 
-    try:
-        with Image.open(path) as opened:
-            image = ImageOps.exif_transpose(opened)
-            image.load()
-    except (OSError, UnidentifiedImageError) as exc:
-        raise FinexlError(f"{path}: cannot read it as an image for the VLM ({exc})") from exc
+    from finexl.imaging.decode import open_image_bounded
+
+    with open_image_bounded(path) as opened:  # regular file, within the pixel limit
+        image = ImageOps.exif_transpose(opened)
+        image.load()
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
         image = Image.new("RGB", rgba.size, (255, 255, 255))
@@ -169,7 +168,7 @@ class ChatSession:
             self.requests_made += 1
             retry_after = None
             try:
-                response = self._client.post(self.endpoint, json=body)
+                response = self._post(body)
             except httpx.TimeoutException:
                 reason, unreachable = f"timeout after {self.config.timeout:g} s", False
             except httpx.TransportError as exc:
@@ -185,6 +184,30 @@ class ChatSession:
             if attempt < self.config.retries and not self.exhausted:
                 self._sleep(self._delay(attempt, retry_after))
         raise PairFailure(reason, unreachable=unreachable)
+
+    def _post(self, body: dict[str, Any]) -> Any:
+        """POST ``body`` and read the response, at most ``MAX_VLM_RESPONSE_BYTES`` of it: a
+        server that streams without end costs one bounded buffer and a ``PairFailure``."""
+        import httpx
+
+        from finexl.limits import MAX_VLM_RESPONSE_BYTES
+
+        limit = MAX_VLM_RESPONSE_BYTES.value()
+        with self._client.stream("POST", self.endpoint, json=body) as response:
+            chunks, size = [], 0
+            for chunk in response.iter_bytes():
+                size += len(chunk)
+                if size > limit:
+                    raise PairFailure(f"response over {limit:,} bytes"
+                                      f" ({MAX_VLM_RESPONSE_BYTES.env}); not read further")
+                chunks.append(chunk)
+        # The bytes are already decoded (gzip counts as what it expands to), so the copy
+        # drops the headers that would make httpx decode them again.
+        headers = [(key, value) for key, value in response.headers.multi_items()
+                   if key.lower() not in ("content-encoding", "content-length",
+                                          "transfer-encoding")]
+        return httpx.Response(response.status_code, headers=headers,
+                              content=b"".join(chunks), request=response.request)
 
     def _delay(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
@@ -241,4 +264,9 @@ class ChatSession:
             raise PairFailure("malformed response (not a chat completion)") from exc
         if not isinstance(content, str):
             raise PairFailure("malformed response (no text content)")
+        from finexl.limits import MAX_VLM_ANSWER_CHARS
+
+        if len(content) > MAX_VLM_ANSWER_CHARS.value():
+            raise PairFailure(f"answer of {len(content):,} characters, over the limit of"
+                              f" {MAX_VLM_ANSWER_CHARS.value():,} ({MAX_VLM_ANSWER_CHARS.env})")
         return content

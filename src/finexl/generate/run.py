@@ -20,6 +20,8 @@ from typing import Any
 
 from finexl.errors import FinexlError
 from finexl.generate.pipelines import LoraSpec, load_pipeline, model_id, resolve_dtype
+from finexl.limits import MAX_PROMPT_CHARS, check_text_length
+from finexl.output_lock import locked_output
 
 logger = logging.getLogger(__name__)
 
@@ -102,6 +104,8 @@ def check_config(config: GenerateConfig) -> None:
         if isinstance(side, bool) or not isinstance(side, int) or side < 8 or side % 8:
             raise FinexlError(f"size {config.size!r} is not valid; give a side (or width and"
                               f" height) in pixels, a multiple of 8")
+    if config.negative_prompt is not None:
+        check_text_length(config.negative_prompt, MAX_PROMPT_CHARS, "--negative-prompt")
     resolve_dtype(config.dtype)
     if config.user is not None:
         from finexl.prefgen.user_generation import check_user_scale
@@ -133,6 +137,8 @@ def load_prompt_records(config: GenerateConfig) -> list[dict[str, Any]]:
             raise FinexlError("the prompt list is empty or has an empty prompt; give at least"
                               " one non-empty prompt")
         records = [{"prompt": p, "seed": None} for p in prompts]
+        for number, prompt in enumerate(prompts, start=1):
+            check_text_length(prompt, MAX_PROMPT_CHARS, f"prompt {number}")
     if config.prompt_count is not None:
         if config.prompt_count > len(records):
             logger.warning("asked for %d prompts but only %d are available; using all",
@@ -216,7 +222,7 @@ def _png_bytes(image) -> bytes:
 
 
 def generate(config: GenerateConfig, *, progress: bool = False,
-             pipeline: Any = None) -> list[dict[str, Any]]:
+             pipeline: Any = None, wait: bool = False) -> list[dict[str, Any]]:
     """Make every image of ``config`` that is not on disk yet; return all their records.
 
     Parameters
@@ -230,6 +236,9 @@ def generate(config: GenerateConfig, *, progress: bool = False,
         a caller that generates several sets with one model); ``config.model`` is still
         what the metadata records. With ``config.user`` the user branch is put on it for
         the run and taken off afterwards.
+    wait
+        When another run holds the output folder (``output_lock``): ``False`` refuses with
+        one line; ``True`` waits for it, then reuses what it made (a shared generated set).
 
     Returns
     -------
@@ -265,28 +274,30 @@ def generate(config: GenerateConfig, *, progress: bool = False,
                             scale=config.user_scale)
     out_dir = Path(config.out_dir)
     jobs = plan_jobs(config, load_prompt_records(config))
-    existing = read_metadata(out_dir) if out_dir.is_dir() else {}
-    todo, done = _split_done(config, jobs, existing, out_dir, user)
-    logger.info("%d images planned, %d already in %s, %d to make", len(jobs), len(done),
-                out_dir, len(todo))
-    records = dict(existing)
-    records.update(done)
-    if todo:
-        if pipeline is None:
-            pipeline = load_pipeline(config.model, device=config.device, dtype=config.dtype,
-                                     loras=config.loras,
-                                     single_file_config=config.single_file_config)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        if user is None:
-            _make(pipeline, config, todo, records, out_dir, progress)
-        else:
-            from finexl.prefgen.user_generation import apply_user, remove_user
+    # The check against metadata.jsonl and the writes are one critical section: a concurrent
+    # run into the same folder waits or is refused, and never overwrites these images.
+    with locked_output(out_dir, "finexl generate", wait=wait):
+        existing = read_metadata(out_dir)
+        todo, done = _split_done(config, jobs, existing, out_dir, user)
+        logger.info("%d images planned, %d already in %s, %d to make", len(jobs), len(done),
+                    out_dir, len(todo))
+        records = dict(existing)
+        records.update(done)
+        if todo:
+            if pipeline is None:
+                pipeline = load_pipeline(config.model, device=config.device, dtype=config.dtype,
+                                         loras=config.loras,
+                                         single_file_config=config.single_file_config)
+            if user is None:
+                _make(pipeline, config, todo, records, out_dir, progress)
+            else:
+                from finexl.prefgen.user_generation import apply_user, remove_user
 
-            apply_user(pipeline, user)
-            try:
-                _make(pipeline, config, todo, records, out_dir, progress, user)
-            finally:
-                remove_user(pipeline)
+                apply_user(pipeline, user)
+                try:
+                    _make(pipeline, config, todo, records, out_dir, progress, user)
+                finally:
+                    remove_user(pipeline)
     return [records[job.file_name] for job in jobs]
 
 

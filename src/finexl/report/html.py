@@ -25,15 +25,15 @@ SAMPLE_PAIRS = 8
 
 def thumbnail_data_url(path: str | Path, side: int = THUMBNAIL_SIDE) -> str | None:
     """A small JPEG of the image as a data URL, or None when the file cannot be read."""
-    from PIL import Image, UnidentifiedImageError
+    from finexl.errors import FinexlError
+    from finexl.imaging.decode import load_image_bounded
 
     try:
-        with Image.open(path) as image:
-            image = image.convert("RGB")
-            image.thumbnail((side, side))
-            buffer = io.BytesIO()
-            image.save(buffer, format="JPEG", quality=85)
-    except (OSError, UnidentifiedImageError, ValueError) as exc:
+        image = load_image_bounded(path)  # within the pixel limit, shrunk as it is decoded
+        image.thumbnail((side, side))
+        buffer = io.BytesIO()
+        image.save(buffer, format="JPEG", quality=85)
+    except (FinexlError, OSError, ValueError) as exc:
         logger.warning("report: cannot read %s (%s); shown as missing", path, exc)
         return None
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")

@@ -1,0 +1,398 @@
+"""Hostile inputs (issue 18): each gives one clear line or a documented graceful result.
+
+Large cases are made small by lowering the documented limits (``FINEXL_MAX_*``
+environment variables, ``finexl.limits.WORKING_SIDE``), never by making huge files.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import sqlite3
+import threading
+import weakref
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from PIL import Image
+from test_cli import assert_one_line_error, run_cli, run_cli_subprocess
+from test_pipeline import CONCEPTS, _darken, _folders
+from toy_encoder import ToyEncoder
+
+from finexl import limits, pairs
+from finexl.imaging import decode
+from finexl.catalog import Catalog
+from finexl.errors import FinexlError
+from finexl.pairs import check_images, list_images, load_images, load_pairs
+from finexl.pipeline import ExplainConfig, embed_pair_differences, explain
+
+
+def _one_line(error: pytest.ExceptionInfo, *words: str) -> None:
+    message = str(error.value)
+    assert "\n" not in message
+    for word in words:
+        assert word in message, message
+
+
+def _nothing_expensive(monkeypatch) -> None:
+    """Fail the test if explain gets as far as decoding images or loading an encoder."""
+    from finexl import pipeline
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("reached expensive work before the input was checked")
+
+    monkeypatch.setattr(pipeline, "load_configured_encoder", forbidden)
+    monkeypatch.setattr(pairs, "check_images", forbidden)
+
+
+# 1. Text bounds, checked before any work ---------------------------------------------------
+
+def test_a_too_long_prompt_in_metadata_is_one_line_before_any_work(tmp_path, monkeypatch):
+    base, personal = _folders(tmp_path, lambda im: _darken(im, 0.6))
+    monkeypatch.setenv("FINEXL_MAX_PROMPT_CHARS", "40")
+    lines = (base / "metadata.jsonl").read_text().splitlines()
+    record = json.loads(lines[3])
+    record["prompt"] = "a cat " * 10  # 60 characters, the stand-in for a 50 MB line
+    lines[3] = json.dumps(record)
+    (base / "metadata.jsonl").write_text("\n".join(lines) + "\n")
+    _nothing_expensive(monkeypatch)
+    with pytest.raises(FinexlError) as error:
+        explain(base, personal, ExplainConfig(concepts=CONCEPTS, cache=False))
+    _one_line(error, "metadata.jsonl line 4", "59 characters", "limit of 40",
+              "FINEXL_MAX_PROMPT_CHARS")
+
+
+def test_the_cli_reports_a_too_long_prompt_in_one_line(tmp_path):
+    base, personal = _folders(tmp_path, lambda im: im)
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("\n".join(["short"] * 11 + ["x" * 30]) + "\n")
+    result = run_cli("explain", "--base", str(base), "--personal", str(personal), "--prompts",
+                     str(prompts), "--no-cache", "-q", "--concepts", str(prompts),
+                     env={"FINEXL_MAX_PROMPT_CHARS": "25"})
+    assert_one_line_error(result, "line 12", "FINEXL_MAX_PROMPT_CHARS")
+
+
+def test_a_text_file_over_the_size_limit_is_refused_before_it_is_read(tmp_path, monkeypatch):
+    base, personal = _folders(tmp_path, lambda im: im)
+    size = (base / "metadata.jsonl").stat().st_size
+    monkeypatch.setenv("FINEXL_MAX_TEXT_FILE_BYTES", str(size - 1))
+    monkeypatch.setattr(Path, "read_text", lambda *a, **k: pytest.fail("the file was read"))
+    with pytest.raises(FinexlError) as error:
+        load_pairs(base, personal)
+    _one_line(error, "metadata.jsonl", f"{size:,} bytes", "FINEXL_MAX_TEXT_FILE_BYTES")
+
+
+def test_a_too_long_concept_is_one_line(tmp_path, monkeypatch):
+    from finexl.concepts.user import read_concepts
+
+    monkeypatch.setenv("FINEXL_MAX_CONCEPT_CHARS", "12")
+    path = tmp_path / "concepts.txt"
+    path.write_text("dark\nwarm and very golden\n")
+    with pytest.raises(FinexlError) as error:
+        read_concepts(path)
+    _one_line(error, "concept 2", "20 characters", "FINEXL_MAX_CONCEPT_CHARS")
+    base, personal = _folders(tmp_path, lambda im: im)
+    _nothing_expensive(monkeypatch)
+    with pytest.raises(FinexlError, match="FINEXL_MAX_CONCEPT_CHARS"):
+        explain(base, personal, ExplainConfig(concepts=["dark", "x" * 13], cache=False))
+
+
+def test_a_bad_limit_setting_is_one_line(monkeypatch):
+    monkeypatch.setenv("FINEXL_MAX_PROMPT_CHARS", "lots")
+    with pytest.raises(FinexlError) as error:
+        limits.check_text_length("a cat", limits.MAX_PROMPT_CHARS, "here")
+    _one_line(error, "FINEXL_MAX_PROMPT_CHARS", "positive whole number")
+
+
+def test_a_too_long_vlm_answer_fails_that_pair_only(tmp_path, monkeypatch):
+    from fake_vlm_server import FakeVlmServer, Reply
+
+    from finexl.concepts.vlm import VlmConfig
+    from finexl.concepts.vlm_client import ChatSession, PairFailure
+
+    monkeypatch.setenv("FINEXL_MAX_VLM_ANSWER_CHARS", "50")
+    long_answer = json.dumps(["sepia"] * 20)  # 180 characters
+    with FakeVlmServer([Reply.answer(long_answer), Reply.answer('["sepia"]')]) as server:
+        config = VlmConfig(url=server.url, model="fake", retries=0)
+        with ChatSession(config, api_key=None) as session:
+            with pytest.raises(PairFailure, match="over the limit of 50"):
+                session.complete({"messages": []})
+            assert session.complete({"messages": []}) == '["sepia"]'
+
+
+def test_an_endless_vlm_response_is_read_only_up_to_the_byte_limit(monkeypatch):
+    from fake_vlm_server import FakeVlmServer, Reply
+
+    from finexl.concepts.vlm import VlmConfig
+    from finexl.concepts.vlm_client import ChatSession, PairFailure
+
+    monkeypatch.setenv("FINEXL_MAX_VLM_RESPONSE_BYTES", "1000")
+    with FakeVlmServer([Reply.answer("x" * 5000)]) as server:
+        config = VlmConfig(url=server.url, model="fake", retries=0)
+        with ChatSession(config, api_key=None) as session, \
+                pytest.raises(PairFailure, match="over 1,000 bytes"):
+            session.complete({"messages": []})
+
+
+# 2. Decoded size: a pixel limit, and one full-size image at a time -------------------------
+
+def test_an_image_over_the_pixel_limit_is_an_error_before_any_model(tmp_path, monkeypatch):
+    base, personal = _folders(tmp_path, lambda im: im)
+    Image.new("RGB", (200, 100), "white").save(personal / "0005.png")
+    monkeypatch.setenv("FINEXL_MAX_IMAGE_PIXELS", str(150 * 100))
+    pair_set = load_pairs(base, personal)
+    with pytest.raises(FinexlError) as error:
+        check_images(pair_set)
+    _one_line(error, "0005.png", "200x100 = 20,000", "limit of 15,000", "FINEXL_MAX_IMAGE_PIXELS")
+    with pytest.raises(FinexlError, match="0005.png.*FINEXL_MAX_IMAGE_PIXELS"):
+        load_images([personal / "0005.png"])
+    result = run_cli("explain", "--base", str(base), "--personal", str(personal), "--no-cache",
+                     "-q", "--encoder", "/nonexistent-encoder", "--proposer", "vocab",
+                     env={"FINEXL_MAX_IMAGE_PIXELS": "15000"})
+    # The image check comes before the encoder is looked up, so the pixel limit is reported.
+    assert_one_line_error(result, "0005.png", "FINEXL_MAX_IMAGE_PIXELS")
+
+
+def test_pillows_own_bomb_limit_is_reported_as_the_pixel_limit(tmp_path, monkeypatch):
+    path = tmp_path / "bomb.png"
+    Image.new("RGB", (64, 64)).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # Pillow refuses above 2x this
+    with pytest.raises(FinexlError) as error:
+        load_images([path])
+    _one_line(error, "bomb.png", "FINEXL_MAX_IMAGE_PIXELS")
+
+
+def test_images_are_decoded_one_at_a_time_and_shrunk_at_once(tmp_path, monkeypatch):
+    """However large the batch, at most one full-size decoded image is alive at any time,
+    and the encoder receives images shrunk to the working side."""
+    monkeypatch.setattr(limits, "WORKING_SIDE", 16)
+    base, personal = tmp_path / "base", tmp_path / "personal"
+    for folder in (base, personal):
+        folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(12):
+        pixels = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(base / f"{i}.png")
+        Image.fromarray(pixels // 2).save(personal / f"{i}.png")
+    alive: list[weakref.ref] = []
+    most_alive = []
+    real_to_rgb = decode._to_rgb
+
+    def counting_to_rgb(image, path):
+        gc.collect()
+        # Full-size images of earlier files that are still alive.
+        most_alive.append(sum(ref() is not None for ref in alive))
+        converted = real_to_rgb(image, path)
+        alive.append(weakref.ref(converted))
+        return converted
+
+    monkeypatch.setattr(decode, "_to_rgb", counting_to_rgb)
+    seen_sizes = set()
+
+    class SizeRecorder(ToyEncoder):
+        def embed_images(self, images, *, progress=False):
+            seen_sizes.update(image.size for image in images)
+            return super().embed_images(images, progress=progress)
+
+    pair_set = load_pairs(base, personal)
+    diffs = embed_pair_differences(SizeRecorder(), pair_set, batch_size=32, progress=False)
+    assert diffs.shape == (12, ToyEncoder.dim)
+    assert len(most_alive) == 24 and max(most_alive) == 0
+    assert seen_sizes == {(21, 16)}  # 64x48 shrunk so the shorter side is 16
+
+
+def test_small_images_are_kept_exactly_as_decoded(tmp_path):
+    pixels = np.random.default_rng(1).integers(0, 256, (40, 30, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "a.png")
+    (image,) = load_images([tmp_path / "a.png"])
+    assert np.array_equal(np.asarray(image), pixels)
+
+
+# 5. File names that are not UTF-8 ------------------------------------------------------------
+
+def _non_utf8(folder: Path, name: bytes) -> Path:
+    path = Path(os.fsdecode(os.path.join(os.fsencode(folder), name)))
+    Image.new("RGB", (8, 8)).save(path, format="PNG")
+    return path
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX file names are bytes")
+def test_a_file_name_that_is_not_utf8_is_refused_naming_it(tmp_path):
+    base, personal = _folders(tmp_path, lambda im: im)
+    for folder in (base, personal):
+        _non_utf8(folder, b"caf\xe9.png")
+    with pytest.raises(FinexlError) as error:
+        load_pairs(base, personal)
+    _one_line(error, "caf\\xe9.png", "not valid UTF-8", "rename")
+    result = run_cli("explain", "--base", str(base), "--personal", str(personal), "--no-cache",
+                     "-q", "--proposer", "vocab")
+    assert_one_line_error(result, "caf\\xe9.png", "not valid UTF-8")
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX file names are bytes")
+def test_a_folder_name_that_is_not_utf8_is_refused(tmp_path):
+    folder = Path(os.fsdecode(os.fsencode(tmp_path) + b"/b\xff"))
+    folder.mkdir()
+    Image.new("RGB", (8, 8)).save(folder / "a.png")
+    with pytest.raises(FinexlError) as error:
+        list_images(folder, "base")
+    _one_line(error, "b\\xff", "not valid UTF-8")
+
+
+# 6. Two generate runs into one --out ---------------------------------------------------------
+
+class _BlockingPipe:
+    """A stand-in pipeline: solid-colour images; optionally holds the first call until released."""
+
+    def __init__(self, colour: str, hold: threading.Event | None = None,
+                 started: threading.Event | None = None) -> None:
+        self.colour, self.hold, self.started = colour, hold, started
+
+    def __call__(self, prompt, generator, output_type="pil", num_inference_steps=2,
+                 guidance_scale=1.0):
+        if self.started is not None:
+            self.started.set()
+        if self.hold is not None:
+            assert self.hold.wait(60)
+        return SimpleNamespace(images=[Image.new("RGB", (8, 8), self.colour) for _ in prompt])
+
+
+def _generate_config(out_dir: Path, prompts: list[str]):
+    from finexl.generate.run import GenerateConfig
+
+    return GenerateConfig(model="builtin:tiny", out_dir=out_dir, prompts=prompts)
+
+
+def test_a_concurrent_generate_into_the_same_folder_is_refused_and_loses_nothing(tmp_path):
+    from finexl.generate.run import generate
+
+    out = tmp_path / "out"
+    hold, started, outcome = threading.Event(), threading.Event(), {}
+
+    def first_run():
+        outcome["records"] = generate(_generate_config(out, ["a red cat", "a blue dog"]),
+                                      pipeline=_BlockingPipe("red", hold, started))
+
+    thread = threading.Thread(target=first_run)
+    thread.start()
+    try:
+        assert started.wait(60)
+        with pytest.raises(FinexlError) as error:
+            generate(_generate_config(out, ["a green tree", "a grey cloud"]),
+                     pipeline=_BlockingPipe("green"))
+        _one_line(error, "another finexl generate is writing into", str(out))
+    finally:
+        hold.set()
+        thread.join(60)
+    assert [r["prompt"] for r in outcome["records"]] == ["a red cat", "a blue dog"]
+    for name in ("p0000_s0000.png", "p0001_s0001.png"):
+        with Image.open(out / name) as image:
+            assert image.getpixel((0, 0)) == (255, 0, 0)  # the first run's, not overwritten
+    # One after the other, the second is refused by the metadata check, as before.
+    with pytest.raises(FinexlError, match="prompt"):
+        generate(_generate_config(out, ["a green tree", "a grey cloud"]),
+                 pipeline=_BlockingPipe("green"))
+
+
+def test_a_waiting_generate_reuses_what_the_first_one_made(tmp_path):
+    from finexl.generate.run import generate
+
+    out = tmp_path / "out"
+    hold, started = threading.Event(), threading.Event()
+    thread = threading.Thread(target=generate, args=(_generate_config(out, ["a red cat"]),),
+                              kwargs={"pipeline": _BlockingPipe("red", hold, started)})
+    thread.start()
+    assert started.wait(60)
+    calls = []
+
+    class Counting(_BlockingPipe):
+        def __call__(self, *args, **kwargs):
+            calls.append(1)
+            return super().__call__(*args, **kwargs)
+
+    threading.Timer(0.5, hold.set).start()
+    records = generate(_generate_config(out, ["a red cat"]), pipeline=Counting("green"),
+                       wait=True)
+    thread.join(60)
+    assert calls == [] and [r["prompt"] for r in records] == ["a red cat"]
+
+
+# 7. A busy catalog ---------------------------------------------------------------------------
+
+def test_a_busy_catalog_is_called_busy(tmp_path, monkeypatch):
+    import finexl.catalog as catalog_module
+
+    path = tmp_path / "catalog.sqlite"
+    Catalog(path).models()  # create it
+    monkeypatch.setattr(catalog_module, "BUSY_TIMEOUT_S", 0.1)
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(FinexlError) as error:
+            Catalog(path).models()
+        _one_line(error, "is busy", str(path))
+        assert "not a finexl catalog" not in str(error.value)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert Catalog(path).models() == []
+
+
+def test_a_damaged_catalog_is_still_not_a_finexl_catalog(tmp_path):
+    path = tmp_path / "catalog.sqlite"
+    path.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(FinexlError, match="not a finexl catalog"):
+        Catalog(path).models()
+
+
+# 8. Symbolic links, devices and FIFOs --------------------------------------------------------
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_links_out_of_the_folder_devices_and_fifos_are_reported(tmp_path):
+    base, personal = _folders(tmp_path, lambda im: _darken(im, 0.6))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (base / "0002.png").rename(elsewhere / "0002.png")
+    (base / "0002.png").symlink_to(elsewhere / "0002.png")  # out of the folder
+    (base / "0003.png").rename(base / ".real-0003.png")
+    (base / "0003.png").symlink_to(".real-0003.png")  # inside the folder: not reported
+    for folder in (base, personal):
+        (folder / "0004.png").unlink()
+        os.mkfifo(folder / "0004.png")  # reading it would block forever
+        (folder / "0005.png").unlink()
+        (folder / "0005.png").symlink_to(os.devnull)  # a character device
+    lines = [line for line in (base / "metadata.jsonl").read_text().splitlines()
+             if '"0004.png"' not in line and '"0005.png"' not in line]
+    for folder in (base, personal):
+        (folder / "metadata.jsonl").write_text("\n".join(lines) + "\n")
+
+    listing = list_images(base, "base")
+    assert listing.outside == ("0002.png",) and listing.skipped == ("0004.png", "0005.png")
+    assert "0002.png" in listing.images and "0003.png" in listing.images
+    strict = list_images(base, "liked", follow_outside=False)
+    assert "0002.png" not in strict.images and "left out" in strict.notes()[0]
+
+    pair_set = load_pairs(base, personal)
+    assert len(pair_set) == 10
+    notes = " ".join(pair_set.notes)
+    assert "outside it (0002.png); followed" in notes
+    assert "0004.png, 0005.png" in notes and "skipped" in notes
+    result = explain(base, personal, ExplainConfig(concepts=CONCEPTS, cache=False,
+                                                   n_bootstrap=20), encoder=ToyEncoder())
+    assert any("outside it (0002.png)" in note for note in result.notes)
+    assert any("0004.png, 0005.png" in note for note in result.notes)
+    cli = run_cli_subprocess("explain", "--base", str(base), "--personal", str(personal), "--no-cache",
+                  "-q", "--encoder", "/nonexistent-encoder", "--proposer", "vocab")
+    assert "0002.png" in cli.stderr and "0004.png, 0005.png" in cli.stderr
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_an_image_replaced_by_a_fifo_after_the_scan_does_not_block(tmp_path):
+    path = tmp_path / "late.png"
+    os.mkfifo(path)
+    with pytest.raises(FinexlError) as error:
+        load_images([path])
+    _one_line(error, "late.png", "not a regular file")
