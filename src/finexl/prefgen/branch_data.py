@@ -1,0 +1,118 @@
+"""Training data for the user branch: what a user's generator should draw, for many prompts.
+
+A branch trained only on a user's liked images learns their content as much as their style,
+and then moves the prompt's content (the prototype's object mask overlap with the base image
+was 0.52, PREFGEN.md §6). So a training image here is a pool image *for any prompt*,
+re-rendered in the user's liked styles: the prompt fixes what is drawn, the user fixes how.
+Liked content (an object colour, a background, a size) can only show where the prompt leaves
+it open, so with ``free_content_rate`` a row draws a pool image that shows the user's liked
+content and a prompt with that slot left out ("a star on grass" for a user who likes red
+objects): the branch learns to fill open slots with the user's taste and nothing else.
+
+``branch_batches`` returns a callable ``data(start)`` as ``train_branch`` takes it: micro-
+batch k depends only on (seed, k), so a resumed run reads what an uninterrupted one would.
+
+``fixed_user_embedding`` is the prototype's extractor-free ``e_u`` (mean image embedding of
+the liked images minus the disliked ones, then the liked mean): a stand-in until the VQA
+extractor's profiles exist, and the "no extractor" baseline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from finexl.generate.tiny_data import SETTINGS, SHAPES, article
+
+Batch = tuple[Any, Any, list[str]]
+
+
+def free_prompt(record: Mapping[str, Any], open_slots: Sequence[str]) -> str:
+    """The pool prompt of ``record`` with the ``open_slots`` (colour, background, size) left
+    out, in the tiny model's caption grammar ("a big red star on a blue background")."""
+    words = str(record["prompt"]).split()
+    shape = next((w for w in words if w in SHAPES), None)
+    if shape is None:  # not a pool caption; leave it as it is
+        return str(record["prompt"])
+    size = record.get("prompt_size")
+    colour = record.get("prompt_colour")
+    noun = " ".join(w for w, slot in ((size, "size"), (colour, "colour"), (shape, None))
+                    if w and slot not in open_slots)
+    text = article(noun)
+    background = record.get("prompt_background")
+    if background and "background" not in open_slots:
+        text += " " + (SETTINGS[background] if background in SETTINGS
+                       else f"on {article(background)} background")
+    return text
+
+
+def branch_batches(sampler, agents: Sequence, embeddings: Mapping[str, np.ndarray], *,
+                   batch_size: int = 16, seed: int = 0, free_content_rate: float = 0.5
+                   ) -> Callable[[int], Iterator[Batch]]:
+    """Micro-batches ``(e_u, pixels, prompts)`` for ``train_branch`` from simulated users.
+
+    Parameters
+    ----------
+    sampler
+        An ``agents.AgentSampler`` (the pool and which pool images show which content).
+    agents
+        The training users (``agents.Agent``), each with an entry in ``embeddings``.
+    embeddings
+        ``user_id -> e_u`` (1-D, all the same length).
+    batch_size
+        Rows per micro-batch; each row is a random user and a random image for them.
+    free_content_rate
+        For users with liked content, the share of rows whose prompt leaves that content
+        open (and whose image shows it).
+    """
+    import torch
+
+    from finexl.prefgen import vocabulary as vocab
+    from finexl.prefgen.agents import render_image
+
+    if not agents:
+        raise ValueError("no training users for the user branch")
+    usable = sampler.usable
+    records = sampler.records
+
+    def batches(start: int) -> Iterator[Batch]:
+        k = start
+        while True:
+            rng = np.random.default_rng([seed, k, 11])
+            rows_e, rows_px, prompts = [], [], []
+            for _ in range(batch_size):
+                agent = agents[int(rng.integers(len(agents)))]
+                liked_content = agent.content("liked")
+                if liked_content and rng.random() < free_content_rate:
+                    candidates = sampler.matches(liked_content, agent.content("disliked"))
+                    index = int(candidates[int(rng.integers(len(candidates)))])
+                    slots = [vocab.get(name).slot for name in liked_content]
+                    prompt = free_prompt(records[index], slots)
+                else:
+                    index = int(usable[int(rng.integers(len(usable)))])
+                    prompt = str(records[index]["prompt"])
+                image = render_image(sampler.pool, index, agent.styles("liked"), rng)
+                rows_e.append(np.asarray(embeddings[agent.user_id], np.float32))
+                rows_px.append(np.asarray(image.pixels, np.float32).transpose(2, 0, 1))
+                prompts.append(prompt)
+            yield (torch.from_numpy(np.stack(rows_e)), torch.from_numpy(np.stack(rows_px)),
+                   prompts)
+            k += 1
+
+    return batches
+
+
+def fixed_user_embedding(liked: np.ndarray, disliked: np.ndarray | None) -> np.ndarray:
+    """The extractor-free ``e_u``: ``[mean(liked) - mean(disliked); mean(liked)]``.
+
+    ``liked``/``disliked`` are image embeddings ``(n, d)``; without disliked images the
+    first half is the liked mean alone.
+    """
+    liked_mean = np.asarray(liked, np.float32).mean(axis=0)
+    if disliked is None or len(disliked) == 0:
+        contrast = liked_mean
+    else:
+        contrast = liked_mean - np.asarray(disliked, np.float32).mean(axis=0)
+    return np.concatenate([contrast, liked_mean]).astype(np.float32)
