@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+from test_generate_user import world  # noqa: F401  (the tiny generator + user branch fixture)
 from tiny_vlm import save_tiny_llava
 
 from finexl.errors import FinexlError
@@ -109,3 +111,46 @@ def test_extract_as_ray_tasks_matches_local(tiny_llava_dir, users_dir, tmp_path)
     for path in (tmp_path / "local").glob("*.safetensors"):
         np.testing.assert_allclose(read_features(path)[0],
                                    read_features(tmp_path / "ray" / path.name)[0], atol=1e-5)
+
+
+def test_generate_for_every_profile_resumes_and_matches_one_user_runs(world, tmp_path,  # noqa: F811
+                                                                      monkeypatch):
+    """Each user's folder equals `finexl generate --user` for that profile alone."""
+    from types import SimpleNamespace
+
+    from finexl.generate.run import GenerateConfig, generate
+    from finexl.prefgen import user_generation
+    from finexl.prefgen.population import GenerateSettings, generate_population
+
+    profiles_dir = tmp_path / "profiles"
+    profiles_dir.mkdir()
+    made = {}
+    for seed, name in enumerate(["ann", "bob"]):
+        path = profiles_dir / f"{name}.user.safetensors"
+        vector = np.random.default_rng(seed).normal(size=10).astype(np.float32)
+        path.write_bytes(vector.tobytes())
+        made[path.resolve()] = SimpleNamespace(model_fingerprint="prefgen-A", base_model=None,
+                                               user_embedding=lambda drop=(), v=vector: v)
+    monkeypatch.setattr(user_generation, "read_profile",
+                        lambda path: made[Path(path).resolve()])
+    release_workers()
+    settings = GenerateSettings(model=world.model, prompts=world.prompts, steps=3, guidance=2.0,
+                                batch_size=2, prefgen_model=world.prefgen, user_scale=1.5)
+    run = generate_population(profiles_dir, tmp_path / "gen", settings)
+    assert sorted(run.made) == ["ann", "bob"]
+    alone = generate(GenerateConfig(model=world.model, out_dir=tmp_path / "alone",
+                                    prompts=world.prompts, steps=3, guidance=2.0, batch_size=2,
+                                    prefgen_model=world.prefgen, user_scale=1.5,
+                                    user=str(profiles_dir / "bob.user.safetensors")))
+    for record in alone:
+        name = record["file_name"]
+        assert ((tmp_path / "gen" / "bob" / name).read_bytes()
+                == (tmp_path / "alone" / name).read_bytes())
+    ann = (tmp_path / "gen" / "ann" / alone[0]["file_name"]).read_bytes()
+    assert ann != (tmp_path / "alone" / alone[0]["file_name"]).read_bytes()  # users differ
+    again = generate_population(profiles_dir, tmp_path / "gen", settings)
+    assert again.made == [] and sorted(again.kept) == ["ann", "bob"]
+    with pytest.raises(FinexlError, match="out of range"):
+        generate_population(profiles_dir, tmp_path / "gen", GenerateSettings(
+            model=world.model, user_scale=9.0))
+

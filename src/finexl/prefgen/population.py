@@ -85,8 +85,8 @@ def run_population(jobs: Sequence[UserJob], task: Callable[..., list[str]], shar
 
     ``task`` must be a module-level function returning the user ids it wrote.
     """
-    from finexl.store.files import write_atomic
     from finexl.scale import LocalExecutor
+    from finexl.store.files import write_atomic
 
     out = Path(out_dir).expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -145,9 +145,9 @@ def extract_users_task(jobs: Sequence[UserJob], settings: ExtractSettings) -> li
     """Extract and write a batch of users (runs in a worker); returns their ids."""
     from safetensors.numpy import save
 
-    from finexl.store.files import write_atomic
     from finexl.imaging.decode import load_images
     from finexl.prefgen.vlm_features import PreferenceQuery
+    from finexl.store.files import write_atomic
 
     extractor = _worker_extractor(settings.vlm, settings.lora, settings.device, settings.dtype)
     done = []
@@ -188,3 +188,107 @@ def _worker_extractor(vlm: str, lora: str | None, device: str, dtype: str) -> An
 def release_workers() -> None:
     """Drop the models this process keeps loaded for population tasks."""
     _worker_extractor.cache_clear()
+    _worker_pipeline.cache_clear()
+
+
+# --- generating for every user ---------------------------------------------------------------
+
+PROFILE_SUFFIX = ".user.safetensors"
+DONE_FILE = "done.json"
+
+
+@dataclass(frozen=True)
+class GenerateSettings:
+    """``finexl generate --user`` settings shared by every user (plain data)."""
+
+    model: str
+    prompts: str | None = None
+    prefgen_model: str | None = None
+    user_scale: float = 1.0
+    n_seeds: int = 1
+    prompt_count: int | None = None
+    steps: int | None = None
+    guidance: float | None = None
+    size: int | None = None
+    batch_size: int = 4
+    device: str = "cpu"
+    dtype: str = "float32"
+    single_file_config: str | None = None
+
+
+def profile_jobs(profiles_dir: str | Path, out_dir: str | Path) -> list[UserJob]:
+    """One generation job per profile in ``profiles_dir``: its ``index.jsonl`` when present
+    (as :func:`profile_population` writes), else every ``*.user.safetensors`` file there."""
+    folder = Path(profiles_dir).expanduser().resolve()
+    if not folder.is_dir():
+        raise FinexlError(f"profiles folder {folder} does not exist")
+    out = Path(out_dir).expanduser().resolve()
+    index = folder / INDEX_FILE
+    if index.is_file():
+        rows = [json.loads(line) for line in index.read_text(encoding="utf-8").splitlines()
+                if line.strip()]
+        pairs = [(str(row["user_id"]), folder / Path(str(row["file"])).name) for row in rows]
+    else:
+        pairs = [(path.name.removesuffix(PROFILE_SUFFIX), path)
+                 for path in sorted(folder.glob(f"*{PROFILE_SUFFIX}"))]
+    if not pairs:
+        raise FinexlError(f"{folder} has no profiles (*{PROFILE_SUFFIX} or {INDEX_FILE}); make"
+                          " them with finexl prefgen profile-all")
+    missing = [str(path) for _, path in pairs if not path.is_file()]
+    if missing:
+        raise FinexlError(f"{index} lists profiles that do not exist: {', '.join(missing[:3])}")
+    # ``liked`` carries the profile path; the result is the user's folder's done.json.
+    return [UserJob(user_id, (str(path),), (),
+                    str(out / user_file_name(user_id, "") / DONE_FILE))
+            for user_id, path in pairs]
+
+
+def generate_population(profiles_dir: str | Path, out_dir: str | Path,
+                        settings: GenerateSettings, *, executor: Any = None,
+                        users_per_task: int = 4, progress: bool = False) -> PopulationRun:
+    """``finexl generate --user`` for every profile, one folder per user; resumable.
+
+    Each user's folder is an ordinary generated set (PNGs + ``metadata.jsonl``, same prompts
+    and seeds for everyone, so any two users, or a user and the base model, pair up for
+    ``finexl explain``). ``done.json`` marks a finished user.
+    """
+    from finexl.prefgen.user_generation import check_user_scale
+
+    check_user_scale(settings.user_scale)
+    jobs = profile_jobs(profiles_dir, out_dir)
+    return run_population(jobs, generate_users_task, settings, out_dir, executor=executor,
+                          users_per_task=users_per_task, description="generating for users",
+                          progress=progress)
+
+
+def generate_users_task(jobs: Sequence[UserJob], settings: GenerateSettings) -> list[str]:
+    """Generate every image of a batch of users with one pipeline (runs in a worker)."""
+    from finexl.generate.run import GenerateConfig, generate
+    from finexl.store.files import write_atomic
+
+    pipe = _worker_pipeline(settings.model, settings.device, settings.dtype,
+                            settings.single_file_config)
+    done = []
+    for job in jobs:
+        folder = Path(job.out).parent
+        config = GenerateConfig(
+            model=settings.model, out_dir=folder, prompts=settings.prompts,
+            prompt_count=settings.prompt_count, n_seeds=settings.n_seeds, steps=settings.steps,
+            guidance=settings.guidance, size=settings.size, batch_size=settings.batch_size,
+            device=settings.device, dtype=settings.dtype,
+            single_file_config=settings.single_file_config, user=job.liked[0],
+            user_scale=settings.user_scale, prefgen_model=settings.prefgen_model)
+        records = generate(config, pipeline=pipe)
+        write_atomic(Path(job.out), json.dumps({"user_id": job.user_id, "profile": job.liked[0],
+                                                "images": len(records)}).encode())
+        done.append(job.user_id)
+    return done
+
+
+@functools.lru_cache(maxsize=1)
+def _worker_pipeline(model: str, device: str, dtype: str, single_file_config: str | None) -> Any:
+    # One pipeline per worker process; generate() puts each user's branch on and takes it off.
+    from finexl.generate.pipelines import load_pipeline
+
+    return load_pipeline(model, device=device, dtype=dtype,
+                         single_file_config=single_file_config)
