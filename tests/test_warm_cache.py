@@ -17,10 +17,15 @@ import finexl.store.keys
 import finexl.store.memo
 from finexl.encoders.base import CachedEncoder
 from finexl.errors import FinexlError
-from finexl.image_hashes import image_file_hashes, pixel_hash_kind, remembered_files
+from finexl.image_hashes import (
+    checked_before,
+    image_file_hashes,
+    pixel_hash_kind,
+    remembered_files,
+)
 from finexl.imaging.decode import load_images
 from finexl.pairs import check_images, load_pairs
-from finexl.pipeline import checked_before, explain
+from finexl.pipeline import explain
 from finexl.store.cache import Store
 from finexl.store.keys import hash_image
 from finexl.store.memo import file_identity
@@ -253,21 +258,20 @@ def test_explain_sees_a_changed_image(tmp_path, no_racy_window):
     assert second.to_dict() == fresh.to_dict()
 
 
-def test_scale_embed_paths_opens_no_unchanged_image_when_warm(tmp_path, no_racy_window,
+def test_embed_image_files_opens_no_unchanged_image_when_warm(tmp_path, no_racy_window,
                                                                monkeypatch):
     from tests.toy_encoder import ToyEncoder
 
-    from finexl.encoders.base import CachedEncoder
-    from finexl.scale import embed_paths
+    from finexl.encoders.base import CachedEncoder, embed_image_files
 
     paths = _write(tmp_path / "images")
-    cold = embed_paths(CachedEncoder(ToyEncoder(), Store(tmp_path / "cache")), paths, 3)
+    cold = embed_image_files(CachedEncoder(ToyEncoder(), Store(tmp_path / "cache")), paths, 3)
 
     def refuse(*args, **kwargs):
         raise AssertionError(f"an image was opened: {args[:1]}")
 
     monkeypatch.setattr(Image, "open", refuse)
     toy = ToyEncoder()
-    warm = embed_paths(CachedEncoder(toy, Store(tmp_path / "cache")), paths, 3)
+    warm = embed_image_files(CachedEncoder(toy, Store(tmp_path / "cache")), paths, 3)
     np.testing.assert_array_equal(warm, cold)
     assert toy.image_calls == 0

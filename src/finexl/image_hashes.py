@@ -27,6 +27,7 @@ __all__ = ["image_file_hashes", "pixel_hash_kind", "remembered_files"]
 if TYPE_CHECKING:
     from PIL import Image
 
+    from finexl.pairs import PairSet
     from finexl.store.cache import Store
 
 
@@ -86,3 +87,11 @@ def remembered_files(paths: Sequence[Path], store: Store) -> set[Path]:
             identities.append(identity)
     hashes = store.get_file_hashes(pixel_hash_kind(), identities)
     return {path for path, digest in zip(present, hashes) if digest is not None}
+
+
+def checked_before(pairs: PairSet, store: Store | None) -> set[Path]:
+    """The files of ``pairs`` the store decoded in full, unchanged since: ``check_images``
+    need not open them again (none without a store)."""
+    if store is None:
+        return set()
+    return remembered_files([path for pair in pairs.image_pairs for path in pair], store)

@@ -44,7 +44,7 @@ __all__ = [
     "IMAGE_EXTENSIONS", "MAX_CONCEPT_CHARS", "MAX_IMAGE_PIXELS", "MAX_PROMPT_CHARS",
     "FolderListing", "PairSet", "check_file_size", "check_images",
     "check_path_text", "check_text_length", "list_images", "load_image_bounded", "load_images",
-    "load_pairs", "natural_sort_key", "open_image_bounded", "read_metadata", "read_prompts",
+    "load_pair_sets", "load_pairs", "natural_sort_key", "open_image_bounded", "read_metadata", "read_prompts",
     "write_metadata",
 ]
 
@@ -157,6 +157,27 @@ def load_pairs(base_dir: str | Path, personal_dir: str | Path, *,
         seeds=tuple(seeds),
         notes=notes,
     )
+
+
+def load_pair_sets(base_dir: str | Path, personal: Mapping[str, str | Path], *,
+                   prompts_file: str | Path | None = None) -> dict[str, PairSet]:
+    """:func:`load_pairs` for several personalized folders of one base, by name.
+
+    Raises
+    ------
+    FinexlError
+        As :func:`load_pairs`, or a folder that pairs other files with the base than the
+        first one does (models compared on one basis must share prompts and seeds).
+    """
+    pair_sets = {name: load_pairs(base_dir, folder, prompts_file=prompts_file)
+                 for name, folder in personal.items()}
+    names = list(pair_sets)
+    for name in names[1:]:
+        if pair_sets[name].file_names != pair_sets[names[0]].file_names:
+            raise fail(f"--personal {name} pairs other files with the base than {names[0]} does:"
+                       " every model must be made from the same prompts and seeds to share one"
+                       " basis")
+    return pair_sets
 
 
 # Folders --------------------------------------------------------------------------------------

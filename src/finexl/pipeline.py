@@ -7,7 +7,7 @@ together; each step is a small function so the flow reads like Algorithm 1.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,6 +23,7 @@ from finexl.results import ConceptScore, Evidence, Explanation, RejectedConcept
 if TYPE_CHECKING:
     from finexl.encoders.base import Encoder
     from finexl.pairs import PairSet
+    from finexl.scale import Executor
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +92,31 @@ def resolve_proposer_name(config: ExplainConfig) -> str:
     return name
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """Everything the fit and the result need, for one or many personalized sets of one base.
+
+    ``concept_diffs`` has shape ``(n_candidates, n_prompts, dim)``; with the pairs' own
+    prompts (``aligned``) ``n_prompts`` is ``n_pairs``, else the generic captions.
+    """
+
+    pair_sets: dict[str, PairSet]
+    pair_diffs: dict[str, np.ndarray]  # name -> (n_pairs, dim), float64
+    prompts: tuple[str, ...]
+    aligned: bool
+    candidates: tuple[Candidate, ...]
+    unknown: tuple[Candidate, ...]  # proposed, but the encoder does not know them
+    concept_diffs: np.ndarray
+    notes: tuple[str, ...]
+    encoder: Encoder
+
+    @property
+    def fit_input(self) -> np.ndarray:
+        """What the decomposition takes: per-prompt f(C) aligned with the pairs, or ready
+        f(C) vectors ``(n_candidates, dim)`` when the prompts are generic captions."""
+        return self.concept_diffs if self.aligned else self.concept_diffs.mean(axis=1)
+
+
 def explain(
     base: str | Path | PairSet,
     personal: str | Path | None = None,
@@ -101,6 +127,9 @@ def explain(
     progress: bool = False,
 ) -> Explanation:
     """Explain how the personalized images differ from the base images.
+
+    The one-model case of :func:`finexl.compare.compare`: the same steps, with the model's
+    own selection as the basis.
 
     Parameters
     ----------
@@ -117,58 +146,135 @@ def explain(
     >>> result = explain("out/base", "out/lora", ExplainConfig(concepts=["sepia", "blurry"]))
     >>> print(result.concepts[0].concept, result.concepts[0].weight)
     """
+    from finexl.pairs import PairSet
+
     config = config or ExplainConfig()
-    # 1. Check inputs before anything expensive.
     check_config(config)
-    pairs = _load_pairs(base, personal, config, embedding_store(encoder, config))
-    # 2. Encoder.
-    encoder = encoder or load_configured_encoder(config, progress)
-    # 3. Images -> per-pair differences -> V_div (Eq. 4-5).
-    pair_diffs = embed_pair_differences(encoder, pairs, config.batch_size, progress)
-    v_div = pair_diffs.mean(axis=0)
-    prompts, aligned = prompts_for_concepts(pairs)
-    # 4. Candidate concepts.
-    context = ProposalContext(image_pairs=pairs.image_pairs, prompts=prompts, v_div=v_div,
-                              encoder=encoder, template=config.template)
-    proposal = (proposer or build_proposer(config, progress)).propose(context)
-    candidates, unknown = split_unknown(encoder, proposal.candidates)
-    # 5. f(C) per prompt (Eq. 6).
-    concept_diffs = embed_concept_differences(
-        encoder, prompts, [c.concept for c in candidates], config.template, progress)
-    # 6. Decompose, with intervals and the null test (a rerun on identical inputs reads the fit).
-    from finexl.fit_cache import fit_cached
+    if isinstance(base, PairSet):
+        pair_sets = {PERSONAL: base}
+    elif personal is None:
+        raise FinexlError("explain needs both --base and --personal image folders")
+    else:
+        pair_sets = load_pair_sets(base, {PERSONAL: personal}, config, encoder)
+    explanations, _, _ = explain_sets(pair_sets, config, encoder=encoder, proposer=proposer,
+                                      progress=progress)
+    return explanations[PERSONAL]
+
+
+PERSONAL = "personal"  # the one model's name when explain goes through explain_sets
+
+
+def load_pair_sets(base: str | Path, personal: Mapping[str, str | Path], config: ExplainConfig,
+                   encoder: Encoder | None = None) -> dict[str, PairSet]:
+    """Pair every personalized folder with ``base`` and check every image, before any model loads.
+
+    Files the embedding store decoded in full, unchanged since, are not opened again.
+    """
+    from finexl.image_hashes import checked_before
+    from finexl.pairs import check_images
+    from finexl.pairs import load_pair_sets as pair_folders
+
+    pair_sets = pair_folders(base, personal, prompts_file=config.prompts_file)
+    store = embedding_store(encoder, config)
+    for pairs in pair_sets.values():
+        check_images(pairs, skip=checked_before(pairs, store))
+    return pair_sets
+
+
+def explain_sets(pair_sets: Mapping[str, PairSet], config: ExplainConfig, *,
+                 encoder: Encoder | None = None, proposer: Proposer | None = None,
+                 progress: bool = False, executor: Executor | None = None,
+                 ) -> tuple[dict[str, Explanation], tuple[str, ...], tuple[RejectedConcept, ...]]:
+    """:func:`prepare`, :func:`finexl.decomposition.fit`, then one explanation per set.
+
+    Returns
+    -------
+    explanations : dict of str to Explanation
+        By set name, in the order of ``pair_sets``.
+    basis : tuple of str
+        The concepts the sets share (one set: the concepts it selected).
+    rejected : tuple of RejectedConcept
+        Selected for some set but redundant with a basis concept (several sets only).
+    """
+    from finexl.decomposition import fit
     from finexl.store.cache import open_store
 
-    model = fit_cached(Decomposer(
-        e_decomp=config.e_decomp, e_ortho=config.e_ortho, ortho_rule=config.ortho_rule,
-        order=config.order, solver=config.solver, max_concepts=config.max_concepts,
-        centering=config.centering, n_bootstrap=config.n_bootstrap, seed=config.seed,
-    ), pair_diffs, concept_diffs if aligned else concept_diffs.mean(axis=1),
-        open_store(config.cache, subdir="fits"))
-    # 7. Result.
-    return build_explanation(model, pair_diffs, pairs, candidates, unknown, proposal, encoder,
-                             config, generic_prompts=not aligned)
+    prepared = prepare(pair_sets, config, encoder=encoder, proposer=proposer,
+                       progress=progress, executor=executor)
+    fitted = fit(prepared.pair_diffs, prepared.fit_input, config,
+                 store=open_store(config.cache, subdir="fits"))
+    candidates = [prepared.candidates[i] for i in fitted.basis]
+    proposal = Proposal(tuple(candidates) if len(pair_sets) > 1 else prepared.candidates,
+                        prepared.notes)
+    explanations = {
+        name: build_explanation(fitted.models[name], prepared.pair_diffs[name], pairs,
+                                candidates, prepared.unknown, proposal, prepared.encoder, config,
+                                generic_prompts=not prepared.aligned)
+        for name, pairs in pair_sets.items()}
+    if len(pair_sets) == 1:
+        basis = tuple(c.concept for c in next(iter(explanations.values())).concepts)
+    else:
+        basis = tuple(c.concept for c in candidates)
+    names = [c.concept for c in prepared.candidates]
+    rejected = tuple(RejectedConcept(names[r.index], r.reason, names[r.partner], r.cos)
+                     for r in fitted.rejected)
+    return explanations, basis, rejected
 
 
-def _load_pairs(base, personal, config: ExplainConfig, store=None) -> PairSet:
-    from finexl.pairs import PairSet, check_images, load_pairs
+def prepare(pair_sets: Mapping[str, PairSet], config: ExplainConfig, *,
+            encoder: Encoder | None = None, proposer: Proposer | None = None,
+            progress: bool = False, executor: Executor | None = None) -> Prepared:
+    """The arrays for one or many personalized sets of one base (Algorithm 1, steps 1-5).
 
-    if isinstance(base, PairSet):
-        return base
-    if personal is None:
-        raise FinexlError("explain needs both --base and --personal image folders")
-    pairs = load_pairs(base, personal, prompts_file=config.prompts_file)
-    check_images(pairs, skip=checked_before(pairs, store))
-    return pairs
+    Parameters
+    ----------
+    pair_sets
+        Name -> pairs, all pairing the same base files (from :func:`load_pair_sets`).
+    config
+        Settings (checked by the caller).
+    encoder, proposer
+        Already built objects, used instead of the ones ``config`` names.
+    executor
+        Embed each set's images as a task (``finexl.scale``); workers load
+        ``config.encoder`` by its spec and share the on-disk cache.
+    """
+    if not pair_sets:
+        raise FinexlError("compare needs at least one --personal NAME=DIR")
+    # 1. Encoder.
+    encoder = encoder or load_configured_encoder(config, progress)
+    proposer = proposer or build_proposer(config, progress)
+    # 2. Images -> per-pair differences (Eq. 4-5); the base set is embedded once.
+    if executor is None:
+        pair_diffs = {name: embed_pair_differences(encoder, pairs, config.batch_size, progress)
+                      for name, pairs in pair_sets.items()}
+    else:
+        from finexl.scale import EmbedSettings, embed_pair_sets
 
+        pair_diffs = embed_pair_sets(pair_sets, config.encoder, EmbedSettings.from_config(config),
+                                     executor, progress=progress)
+    prompts, aligned = prompts_for_concepts(next(iter(pair_sets.values())))
+    # 3. Candidate concepts: each set's proposal, united (one set: its proposal as it is).
+    proposals, notes = [], []
+    for name, pairs in pair_sets.items():
+        context = ProposalContext(image_pairs=pairs.image_pairs, prompts=prompts,
+                                  v_div=pair_diffs[name].mean(axis=0), encoder=encoder,
+                                  template=config.template)
+        proposal = proposer.propose(context)
+        proposals.append(proposal.candidates)
+        notes += [f"{name}: {note}" for note in proposal.notes] if len(pair_sets) > 1 \
+            else list(proposal.notes)
+    if len(proposals) == 1:
+        proposed = list(proposals[0])
+    else:
+        from finexl.concepts.normalize import union_candidates
 
-def checked_before(pairs: PairSet, store) -> set[Path]:
-    """The files of ``pairs`` the store decoded in full, unchanged since: no need to check them."""
-    if store is None:
-        return set()
-    from finexl.image_hashes import remembered_files
-
-    return remembered_files([path for pair in pairs.image_pairs for path in pair], store)
+        proposed = union_candidates(*proposals)
+    candidates, unknown = split_unknown(encoder, proposed)
+    # 4. f(C) per prompt (Eq. 6).
+    concept_diffs = embed_concept_differences(
+        encoder, prompts, [c.concept for c in candidates], config.template, progress)
+    return Prepared(dict(pair_sets), pair_diffs, tuple(prompts), aligned, tuple(candidates),
+                    tuple(unknown), concept_diffs, tuple(notes), encoder)
 
 
 def embedding_store(encoder, config: ExplainConfig):
@@ -214,24 +320,13 @@ def build_proposer(config: ExplainConfig, progress: bool = False) -> Proposer:
 
 def embed_pair_differences(encoder: Encoder, pairs: PairSet, batch_size: int,
                            progress: bool) -> np.ndarray:
-    """``E(personal_i) - E(base_i)`` for every pair, loading images a batch at a time."""
-    from finexl.encoders.base import CachedEncoder
-    from finexl.imaging.decode import load_images
-    from finexl.progress import track
-
-    # The cache takes the files themselves and decodes only those it has to hash or encode.
-    load = list if isinstance(encoder, CachedEncoder) else load_images
+    """``E(personal_i) - E(base_i)`` for every pair, shape ``(n_pairs, dim)``, float64."""
+    from finexl.encoders.base import embed_image_files
 
     n = len(pairs)
-    chunks = range(0, n, batch_size)
-    rows: list[np.ndarray] = []
-    for start in track(chunks, total=len(chunks), description="embedding images", enabled=progress):
-        stop = min(start + batch_size, n)
-        # The bar counts chunks here; the encoder draws none of its own inside it.
-        base = encoder.embed_images(load(pairs.base_paths[start:stop]), progress=False)
-        personal = encoder.embed_images(load(pairs.personal_paths[start:stop]), progress=False)
-        rows.append(personal.astype(np.float64) - base.astype(np.float64))
-    return np.concatenate(rows) if rows else np.zeros((0, encoder.dim))
+    embeddings = embed_image_files(encoder, [*pairs.base_paths, *pairs.personal_paths],
+                                   batch_size, progress=progress).astype(np.float64)
+    return embeddings[n:] - embeddings[:n]
 
 
 def embed_concept_differences(encoder: Encoder, prompts: Sequence[str], concepts: Sequence[str],

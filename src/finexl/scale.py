@@ -239,7 +239,9 @@ class ImageTask:
 def embed_image_task(task: ImageTask) -> np.ndarray:
     """Image embeddings of ``task.paths``, shape ``(n, dim)``, float32 unit rows."""
     encoder = _worker_encoder(task.encoder_spec, task.settings)
-    return embed_paths(encoder, task.paths, task.settings.batch_size)
+    from finexl.encoders.base import embed_image_files
+
+    return embed_image_files(encoder, task.paths, task.settings.batch_size)
 
 
 def embed_difference_task(task: ImageTask, base_embeddings: np.ndarray) -> np.ndarray:
@@ -252,21 +254,6 @@ def embed_difference_task(task: ImageTask, base_embeddings: np.ndarray) -> np.nd
         raise ValueError(f"model {task.name}: {personal.shape} personal embeddings for"
                          f" {base_embeddings.shape} base embeddings")
     return personal.astype(np.float64) - base_embeddings.astype(np.float64)
-
-
-def embed_paths(encoder: Encoder, paths: Sequence[str | Path], batch_size: int) -> np.ndarray:
-    """Embed image files a batch at a time (never all images in memory), shape ``(n, dim)``.
-
-    A ``CachedEncoder`` takes the paths themselves and opens only files it has no embedding
-    for; any other encoder gets decoded images.
-    """
-    from finexl.encoders.base import CachedEncoder
-    from finexl.imaging.decode import load_images
-
-    load = list if isinstance(encoder, CachedEncoder) else load_images
-    rows = [encoder.embed_images(load(paths[start:start + batch_size]), progress=False)
-            for start in range(0, len(paths), batch_size)]
-    return np.concatenate(rows) if rows else np.zeros((0, encoder.dim), dtype=np.float32)
 
 
 @functools.lru_cache(maxsize=1)
@@ -352,11 +339,10 @@ def embed_models(base_dir: str | Path, personal: Mapping[str, str | Path], encod
     dict of str to ndarray
         Model name -> per-pair differences, shape ``(n_pairs, dim)``, float64.
     """
-    from finexl.pairs import check_images, load_pairs
-    from finexl.pipeline import checked_before
+    from finexl.image_hashes import checked_before
+    from finexl.pairs import check_images, load_pair_sets
 
-    pair_sets = {name: load_pairs(base_dir, folder, prompts_file=prompts_file)
-                 for name, folder in personal.items()}
+    pair_sets = load_pair_sets(base_dir, personal, prompts_file=prompts_file)
     store = None
     if settings is not None and settings.cache is not None:
         from finexl.store.cache import open_store

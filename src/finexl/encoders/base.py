@@ -40,6 +40,31 @@ def unknown_concepts(encoder: Encoder, concepts: Sequence[str]) -> list[str]:
     return list(check(concepts)) if check is not None else []
 
 
+def embed_image_files(encoder: Encoder, paths: Sequence[str | os.PathLike], batch_size: int = 32,
+                      *, progress: bool = False,
+                      description: str = "embedding images") -> np.ndarray:
+    """Embeddings of image files, a batch at a time (never all images in memory).
+
+    A :class:`CachedEncoder` takes the paths themselves and opens only the files it has no
+    embedding for; any other encoder gets the decoded images.
+
+    Returns
+    -------
+    ndarray of shape (n_paths, dim)
+        float32 unit rows, in the order of ``paths``.
+    """
+    from finexl.imaging.decode import load_images
+    from finexl.progress import track
+
+    load = list if isinstance(encoder, CachedEncoder) else load_images
+    starts = range(0, len(paths), batch_size)
+    # The bar counts batches here; the encoder draws none of its own inside it.
+    rows = [encoder.embed_images(load(paths[start:start + batch_size]), progress=False)
+            for start in track(starts, total=len(starts), description=description,
+                               enabled=progress)]
+    return np.concatenate(rows) if rows else np.zeros((0, encoder.dim), dtype=np.float32)
+
+
 class CachedEncoder:
     """Wrap an encoder so each image or text is encoded once per encoder id.
 

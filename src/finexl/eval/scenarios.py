@@ -25,7 +25,8 @@ from typing import Any
 import numpy as np
 from scipy.stats import rankdata
 
-from finexl.decompose import Decomposer, PrematureStopWarning, fixed_support, shared_basis
+from finexl.decompose import PrematureStopWarning
+from finexl.decomposition import fit
 from finexl.eval.baselines import gsclip_scores, rank_mae, single_pair_scores, visdiff_scores
 
 METHODS = ("finexl", "visdiff", "gsclip", "single_pair", "visdiff_oracle", "gsclip_oracle")
@@ -60,11 +61,8 @@ class FinexlParams:
     solver: str = "nnls"
     centering: bool = False
     max_concepts: int | None = 12
-
-    def decomposer(self) -> Decomposer:
-        return Decomposer(e_decomp=self.e_decomp, e_ortho=self.e_ortho, ortho_rule=self.ortho_rule,
-                          order=self.order, solver=self.solver, centering=self.centering,
-                          max_concepts=self.max_concepts, n_bootstrap=0, n_permutations=1)
+    n_bootstrap: int = 0  # the scenarios score weights only
+    n_permutations: int = 1
 
 
 def method_scores(base: np.ndarray, personal: np.ndarray, basis: ConceptBasis,
@@ -79,11 +77,7 @@ def method_scores(base: np.ndarray, personal: np.ndarray, basis: ConceptBasis,
     vectors = basis.concept_diffs.mean(axis=1)
     out: dict[str, np.ndarray] = {}
     if "finexl" in methods:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", PrematureStopWarning)
-            model = params.decomposer().fit(personal - base, basis.concept_diffs)
-        weights = dict(zip(model.selected_.tolist(), model.weights_))
-        out["finexl"] = np.array([weights.get(i, 0.0) for i in index])
+        out["finexl"] = finexl_scores(base, [personal], basis, targets, params)[0]
     scorers = {"visdiff": lambda: visdiff_scores(base, personal, basis.text_embeddings),
                "gsclip": lambda: gsclip_scores(base, personal, vectors)}
     for name, score_all in scorers.items():
@@ -107,24 +101,21 @@ def finexl_scores(base: np.ndarray, personals: Sequence[np.ndarray], basis: Conc
                   targets: Sequence[str], params: FinexlParams = FinexlParams()) -> np.ndarray:
     """FineXL's weights of ``targets`` for several models of one base, on a shared basis.
 
-    This is what ``finexl compare`` does: each model selects on its own, the union becomes
-    one basis, and every model is refit on it, so a target's weight is comparable across the
-    models (independent selections put different neighbours beside it). A target outside
-    the basis scores 0. Returns an array of shape ``(n_models, n_targets)``.
+    This is what ``finexl compare`` does, through the same function
+    (:func:`finexl.decomposition.fit`): each model selects on its own, the union becomes one
+    basis, and every model is refit on it, so a target's weight is comparable across the
+    models (independent selections put different neighbours beside it). One model is
+    ``explain``: its own selection. A target not selected scores 0. Returns an array of
+    shape ``(n_models, n_targets)``.
     """
-    diffs = [personal - base for personal in personals]
-    chosen, _ = shared_basis(diffs, basis.concept_diffs, e_ortho=params.e_ortho,
-                             e_decomp=params.e_decomp, ortho_rule=params.ortho_rule,
-                             order=params.order, solver=params.solver,
-                             max_concepts=params.max_concepts)
+    diffs = {str(row): personal - base for row, personal in enumerate(personals)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PrematureStopWarning)
+        fitted = fit(diffs, basis.concept_diffs, params)
     index = [basis.index(t) for t in targets]
     out = np.zeros((len(personals), len(targets)))
-    refit = fixed_support(solver=params.solver, centering=params.centering, n_bootstrap=0)
-    for row, pair_diffs in enumerate(diffs):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", PrematureStopWarning)
-            model = refit.fit(pair_diffs, basis.concept_diffs[chosen])
-        weights = dict(zip((chosen[i] for i in model.selected_), model.weights_))
+    for row, name in enumerate(diffs):
+        weights = fitted.weights(name)
         out[row] = [weights.get(i, 0.0) for i in index]
     return out
 
