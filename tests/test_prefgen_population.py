@@ -154,3 +154,24 @@ def test_generate_for_every_profile_resumes_and_matches_one_user_runs(world, tmp
         generate_population(profiles_dir, tmp_path / "gen", GenerateSettings(
             model=world.model, user_scale=9.0))
 
+
+
+def test_cli_extract_and_its_errors(tiny_llava_dir, users_dir, tmp_path):
+    from click.testing import CliRunner
+
+    from finexl.cli import main
+
+    release_workers()
+    runner = CliRunner()
+    args = ["prefgen", "extract", "--users", str(users_dir), "--vlm", str(tiny_llava_dir),
+            "--out", str(tmp_path / "f"), "-q"]
+    result = runner.invoke(main, [*args, "--layers", "0,2"])
+    assert result.exit_code == 0, result.output
+    assert "3 users in" in result.output and "3 extracted now, 0 already there" in result.output
+    result = runner.invoke(main, [*args, "--layers", "0,2"])
+    assert "0 extracted now, 3 already there" in result.output
+    result = runner.invoke(main, [*args, "--layers", "3"])
+    assert result.output.startswith("finexl: error: --layers 3: VLM") and "0..2" in result.output
+    result = runner.invoke(main, [*args, "--layers", "two"])
+    assert result.exit_code == 1
+    assert result.output.startswith("finexl: error: --layers 'two'")

@@ -7,6 +7,7 @@ A new command group is a new module plus one ``add_command`` line below.
 
 from __future__ import annotations
 
+from finexl.cli import prefgen_real  # noqa: F401  (its commands attach to prefgen)
 from finexl.cli.app import main
 from finexl.cli.catalog import catalog
 from finexl.cli.compare import compare
@@ -15,7 +16,6 @@ from finexl.cli.eval import eval_group
 from finexl.cli.explain import explain
 from finexl.cli.generate import finetune, generate
 from finexl.cli.prefgen import prefgen
-from finexl.cli.prefgen_real import import_command  # noqa: F401  (attaches to prefgen)
 
 for _command in (explain, compare, generate, finetune, demo, catalog, eval_group, prefgen):
     main.add_command(_command)

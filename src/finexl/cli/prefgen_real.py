@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from finexl.cli.options import stack
 from finexl.cli.prefgen import prefgen
 from finexl.errors import FinexlError
 
@@ -61,3 +62,109 @@ def import_command(folder, out_dir, table, columns, min_liked, max_images, quiet
     if summary.skipped_users:
         click.echo(f"left out {len(summary.skipped_users)} users with fewer than {min_liked}"
                    " liked images", err=True)
+
+
+def _layers(text: str) -> tuple[int, ...]:
+    try:
+        layers = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError as exc:
+        raise FinexlError(f"--layers {text!r}: expected comma-separated layer numbers, e.g."
+                          " 8,16,24") from exc
+    if not layers or min(layers) < 0:
+        raise FinexlError(f"--layers {text!r}: give one or more layer numbers from 0")
+    return layers
+
+
+_population_options = stack(
+    click.option("--users-per-task", default=8, show_default=True, type=click.IntRange(1),
+                 help="Users a task handles with one loaded model."),
+    click.option("--ray", "use_ray", is_flag=True,
+                 help="Run the tasks on Ray (a local cluster, or $RAY_ADDRESS); needs"
+                      " finexl[ray]."),
+    click.option("--gpus-per-task", default=0.0, show_default=True, type=click.FloatRange(0),
+                 help="GPUs each Ray task asks for (set --device cuda too)."),
+    click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1, auto"),
+    click.option("--dtype", default="float32", show_default=True,
+                 type=click.Choice(["float32", "float16", "bfloat16"])),
+    click.option("--quiet", "-q", is_flag=True, help="No progress bar."),
+)
+
+
+def _executor(use_ray: bool, gpus_per_task: float):
+    from contextlib import nullcontext
+
+    from finexl.scale import make_executor
+
+    if not use_ray:
+        return nullcontext(None)
+    return make_executor("ray", num_gpus_per_task=gpus_per_task)
+
+
+def _report(run, what: str) -> None:
+    click.echo(f"{run.users} users in {run.out}: {len(run.made)} {what} now,"
+               f" {len(run.kept)} already there")
+
+
+@prefgen.command("extract")
+@click.option("--users", "users_dir", required=True, type=click.Path(path_type=Path),
+              help="Folder with users.jsonl and the users' images.")
+@click.option("--vlm", required=True, help="A transformers vision-language model folder, or a"
+              " hub id already in the local Hugging Face cache.")
+@click.option("--layers", required=True, help="Layers to keep, e.g. 8,16,24 (0 = embeddings,"
+              " i = after block i, the last = after the final norm).")
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path),
+              help="Folder for <user>.features.safetensors and index.jsonl (a rerun resumes).")
+@click.option("--lora", type=click.Path(path_type=Path), help="A preference-VQA LoRA for the VLM.")
+@click.option("--question", default=None, help="The question asked with each user's images.")
+@click.option("--split", type=click.Choice(["train", "probe", "heldout"]),
+              help="Only users of this split.")
+@click.option("--batch-size", default=4, show_default=True, type=click.IntRange(1))
+@_population_options
+def extract_command(users_dir, vlm, layers, out_dir, lora, question, split, batch_size,
+                    users_per_task, use_ray, gpus_per_task, device, dtype, quiet):
+    """Read every user's images with a real VLM and keep the chosen layers' states."""
+    from finexl.prefgen.population import PROFILE_QUESTION, ExtractSettings, extract_population
+
+    settings = ExtractSettings(vlm=vlm, layers=_layers(layers),
+                               question=question or PROFILE_QUESTION,
+                               lora=str(lora) if lora else None, device=device, dtype=dtype,
+                               batch_size=batch_size)
+    with _executor(use_ray, gpus_per_task) as executor:
+        run = extract_population(users_dir, out_dir, settings, split=split, executor=executor,
+                                 users_per_task=users_per_task, progress=not quiet)
+    _report(run, "extracted")
+
+
+@prefgen.command("generate-all")
+@click.option("--profiles", "profiles_dir", required=True, type=click.Path(path_type=Path),
+              help="Folder of *.user.safetensors profiles (or their index.jsonl).")
+@click.option("--model", required=True, help="The generator: builtin:tiny, a diffusers folder,"
+              " a checkpoint or a cached hub id.")
+@click.option("--prefgen-model", help="The PrefGen model whose user branch goes with --model.")
+@click.option("--prompts", type=click.Path(path_type=Path),
+              help="One prompt per line, or JSONL with prompt/seed (default: the shipped set).")
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path),
+              help="One folder per user (a rerun resumes).")
+@click.option("--user-scale", default=1.0, show_default=True, type=float,
+              help="λ, the strength of each user's branch (0 = the base model).")
+@click.option("--prompt-count", type=click.IntRange(1), help="Use only the first N prompts.")
+@click.option("--seeds", "n_seeds", default=1, show_default=True, type=click.IntRange(1))
+@click.option("--steps", type=click.IntRange(1))
+@click.option("--guidance", type=float)
+@click.option("--size", type=click.IntRange(8))
+@click.option("--batch-size", default=4, show_default=True, type=click.IntRange(1))
+@_population_options
+def generate_all_command(profiles_dir, model, prefgen_model, prompts, out_dir, user_scale,
+                         prompt_count, n_seeds, steps, guidance, size, batch_size,
+                         users_per_task, use_ray, gpus_per_task, device, dtype, quiet):
+    """Generate for every user profile in a folder, same prompts and seeds for all."""
+    from finexl.prefgen.population import GenerateSettings, generate_population
+
+    settings = GenerateSettings(
+        model=model, prompts=str(prompts) if prompts else None, prefgen_model=prefgen_model,
+        user_scale=user_scale, n_seeds=n_seeds, prompt_count=prompt_count, steps=steps,
+        guidance=guidance, size=size, batch_size=batch_size, device=device, dtype=dtype)
+    with _executor(use_ray, gpus_per_task) as executor:
+        run = generate_population(profiles_dir, out_dir, settings, executor=executor,
+                                  users_per_task=users_per_task, progress=not quiet)
+    _report(run, "generated")

@@ -130,11 +130,18 @@ def extract_population(users_dir: str | Path, out_dir: str | Path, settings: Ext
 
     The model is checked in the driver first, so a wrong ``vlm`` is one line before any task.
     """
+    from transformers import AutoConfig
+
     from finexl.prefgen.vlm_features import check_vlm_directory, resolve_vlm_directory
 
-    check_vlm_directory(resolve_vlm_directory(settings.vlm))
-    if not settings.layers:
-        raise FinexlError("give at least one layer to extract (--layers)")
+    directory = resolve_vlm_directory(settings.vlm)
+    check_vlm_directory(directory)
+    readable = AutoConfig.from_pretrained(directory, local_files_only=True) \
+        .get_text_config().num_hidden_layers + 1
+    if not settings.layers or not all(0 <= layer < readable for layer in settings.layers):
+        raise FinexlError(f"--layers {','.join(map(str, settings.layers)) or '(none)'}: VLM"
+                          f" {settings.vlm} has layers 0..{readable - 1} (0 = embeddings,"
+                          f" {readable - 1} = after the final norm)")
     jobs = user_jobs(users_dir, out_dir, ".features.safetensors", split=split)
     return run_population(jobs, extract_users_task, settings, out_dir, executor=executor,
                           users_per_task=users_per_task, description="extracting users",
