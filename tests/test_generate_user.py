@@ -144,3 +144,126 @@ def test_generated_set_keys_name_the_profile_and_scale(world, profiles, tmp_path
                                                         folder(you, 1.0))
     assert len({mine, mine_half, yours}) == 3
     assert base == base_half  # the base side never depends on the user
+
+
+def _sd_prefgen_model(sd_dir, folder):
+    """A PrefGen model folder whose (random) user branch is for the tiny SD pipeline."""
+    from diffusers import StableDiffusionPipeline
+
+    from finexl.generate.pipelines import model_id
+
+    pipe = StableDiffusionPipeline.from_pretrained(sd_dir, local_files_only=True)
+    config = user_branch.UserBranchConfig(embed_dim=EMBED_DIM, cross_attention_dim=16,
+                                          base_model=model_id(str(sd_dir)),
+                                          prefgen_model="prefgen-A")
+    user_branch.attach_user_branch(pipe, config)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for param in user_branch.trainable_parameters(pipe):
+            param.add_(torch.randn(param.shape, generator=generator) * 0.5)
+    loaders.save_user_branch(pipe, folder, config)
+    return str(folder)
+
+
+def test_stable_diffusion_with_a_user_keeps_the_contract(sd_dir, profiles, tmp_path,
+                                                         tiny_clip_dir, one_torch_thread):
+    """The real-generator path: a diffusers SD folder, the branch through diffusers'
+    IP-Adapter processors and ip_adapter_image_embeds, generate and explain."""
+    import json
+
+    prefgen = _sd_prefgen_model(sd_dir, tmp_path / "prefgen-sd")
+    me = profiles("me")
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red ball\na blue house\n")
+
+    def config(out, **extra):
+        return GenerateConfig(model=str(sd_dir), out_dir=tmp_path / out, prompts=str(prompts),
+                              steps=2, guidance=3.0, size=16, batch_size=2,
+                              prefgen_model=prefgen, **extra)
+
+    generate(config("base"))
+    generate(config("zero", user=str(me), user_scale=0.0))
+    generate(config("one", user=str(me), user_scale=1.0))
+    assert _pngs(tmp_path / "zero") == _pngs(tmp_path / "base")
+    assert _pngs(tmp_path / "one") != _pngs(tmp_path / "base")
+
+    (tmp_path / "c.txt").write_text("red\nblue\nbright\n")
+    result = run_cli(
+        "explain", "--base-model", str(sd_dir), "--personal-user", str(me), "--prefgen-model",
+        prefgen, "--prompts", str(prompts), "--steps", "2", "--size", "16", "--guidance", "3.0",
+        "--gen-batch-size", "2", "--encoder",
+        str(tiny_clip_dir), "--concepts", str(tmp_path / "c.txt"), "--n-bootstrap", "10",
+        "--work", str(tmp_path / "work"), "--json", str(tmp_path / "e.json"), "--quiet",
+        env={"FINEXL_CACHE_DIR": str(tmp_path / "cache")})
+    assert result.returncode == 0, result.stderr
+    models = json.loads((tmp_path / "e.json").read_text())["settings"]["models"]
+    assert models["personal_user"] == str(me) and models["personal_user_scale"] == 1.0
+    personal = next((tmp_path / "work").glob("personal-*"))
+    assert _pngs(personal) == _pngs(tmp_path / "one")  # same seeds, same images
+
+
+def _save_tiny_sdxl(folder):
+    """A tiny random StableDiffusionXLPipeline (diffusers' dummy-component sizes)."""
+    from diffusers import (
+        AutoencoderKL,
+        EulerDiscreteScheduler,
+        StableDiffusionXLPipeline,
+        UNet2DConditionModel,
+    )
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    from conftest import tiny_tokenizer
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        block_out_channels=(8, 16), layers_per_block=1, sample_size=8, in_channels=4,
+        out_channels=4, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), attention_head_dim=(2, 4),
+        use_linear_projection=True, addition_embed_type="text_time", addition_time_embed_dim=8,
+        transformer_layers_per_block=(1, 1), projection_class_embeddings_input_dim=6 * 8 + 16,
+        cross_attention_dim=32, norm_num_groups=4)
+    vae = AutoencoderKL(block_out_channels=(8, 16), in_channels=3, out_channels=3,
+                        down_block_types=("DownEncoderBlock2D",) * 2,
+                        up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4,
+                        norm_num_groups=4, sample_size=16)
+    tokenizer = tiny_tokenizer()
+    text = CLIPTextConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32,
+                          num_hidden_layers=2, num_attention_heads=2, max_position_embeddings=16,
+                          bos_token_id=0, eos_token_id=1, pad_token_id=1, projection_dim=16)
+    pipe = StableDiffusionXLPipeline(
+        unet=unet, vae=vae, text_encoder=CLIPTextModel(text), tokenizer=tokenizer,
+        text_encoder_2=CLIPTextModelWithProjection(text), tokenizer_2=tokenizer,
+        scheduler=EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, steps_offset=1,
+                                         beta_schedule="scaled_linear",
+                                         timestep_spacing="leading"))
+    pipe.save_pretrained(folder)
+    return pipe
+
+
+def test_sdxl_with_a_user_keeps_the_contract(profiles, tmp_path, one_torch_thread):
+    from finexl.generate.pipelines import model_id
+
+    model = tmp_path / "tiny-sdxl"
+    pipe = _save_tiny_sdxl(model)
+    config = user_branch.UserBranchConfig(embed_dim=EMBED_DIM, cross_attention_dim=32,
+                                          base_model=model_id(str(model)),
+                                          prefgen_model="prefgen-A")
+    user_branch.attach_user_branch(pipe, config)
+    assert len(user_branch.cross_attention_names(pipe.unet)) == 4
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for param in user_branch.trainable_parameters(pipe):
+            param.add_(torch.randn(param.shape, generator=generator) * 0.5)
+    loaders.save_user_branch(pipe, tmp_path / "prefgen-sdxl", config)
+    me = profiles("me")
+
+    def run(out, **extra):
+        generate(GenerateConfig(model=str(model), out_dir=tmp_path / out,
+                                prompts=["a red ball", "a blue house"], steps=2, guidance=3.0,
+                                size=16, batch_size=2, prefgen_model=str(tmp_path / "prefgen-sdxl"),
+                                **extra))
+        return _pngs(tmp_path / out)
+
+    base = run("base")
+    assert run("zero", user=str(me), user_scale=0.0) == base
+    assert run("one", user=str(me), user_scale=1.0) != base
