@@ -82,6 +82,7 @@ def pixel_limit(source: Path) -> int:
 
     spec = importlib.util.spec_from_file_location("_limits", source / "finexl" / "limits.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module.MAX_IMAGE_PIXELS.value()
 
