@@ -396,3 +396,179 @@ def test_an_image_replaced_by_a_fifo_after_the_scan_does_not_block(tmp_path):
     with pytest.raises(FinexlError) as error:
         load_images([path])
     _one_line(error, "late.png", "not a regular file")
+
+
+# 3-4. A cache folder the machine will not let us use; a full disk for the outputs -----------
+
+@pytest.fixture()
+def fresh_warnings(monkeypatch):
+    """Each test sees the store's once-per-process warnings afresh."""
+    from finexl.store import cache
+
+    monkeypatch.setattr(cache, "_WARNED", set())
+
+
+def _cache_warnings(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "the cache folder" in r.getMessage()]
+
+
+def _explain_cached(base, personal, root: Path):
+    from finexl.encoders.base import CachedEncoder
+    from finexl.store.cache import Store
+
+    return explain(base, personal, ExplainConfig(concepts=CONCEPTS, cache=root, n_bootstrap=20),
+                   encoder=CachedEncoder(ToyEncoder(), Store(root / "embeddings")))
+
+
+def _same_result(a, b) -> None:
+    assert [(c.concept, round(c.weight, 9)) for c in a.concepts] == \
+        [(c.concept, round(c.weight, 9)) for c in b.concepts]
+
+
+def test_a_read_only_cache_falls_back_to_memory_with_one_warning(tmp_path, monkeypatch, caplog,
+                                                                  fresh_warnings):
+    """SQLite refuses every write (as on a read-only folder); JSON writes fail with EROFS."""
+    import errno
+
+    from finexl.store import cache, rows
+
+    base, personal = _folders(tmp_path, lambda im: _darken(im, 0.6))
+    reference = explain(base, personal, ExplainConfig(concepts=CONCEPTS, cache=False,
+                                                      n_bootstrap=20), encoder=ToyEncoder())
+    real_connect = rows.SqliteFile._connect
+
+    def read_only_connect(self):
+        connection = real_connect(self)
+        connection.execute("PRAGMA query_only = ON")  # writes raise SQLITE_READONLY
+        return connection
+
+    def read_only_write(path, text):
+        raise OSError(errno.EROFS, "Read-only file system", str(path))
+
+    monkeypatch.setattr(rows.SqliteFile, "_connect", read_only_connect)
+    monkeypatch.setattr(cache, "write_text_atomic", read_only_write)
+    for _ in range(2):  # a cold run, then a "warm" one: neither raises
+        result = _explain_cached(base, personal, tmp_path / "cache")
+        _same_result(result, reference)
+    warnings = _cache_warnings(caplog)
+    assert len(warnings) == 1, warnings
+    assert "is read-only" in warnings[0] and "--no-cache" in warnings[0]
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0,
+                    reason="root writes into read-only folders")
+def test_a_cache_folder_without_write_permission_falls_back(tmp_path, caplog, fresh_warnings):
+    base, personal = _folders(tmp_path, lambda im: _darken(im, 0.6))
+    root = tmp_path / "cache"
+    _explain_cached(base, personal, root)  # fill it
+    for folder in [root, *root.rglob("*")]:
+        if folder.is_dir():
+            folder.chmod(0o555)
+    try:
+        _explain_cached(base, personal, root)
+    finally:
+        for folder in [root, *root.rglob("*")]:
+            if folder.is_dir():
+                folder.chmod(0o755)
+    assert len(_cache_warnings(caplog)) == 1
+
+
+def test_a_full_disk_under_the_cache_falls_back_and_keeps_what_was_there(
+        tmp_path, monkeypatch, caplog, fresh_warnings):
+    """SQLite's own limit on the file's pages raises SQLITE_FULL, as a full disk does."""
+    from finexl.store import rows
+    from finexl.store.cache import Store
+
+    store = Store(tmp_path / "cache")
+    store.put_rows(["kept"], np.ones((1, 4), np.float32))
+    store.close()
+    real_connect = rows.SqliteFile._connect
+
+    def full_connect(self):
+        connection = real_connect(self)
+        pages = connection.execute("PRAGMA page_count").fetchone()[0]
+        connection.execute(f"PRAGMA max_page_count = {pages}")  # not one page more
+        return connection
+
+    monkeypatch.setattr(rows.SqliteFile, "_connect", full_connect)
+    store = Store(tmp_path / "cache")
+    big = np.random.default_rng(0).normal(size=(64, 512)).astype(np.float32)
+    store.put_rows([f"k{i}" for i in range(64)], big)  # does not raise
+    assert np.array_equal(np.stack(store.get_rows(["k5"])), big[5:6])  # kept in memory
+    warnings = _cache_warnings(caplog)
+    assert len(warnings) == 1 and "is on a full disk" in warnings[0]
+    monkeypatch.undo()
+    again = Store(tmp_path / "cache")  # the rows written before are intact, none half-added
+    assert again.get_rows(["kept"])[0] is not None and again.get_rows(["k0"]) == [None]
+
+
+def test_a_cache_locked_by_another_process_falls_back_after_the_timeout(
+        tmp_path, monkeypatch, caplog, fresh_warnings):
+    from finexl.store import rows
+    from finexl.store.cache import Store
+
+    base, personal = _folders(tmp_path, lambda im: _darken(im, 0.6))
+    root = tmp_path / "cache"
+    Store(root / "embeddings").put_rows(["x"], np.zeros((1, 2), np.float32))  # the file exists
+    monkeypatch.setattr(rows, "BUSY_TIMEOUT_S", 0.2)
+    holder = sqlite3.connect(root / "embeddings" / rows.ROWS_FILE, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")  # another process in the middle of a long write
+    try:
+        result = _explain_cached(base, personal, root)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert result.concepts
+    warnings = _cache_warnings(caplog)
+    assert len(warnings) == 1 and "locked by another process for over 0.2 s" in warnings[0]
+
+
+def test_a_bug_in_the_store_is_not_swallowed(tmp_path, fresh_warnings):
+    from finexl.store.cache import Store
+
+    with pytest.raises(ValueError, match="object arrays"):
+        Store(tmp_path / "cache").put_rows(["k"], [np.array([object()])])
+
+
+def test_a_full_disk_for_json_and_html_is_one_line_and_leaves_the_old_files(tmp_path,
+                                                                            monkeypatch):
+    import errno
+
+    from finexl.store import files
+
+    base, personal = _folders(tmp_path, lambda im: _darken(im, 0.6))
+    out_json, out_html = tmp_path / "out.json", tmp_path / "out.html"
+    out_json.write_text("old json")
+    real_replace = os.replace
+
+    def full_disk(source, target):
+        if str(target).endswith((".json", ".html")):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_replace(source, target)
+
+    monkeypatch.setattr(files.os, "replace", full_disk)
+    for option, target in (("--json", out_json), ("--html", out_html)):
+        result = run_cli("explain", "--base", str(base), "--personal", str(personal),
+                         "--no-cache", "-q", "--encoder", "mini", "--proposer", "vocab",
+                         "--n-bootstrap", "10", option, str(target))
+        assert_one_line_error(result, f"cannot write {target}", "the disk is full")
+    assert out_json.read_text() == "old json" and not out_html.exists()
+    assert not list(tmp_path.glob(".out.*"))  # no temporary left behind
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX file names are bytes")
+def test_the_memo_and_the_json_writer_take_names_that_are_not_utf8(tmp_path):
+    """Refused at the folder scan, such a name can still reach the store or the JSON writer
+    through the library; neither raises, and the JSON keeps the name exactly."""
+    from finexl.image_hashes import image_file_hashes
+    from finexl.report.json import write_json
+    from finexl.store.cache import Store
+
+    path = _non_utf8(tmp_path, b"caf\xe9.png")
+    store = Store(tmp_path / "cache")
+    store.racy_window_ns = 0
+    first, _ = image_file_hashes([path], store)
+    again, decoded = image_file_hashes([path], store)
+    assert first == again and decoded == {}  # remembered: not decoded the second time
+    out = write_json({"pairs": [{"base": str(path)}]}, tmp_path / "out.json")
+    assert json.loads(out.read_text(encoding="utf-8"))["pairs"][0]["base"] == str(path)

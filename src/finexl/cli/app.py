@@ -37,10 +37,34 @@ class FinexlGroup(click.Group):
             if ctx.meta.get(_DEBUG_KEY):
                 raise
             raise FinexlUsageError(str(exc)) from exc
+        except OSError as exc:
+            message = environment_error(exc)
+            if message is None or ctx.meta.get(_DEBUG_KEY):
+                raise
+            raise FinexlUsageError(message) from exc
         except KeyboardInterrupt:
             click.echo("finexl: interrupted; finished files are kept, nothing is half-written",
                        err=True)
             raise click.exceptions.Exit(130) from None
+
+
+def environment_error(exc: OSError) -> str | None:
+    """One line for an output the machine would not let us write (a full disk, a read-only
+    or forbidden place), or ``None`` for any other OSError, which is a bug. Every writer
+    goes through ``store.files.atomic_file``, so the target was left as it was."""
+    import errno
+    import os
+
+    where = os.fsdecode(exc.filename) if exc.filename is not None else "a file"
+    where = where.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return (f"cannot write {where}: the disk is full ({exc.strerror}); nothing was"
+                f" half-written and what was there is unchanged; free some space or write"
+                f" somewhere else")
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return (f"{where}: {exc.strerror}; check its permissions, or write somewhere you are"
+                f" allowed to")
+    return None
 
 
 @click.group(cls=FinexlGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -5,10 +5,17 @@ Keys come from ``store.keys``. Embedding rows and the file memo share one SQLite
 written atomically (``store.files``) under ``root/<first two hex digits>/``. A corrupt entry
 counts as a miss, is logged, and is rewritten by the next ``put``. ``root=None`` keeps
 everything in memory (tests, ``--no-cache``).
+
+A cache folder the machine will not let us use (read-only, a full disk, SQLite's file locked
+by another process for over ``rows.BUSY_TIMEOUT_S``, a folder that cannot be created) never
+stops a run: the store says so in one warning line (once per kind of problem and process)
+and carries on in memory, recomputing what it would have read. Nothing is half-written:
+SQLite's transactions and the atomic file writes leave the old content in place.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -18,11 +25,40 @@ from typing import Any
 
 import numpy as np
 
+from finexl.store import rows as rows_module
 from finexl.store.files import default_cache_dir, write_text_atomic
 from finexl.store.memo import FILES_SCHEMA, FileIdentity, FileMemo
 from finexl.store.rows import ROWS_FILE, ROWS_SCHEMA, RowTable, SqliteFile
 
 logger = logging.getLogger(__name__)
+
+_WARNED: set[str] = set()  # the kinds of cache problem already reported by this process
+
+
+def unusable_reason(exc: BaseException) -> str | None:
+    """Why the environment will not let the cache be used, in words, or ``None`` when
+    ``exc`` is not such a problem (a bug, which must keep its traceback)."""
+    import sqlite3
+
+    if isinstance(exc, sqlite3.OperationalError):
+        code = getattr(exc, "sqlite_errorcode", -1) & 0xFF  # the primary code
+        text = str(exc).lower()
+        if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED) or "locked" in text:
+            return (f"has been locked by another process for over"
+                    f" {rows_module.BUSY_TIMEOUT_S:g} s")
+        if code == sqlite3.SQLITE_FULL or "full" in text:
+            return "is on a full disk"
+        if code in (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_PERM) \
+                or "readonly" in text or "unable to open" in text:
+            return "is read-only"
+        return "cannot be used"
+    if isinstance(exc, OSError):
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return "is on a full disk"
+        if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            return "is read-only"
+        return "cannot be used"
+    return None
 
 
 class Store:
@@ -51,6 +87,24 @@ class Store:
     def racy_window_ns(self, value: int) -> None:
         self.memo.racy_window_ns = value
 
+    def _fall_back(self, exc: BaseException) -> bool:
+        """After an environment problem with the folder, go on in memory (one warning per
+        kind of problem). Returns ``False`` for any other exception, which must propagate."""
+        reason = unusable_reason(exc)
+        if reason is None:
+            return False
+        if reason not in _WARNED:
+            _WARNED.add(reason)
+            detail = getattr(exc, "strerror", None) or str(exc)
+            logger.warning("the cache folder %s %s (%s); this run goes on without the cache and"
+                           " recomputes what it needs (pass --no-cache to skip the cache)",
+                           self.root, reason, detail)
+        if self._database is not None:
+            self._database.close()
+        self.root, self._database, self._rows = None, None, None
+        self.memo = FileMemo(None)
+        return True
+
     def _path(self, key: str, suffix: str) -> Path:
         if self.root is None:
             raise RuntimeError("an in-memory store has no paths")
@@ -59,7 +113,13 @@ class Store:
     # embedding rows -----------------------------------------------------------------
     def get_rows(self, keys: Sequence[str]) -> list[np.ndarray | None]:
         """Look up a batch of row vectors; ``None`` marks each miss."""
-        found = self._rows.get(keys) if self._rows is not None else self._memory
+        found = self._memory
+        if self._rows is not None:
+            try:
+                found = self._rows.get(keys)
+            except Exception as exc:
+                if not self._fall_back(exc):
+                    raise
         rows = [found.get(key) for key in keys]
         hits = sum(row is not None for row in rows)
         self.hits += hits
@@ -70,11 +130,15 @@ class Store:
         """Store a batch of row vectors, one per key, in one transaction."""
         if len(keys) != len(rows):
             raise ValueError(f"{len(keys)} keys for {len(rows)} rows")
-        if self._rows is None:
-            for key, row in zip(keys, rows):
-                self._memory[key] = np.array(row)  # a copy, as the file would give
-            return
-        self._rows.put(keys, rows)
+        if self._rows is not None:
+            try:
+                self._rows.put(keys, rows)
+                return
+            except Exception as exc:
+                if not self._fall_back(exc):
+                    raise
+        for key, row in zip(keys, rows):
+            self._memory[key] = np.array(row)  # a copy, as the file would give
 
     def close(self) -> None:
         """Close the SQLite file's kept connection (it also closes when the store is
@@ -85,11 +149,21 @@ class Store:
     # content hashes of files ------------------------------------------------------------
     def get_file_hashes(self, kind: str, identities: Sequence[FileIdentity]) -> list[str | None]:
         """``FileMemo.get``: the remembered ``kind`` hash of each file, ``None`` if changed."""
+        try:
+            return self.memo.get(kind, identities)
+        except Exception as exc:
+            if not self._fall_back(exc):
+                raise
         return self.memo.get(kind, identities)
 
     def put_file_hashes(self, kind: str, identities: Sequence[FileIdentity],
                         hashes: Sequence[str]) -> int:
         """``FileMemo.put``: remember hashes under the identities taken before reading."""
+        try:
+            return self.memo.put(kind, identities, hashes)
+        except Exception as exc:
+            if not self._fall_back(exc):
+                raise
         return self.memo.put(kind, identities, hashes)
 
     # JSON answers ----------------------------------------------------------------------
@@ -109,10 +183,14 @@ class Store:
 
     def put_json(self, key: str, value: Any) -> None:
         """Store a JSON-serialisable ``value`` under ``key`` (written atomically)."""
-        if self.root is None:
-            self._memory[key] = json.loads(json.dumps(value))
-            return
-        write_text_atomic(self._path(key, ".json"), json.dumps(value, ensure_ascii=False))
+        if self.root is not None:
+            try:
+                write_text_atomic(self._path(key, ".json"), json.dumps(value, ensure_ascii=False))
+                return
+            except Exception as exc:
+                if not self._fall_back(exc):
+                    raise
+        self._memory[key] = json.loads(json.dumps(value))
 
 
 def open_store(root: Path | str | None | bool = True, *, subdir: str = "") -> Store:

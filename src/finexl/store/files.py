@@ -43,8 +43,11 @@ def atomic_file(path: str | os.PathLike) -> Iterator[BinaryIO]:
     on any exception, Ctrl-C included, it is removed and ``path`` is left as it was.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise _about(exc, path) from exc
     try:
         # mkstemp makes the file private (0600); a report or image the user writes should get
         # the permissions any other new file would (0666 minus the umask).
@@ -52,9 +55,19 @@ def atomic_file(path: str | os.PathLike) -> Iterator[BinaryIO]:
         with os.fdopen(fd, "wb") as handle:
             yield handle
         os.replace(tmp_name, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp_name).unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.errno is not None:
+            raise _about(exc, path) from exc
         raise
+
+
+def _about(exc: OSError, path: Path) -> OSError:
+    """The same error naming the file the caller asked for, not the temporary one (a full
+    disk is reported against ``report.html``, not ``.report.html.x1y2.tmp``)."""
+    if exc.errno is None:
+        return exc
+    return type(exc)(exc.errno, exc.strerror, os.fspath(path))
 
 
 def write_atomic(path: str | os.PathLike, data: bytes) -> None:

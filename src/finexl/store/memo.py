@@ -114,12 +114,13 @@ class FileMemo:
         else:
             query = ("SELECT path, size, mtime_ns, ctime_ns, inode, device, hash FROM file_hashes"
                      " WHERE kind = ? AND path IN ({})")
-            paths = list(dict.fromkeys(identity.path for identity in identities))
+            paths = list(dict.fromkeys(_storable(identity.path) for identity in identities))
             remembered = {path: tuple(entry)
                           for path, *entry in self.database.select(query, [kind], paths)}
         hashes: list[str | None] = []
         for identity in identities:
-            entry = remembered.get(identity.path)
+            entry = remembered.get(identity.path if self.database is None
+                                   else _storable(identity.path))
             hashes.append(entry[-1] if entry is not None and tuple(entry[:-1]) == identity[1:]
                           else None)
         return hashes
@@ -144,5 +145,17 @@ class FileMemo:
         else:
             self.database.write(
                 "INSERT OR REPLACE INTO file_hashes VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [(identity.path, kind, *identity[1:], digest) for identity, digest in records])
+                [(_storable(identity.path), kind, *identity[1:], digest)
+                 for identity, digest in records])
         return len(records)
+
+
+def _storable(path: str) -> str:
+    """``path`` as text SQLite can store: a name that is not valid UTF-8 (its bad bytes held
+    as surrogates) gets them written as ``\\xNN``. Two names that collide this way still never
+    share an entry's hash, since the entry must also match the file's inode and device."""
+    try:
+        path.encode("utf-8")
+        return path
+    except UnicodeEncodeError:
+        return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")

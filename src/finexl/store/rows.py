@@ -29,6 +29,10 @@ _FORMATS_MAX = 256
 ROWS_SCHEMA = ("CREATE TABLE IF NOT EXISTS rows (key TEXT PRIMARY KEY, dtype TEXT NOT NULL,"
                " shape TEXT NOT NULL, data BLOB NOT NULL) WITHOUT ROWID")
 
+# Seconds a write waits for another process's lock on the file before giving up (the Store
+# then goes on without its cache, saying so once).
+BUSY_TIMEOUT_S = 60.0
+
 _INHERITED_CONNECTIONS: list[Any] = []
 
 
@@ -48,8 +52,8 @@ class SqliteFile:
     other thread or a forked process opens a connection per call, so none is ever shared;
     a file removed or replaced under the open connection is noticed and reopened.
 
-    A damaged file is logged and removed (its rows are recomputed); a busy one is logged
-    and left alone.
+    A damaged file is logged and removed (its rows are recomputed); a busy, read-only or full
+    one raises, for ``Store`` to fall back on memory.
     """
 
     def __init__(self, path: Path, schemas: Sequence[str]) -> None:
@@ -93,7 +97,7 @@ class SqliteFile:
         import sqlite3
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        connection = sqlite3.connect(self.path, timeout=60)
+        connection = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S)
         try:
             # WAL lets readers run during a write; NORMAL sync is crash-safe in WAL mode.
             connection.execute("PRAGMA journal_mode=WAL")
@@ -107,7 +111,14 @@ class SqliteFile:
 
     def select(self, query: str, leading: list, keys: Sequence[str]) -> list[tuple]:
         """``query`` (its ``{}`` an ``IN`` list) run over ``keys`` in chunks, after the
-        ``leading`` parameters; a damaged or busy file is logged and gives no rows."""
+        ``leading`` parameters; a damaged file is logged and gives no rows.
+
+        Raises
+        ------
+        sqlite3.OperationalError, OSError
+            The file is busy past ``BUSY_TIMEOUT_S``, read-only, on a full disk or cannot be
+            opened: the environment's problem, which ``Store`` turns into one warning.
+        """
         import sqlite3
 
         results: list[tuple] = []
@@ -120,7 +131,8 @@ class SqliteFile:
                     results += connection.execute(query.format(",".join("?" * len(chunk))),
                                                   [*leading, *chunk])
         except sqlite3.DatabaseError as exc:
-            self._unreadable(exc)
+            if not self._unreadable(exc):
+                raise
         return results
 
     def write(self, statement: str, records: list[tuple]) -> None:
@@ -138,14 +150,13 @@ class SqliteFile:
                     raise
 
     def _unreadable(self, exc: Exception) -> bool:
-        """Log; a damaged file (not a busy one) is removed so the next write starts afresh.
-        Returns whether it was removed."""
+        """A damaged file is logged and removed so the next write starts afresh; a busy,
+        read-only or full one (an ``OperationalError``) is left for the caller. Returns
+        whether it was removed."""
         import sqlite3
 
         self.close()  # a fresh connection next time, whatever went wrong
         if isinstance(exc, sqlite3.OperationalError):
-            logger.warning("embedding cache %s is busy or unavailable (%s); rows are recomputed",
-                           self.path, exc)
             return False
         logger.warning("embedding cache %s is unreadable (%s); it is removed and its rows will"
                        " be recomputed", self.path, exc)
