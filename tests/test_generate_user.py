@@ -267,3 +267,17 @@ def test_sdxl_with_a_user_keeps_the_contract(profiles, tmp_path, one_torch_threa
     base = run("base")
     assert run("zero", user=str(me), user_scale=0.0) == base
     assert run("one", user=str(me), user_scale=1.0) != base
+
+
+def test_branch_file_of_a_prefgen_model_folder(world, tmp_path):
+    import shutil
+
+    model_dir = tmp_path / "my-prefgen"
+    (model_dir / user_generation.BRANCH_FOLDER).mkdir(parents=True)
+    for file in (world.root / "prefgen-model").iterdir():
+        shutil.copy(file, model_dir / user_generation.BRANCH_FOLDER / file.name)
+    found = user_generation.branch_for(world.model, str(model_dir))
+    assert found == model_dir / user_generation.BRANCH_FOLDER / loaders.USER_BRANCH_WEIGHTS
+    assert user_generation.branch_for(world.model, world.prefgen).parent == world.root / "prefgen-model"
+    with pytest.raises(FinexlError, match="not a builtin"):
+        user_generation.branch_for(world.model, "builtin:prefgen-huge")

@@ -25,6 +25,7 @@ from finexl.errors import FinexlError
 
 MAX_USER_SCALE = 2.0
 BUILTIN_PREFGEN = "builtin:prefgen-tiny"
+BRANCH_FOLDER = "user_branch"  # where a PrefGen model folder keeps its branch
 # The PrefGen model each builtin generator uses unless --prefgen-model says otherwise.
 DEFAULT_PREFGEN_MODELS = {"builtin:tiny": BUILTIN_PREFGEN}
 
@@ -87,7 +88,10 @@ def branch_for(model: str, prefgen_model: str | None) -> Path:
                           f" {USER_BRANCH_WEIGHTS})")
     path = prefgen_model_dir(spec)
     if path.is_dir():
-        path = path / USER_BRANCH_WEIGHTS
+        # A PrefGen model folder keeps its branch in user_branch/; a bare branch folder
+        # holds the file itself.
+        inner = path / BRANCH_FOLDER
+        path = (inner if inner.is_dir() else path) / USER_BRANCH_WEIGHTS
     if not path.is_file():
         raise FinexlError(f"PrefGen model {spec} has no user branch ({path.name} is missing);"
                           f" it cannot condition {model} on a user")
