@@ -69,6 +69,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--w-magnitude", type=float, default=1.0)
     parser.add_argument("--w-clip", type=float, default=1.0)
     parser.add_argument("--projection-dim", type=int, default=128)
+    parser.add_argument("--families", action="store_true",
+                        help="draw each quality from its family of implementations")
+    parser.add_argument("--p-canonical", type=float, default=0.3)
+    parser.add_argument("--quality-counts", type=float, nargs="+", default=[0.6, 0.3, 0.1],
+                        help="P(1, 2, 3 qualities on a variant)")
+    parser.add_argument("--p-photo", type=float, default=0.3)
+    parser.add_argument("--debian-images", action="store_true",
+                        help="add the Debian packages' training images (see sources.py)")
+    parser.add_argument("--init", type=Path, help="start from this trained mini directory")
+    parser.add_argument("--warmup", type=int, default=100)
+    parser.add_argument("--ramp-steps", type=int, default=300)
     parser.add_argument("--no-check", action="store_true", help="skip the held-out check")
     parser.add_argument("--log", type=Path, help="also log to this file")
     args = parser.parse_args(argv)
@@ -88,11 +99,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     data_config = DataConfig(image_size=args.image_size, n_bases=args.n_bases,
                              n_variants=args.n_variants, render_min=args.render_min,
-                             render_max=args.render_max, p_confusable=args.p_confusable)
+                             render_max=args.render_max, p_confusable=args.p_confusable,
+                             families=args.families, p_canonical=args.p_canonical,
+                             quality_counts=tuple(args.quality_counts), p_photo=args.p_photo)
     train_config = TrainConfig(
         steps=args.steps, lr=args.lr, seed=args.seed, threads=args.threads, workers=args.workers,
-        check_every=args.check_every, minutes=args.minutes,
-        losses=LossWeights(clip=args.w_clip, diff=args.w_diff, magnitude=args.w_magnitude),
+        check_every=args.check_every, minutes=args.minutes, warmup=args.warmup,
+        losses=LossWeights(clip=args.w_clip, diff=args.w_diff, magnitude=args.w_magnitude,
+                           ramp_steps=args.ramp_steps),
+        init_from=str(args.init) if args.init else None, debian_images=args.debian_images,
     )
     record = train_mini(args.out, model_config=model_config, data_config=data_config,
                         train_config=train_config, check=None if args.no_check else quick_check())

@@ -118,18 +118,53 @@ def check_dtype(dtype: str) -> str:
     return dtype
 
 
-def read_known_words(directory: Path) -> frozenset[str] | None:
-    """The ``known_words`` of ``finexl_vocabulary.json``, or ``None`` (open vocabulary)."""
+@dataclass(frozen=True)
+class KnownVocabulary:
+    """What a closed-vocabulary encoder was trained on (``finexl_vocabulary.json``).
+
+    ``phrases`` (normalised by :meth:`content`) are the quality phrases seen in training;
+    ``plain_words`` the caption words that are not part of any quality phrase. Without
+    ``phrases`` (older files) every word of ``words`` counts on its own.
+    """
+
+    words: frozenset[str]
+    phrases: frozenset[str] = frozenset()
+    modifiers: frozenset[str] = frozenset()
+
+    @property
+    def plain_words(self) -> frozenset[str]:
+        quality_words = {w for phrase in self.phrases for w in phrase.split()}
+        return self.words - quality_words
+
+    def content(self, concept: str) -> list[str]:
+        words = re.findall(r"[a-z]+", concept.lower())
+        content = [w for w in words if w not in _FUNCTION_WORDS and w not in self.modifiers]
+        return content or words
+
+    def knows(self, concept: str) -> bool:
+        content = self.content(concept)
+        if not self.phrases:
+            return all(word in self.words for word in content)
+        return " ".join(content) in self.phrases or all(w in self.plain_words for w in content)
+
+
+def read_known_words(directory: Path) -> KnownVocabulary | None:
+    """The vocabulary of ``finexl_vocabulary.json``, or ``None`` (open vocabulary)."""
     path = directory / VOCABULARY_FILE
     if not path.is_file():
         return None
     try:
-        words = json.loads(path.read_text(encoding="utf-8"))["known_words"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        words = frozenset(str(word).lower() for word in data["known_words"])
+        modifiers = frozenset(str(word).lower() for word in data.get("modifiers", ()))
+        raw_phrases = [str(p) for p in data.get("known_phrases", ())]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise FinexlError(
             f"{path} must be JSON of the form {{\"known_words\": [...]}} ({exc})"
         ) from exc
-    return frozenset(str(word).lower() for word in words)
+    vocabulary = KnownVocabulary(words, frozenset(), modifiers)
+    phrases = frozenset(" ".join(vocabulary.content(p)) for p in raw_phrases)
+    return KnownVocabulary(words, phrases, modifiers)
 
 
 class ClipEncoder:
@@ -266,22 +301,18 @@ class ClipEncoder:
         return self._embed(texts, forward, "embedding texts", progress)
 
     def unknown_concepts(self, concepts: Sequence[str]) -> list[str]:
-        """Concepts with a content word the encoder does not know (none, for an open vocabulary).
+        """Concepts the encoder was not trained on (none, for an open vocabulary).
 
         Only directories with ``finexl_vocabulary.json`` (the shipped mini encoder) declare
         a vocabulary. One unknown word is enough: its embedding is untrained, so f(C) would
-        point partly in a random direction ("charcoal drawing" is not "drawing"). Function
-        words such as "a" or "with" are not counted.
+        point partly in a random direction ("charcoal drawing" is not "drawing"). When the
+        file lists the quality phrases training used, a combination of quality words it
+        never saw ("golden hour", "faded colors") is unknown too. Function words such as
+        "a" or "with" and strength adverbs are not counted.
         """
         if self.known_words is None:
             return []
-        unknown = []
-        for concept in concepts:
-            words = re.findall(r"[a-z]+", concept.lower())
-            content = [w for w in words if w not in _FUNCTION_WORDS] or words
-            if not all(word in self.known_words for word in content):
-                unknown.append(concept)
-        return unknown
+        return [concept for concept in concepts if not self.known_words.knows(concept)]
 
     # internals --------------------------------------------------------------------------
     def _on_device(self, inputs) -> dict[str, Any]:

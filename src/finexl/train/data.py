@@ -18,6 +18,7 @@ import numpy as np
 from finexl.imaging import scenes
 from finexl.imaging.transforms import QUALITIES, TRANSFORMS
 from finexl.train import captions as caption_text
+from finexl.train.families import apply_family
 from finexl.train.sources import SourcePhoto
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -67,6 +68,10 @@ class DataConfig:
     p_photo: float = 0.3  # a crop of a colour training photo
     p_grey: float = 0.1  # a tinted grey photo on its own
     quality_counts: tuple[float, ...] = (0.6, 0.3, 0.1)  # P(1, 2, 3 qualities)
+    # Each quality drawn from its family of implementations (finexl.train.families), the
+    # canonical transform with this probability; False: the canonical transform only.
+    families: bool = False
+    p_canonical: float = 0.3
     p_neutral: float = 0.05  # a variant with no quality (caption unchanged or neutral)
     strength_min: float = 0.05
     p_confusable: float = 0.0  # chance a base's variants include a confusable pair
@@ -203,7 +208,10 @@ class BatchMaker:
                 seed = int(rng.integers(2**31))
                 for name in sorted((n for n, _ in picked), key=APPLY_ORDER.index):
                     strength = dict(picked)[name]
-                    out = TRANSFORMS[name](out, strength, seed=seed)
+                    if cfg.families:
+                        out = apply_family(out, name, strength, rng, cfg.p_canonical)
+                    else:
+                        out = TRANSFORMS[name](out, strength, seed=seed)
                 variants.append(out)
                 neutral.append(False)
                 qualities.append(picked)

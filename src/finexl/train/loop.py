@@ -45,6 +45,10 @@ class TrainConfig:
     # recorded, and ``steps=<that>, minutes=0`` repeats the run step for step.
     minutes: float = 0.0
     losses: LossWeights = field(default_factory=LossWeights)
+    # Start from a trained mini directory: every weight whose name and shape match is
+    # copied, token embeddings row by row for the tokens both vocabularies share.
+    init_from: str | None = None
+    debian_images: bool = False  # add the Debian packages' training images to the photos
 
 
 def _collect_captions(colour, grey) -> list[str]:
@@ -139,12 +143,18 @@ def train_mini(
     torch.set_num_threads(train_config.threads)
 
     colour, grey = training_colour_photos(), training_grey_photos()
+    if train_config.debian_images:
+        from finexl.train.sources import training_debian_photos
+
+        colour = colour + training_debian_photos()
     known_words = caption_vocabulary(_collect_captions(colour, grey))
     tokenizer = build_tokenizer(known_words)
     tokenizer.model_max_length = model_config.max_text_tokens
     model = build_clip(model_config, vocab_size=len(tokenizer),
                        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                        seed=train_config.seed)
+    initialised = (initialise_from(model, tokenizer, Path(train_config.init_from))
+                   if train_config.init_from else None)
     model.train()
     optimizer = _optimizer(model, train_config)
     loader = torch.utils.data.DataLoader(
@@ -209,7 +219,13 @@ def train_mini(
         "train": {**asdict(train_config)}, "steps_done": steps_done,
         "train_seconds": round(train_seconds, 1),
         "torch": torch.__version__, "log": log, "checks": checks,
+        "initialised_from": initialised,
+        "photos": sorted(p.name for p in colour) + sorted(p.name for p in grey),
     }
+    if data_config.families:
+        from finexl.train.families import family_names
+
+        record["families"] = family_names()
     save_encoder_directory(out_dir, model, tokenizer, known_words, record,
                            processor=CLIPImageProcessor(
                                size={"shortest_edge": model_config.image_size},
@@ -219,12 +235,57 @@ def train_mini(
     return record
 
 
-def vocabulary_record(known_words) -> dict:
-    """The content of ``finexl_vocabulary.json``."""
-    from finexl.imaging.transforms import QUALITIES
+def initialise_from(model, tokenizer, directory: Path) -> dict:
+    """Copy matching weights of the mini CLIP in ``directory`` into ``model`` (in place).
 
+    Token embeddings are matched by token string, so a tokenizer with new words keeps the
+    trained rows of the words it shares. Returns what was copied, for training.json.
+    """
+    import torch
+    from safetensors.torch import load_file
+    from transformers import CLIPTokenizer
+
+    source = load_file(str(directory / "model.safetensors"))
+    old_vocab = CLIPTokenizer.from_pretrained(directory).get_vocab()
+    new_vocab = tokenizer.get_vocab()
+    state = model.state_dict()
+    copied, skipped, shared_tokens = 0, [], 0
+    with torch.no_grad():
+        for name, tensor in state.items():
+            if name not in source:
+                skipped.append(name)
+            elif "token_embedding" in name:
+                for token, row in new_vocab.items():
+                    if token in old_vocab and old_vocab[token] < source[name].shape[0]:
+                        tensor[row] = source[name][old_vocab[token]]
+                        shared_tokens += 1
+                copied += 1
+            elif source[name].shape == tensor.shape:
+                tensor.copy_(source[name])
+                copied += 1
+            else:
+                skipped.append(name)
+    return {"directory": str(directory), "tensors_copied": copied, "skipped": skipped,
+            "tokens_shared": shared_tokens, "tokens_new": len(new_vocab) - shared_tokens}
+
+
+def vocabulary_record(known_words) -> dict:
+    """The content of ``finexl_vocabulary.json``.
+
+    ``known_phrases`` are the quality phrases training captions used (every synonym), and
+    ``modifiers`` the strength adverbs; a concept counts as known when it is one of those
+    phrases (adverbs aside), or when all its words are plain caption words (subjects,
+    colours, settings), never an untrained combination of quality words.
+    """
+    from finexl.imaging.transforms import QUALITIES
+    from finexl.train.captions import STRONG_ADVERBS, WEAK_ADVERBS, words_of
+
+    phrases = sorted({s.lower() for q in QUALITIES.values() for s in q.synonyms})
+    modifiers = sorted(words_of(WEAK_ADVERBS + STRONG_ADVERBS))
     return {
         "known_words": sorted(known_words),
+        "known_phrases": phrases,
+        "modifiers": modifiers,
         "qualities": {name: list(q.synonyms) for name, q in QUALITIES.items()},
         "groups": {name: q.group for name, q in QUALITIES.items()},
     }

@@ -138,3 +138,130 @@ def export_held_out_photos(out_dir: Path, *, short_side: int = 320) -> Path:
     index = out_dir / "photos.json"
     write_text_atomic(index, json.dumps({"photos": entries}, indent=2) + "\n")
     return index
+
+
+# ---------------------------------------------------------------------------------------
+# Openly licensed images from Debian packages (installed with apt; nothing downloaded at run
+# time). Captions are deliberately plain (what is in the picture, never a visual quality).
+
+@dataclass(frozen=True)
+class DebianSource:
+    package: str
+    pattern: str  # glob under /
+    licence: str  # as the package's debian/copyright states it
+    caption: str  # default caption; CAPTIONS overrides per file stem
+    # Only these file stems (for a folder other packages also write to), or all.
+    stems: tuple[str, ...] = ()
+
+
+DEBIAN_SOURCES = (
+    DebianSource("plasma-workspace-wallpapers", "usr/share/wallpapers/*/contents/images/*",
+                 "GPL-2+ (KDE Visual Design Group; debian/copyright)", "a desktop wallpaper"),
+    DebianSource("mate-backgrounds", "usr/share/backgrounds/mate/*/*",
+                 "GPL-2+, two files CC-BY-SA-4.0 (debian/copyright)", "an abstract wallpaper"),
+    DebianSource("lomiri-wallpapers, lomiri-wallpapers-16.04, lomiri-wallpapers-20.04",
+                 "usr/share/backgrounds/*.*",
+                 "CC-BY-4.0, CC-BY-SA-3.0/4.0, CC0-1.0 or Expat per file (debian/copyright)",
+                 "a photo", stems=(
+                     "Bridge_by_Sander_Klootwijk", "Dragonfly_by_Bolly", "Fossa_by_Jasper_Roks",
+                     "Infinite-Sea_by_Aury88", "Kleiber_by_Lukas_Baubkus",
+                     "Painting-Colors_by__herobrine7gamer", "Picture_0B_by_freespace",
+                     "Picture_1A_by_freespace", "Wine_by_Jakkub_Mede",
+                     "aitzgorri_by_Aitzol_Berasategi", "analogpattern_by_Peter_Nerlich",
+                     "free_by_Peter_Nerlich", "friends_by_Aitzol_Berasategi",
+                     "greentock_by_Peter_Nerlich", "life_by_Aitzol_Berasategi",
+                     "lomiri-default-background", "picosdeeuropa_by_Aitzol_Berasategi",
+                     "seeding_by_Clements_Engelhardt", "sunset_by_Aitzol_Berasategi",
+                     "umang_by_Abhishek_Mudgal", "warty-final-ubuntu")),
+    DebianSource("mypaint-data-extras", "usr/share/mypaint/backgrounds/*/*.png",
+                 "CC0-1.0, public domain or GPL-2+ per file (debian/copyright)",
+                 "a paper texture"),
+)
+
+CAPTIONS = {
+    "Blinds": "window blinds", "FreshFlower": "a flower", "Garden": "a garden",
+    "GreenMeadow": "a green meadow", "RainDrops": "rain drops on glass",
+    "TwoWings": "a butterfly on a flower", "Aqua": "water", "Dune": "a sand dune",
+    "LadyBird": "a ladybird on a leaf", "Storm": "a storm over the sea", "Wood": "wood",
+    "YellowFlower": "a yellow flower", "Elephants": "elephants",
+    "Bridge_by_Sander_Klootwijk": "a bridge", "Dragonfly_by_Bolly": "a dragonfly",
+    "Fossa_by_Jasper_Roks": "an animal", "Infinite-Sea_by_Aury88": "the sea",
+    "Kleiber_by_Lukas_Baubkus": "a bird on a branch", "Wine_by_Jakkub_Mede": "a glass of wine",
+    "aitzgorri_by_Aitzol_Berasategi": "a mountain", "picosdeeuropa_by_Aitzol_Berasategi":
+    "mountains", "sunset_by_Aitzol_Berasategi": "a sunset over mountains",
+    "friends_by_Aitzol_Berasategi": "friends", "seeding_by_Clements_Engelhardt": "a plant",
+    "analogpattern_by_Peter_Nerlich": "a pattern", "warty-final-ubuntu": "an abstract wallpaper",
+    "lomiri-default-background": "an abstract wallpaper", "HR_Canvas 01": "canvas",
+    "HR_Canvas 02": "canvas", "HR_Cork": "cork", "HR_WaterColor": "paper",
+}
+
+# Never used for training: the evaluation's second image set (with the shipped photos).
+HELD_OUT_DEBIAN = ("Aqua", "Dune", "LadyBird", "Storm", "Wood", "YellowFlower",
+                   "Bridge_by_Sander_Klootwijk", "Dragonfly_by_Bolly",
+                   "sunset_by_Aitzol_Berasategi", "Wine_by_Jakkub_Mede")
+# The same picture at another size.
+_SKIP = ("Elephants_3840x2160", "Elephants_5640x3172")
+_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+@dataclass(frozen=True)
+class DebianImage:
+    stem: str
+    path: Path
+    package: str
+    licence: str
+    caption: str
+
+
+def debian_images(root: Path = Path("/"), *, held_out: bool = False) -> list[DebianImage]:
+    """The installed Debian images, one file per picture (the largest of a wallpaper's sizes).
+
+    ``held_out=False`` gives the training images, ``True`` the held-out ones. Packages that
+    are not installed contribute nothing (see :func:`missing_debian_packages`).
+    """
+    out: dict[str, DebianImage] = {}
+    for source in DEBIAN_SOURCES:
+        for path in sorted(root.glob(source.pattern)):
+            if path.suffix.lower() not in _IMAGE_SUFFIXES or not path.is_file():
+                continue
+            # A KDE wallpaper is a folder of sizes: the folder names the picture.
+            stem = path.parents[2].name if "contents" in path.parts else path.stem
+            # The reserved evaluation packages (gnome-backgrounds, ukui-wallpapers) are never
+            # read: only listed stems are taken from folders other packages share.
+            if stem in _SKIP or (source.stems and stem not in source.stems):
+                continue
+            if (stem in HELD_OUT_DEBIAN) != held_out:
+                continue
+            known = out.get(stem)
+            if known is not None and known.path.stat().st_size >= path.stat().st_size:
+                continue
+            out[stem] = DebianImage(stem, path, source.package, source.licence,
+                                    CAPTIONS.get(stem, source.caption))
+    return [out[k] for k in sorted(out)]
+
+
+def missing_debian_packages(root: Path = Path("/")) -> list[str]:
+    """Packages of :data:`DEBIAN_SOURCES` with no image installed."""
+    return [s.package for s in DEBIAN_SOURCES
+            if not any(p.suffix.lower() in _IMAGE_SUFFIXES for p in root.glob(s.pattern))]
+
+
+def load_shrunk(path: Path, short_side: int = 448) -> np.ndarray:
+    """An image file as float RGB with its short side at most ``short_side`` (JPEGs are
+    decoded at reduced size directly)."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        image.draft("RGB", (short_side * 2, short_side * 2))
+        image = image.convert("RGB")
+        scale = short_side / min(image.size)
+        if scale < 1:
+            image = image.resize((round(image.width * scale), round(image.height * scale)),
+                                 Image.LANCZOS)
+        return np.asarray(image, np.float32) / 255.0
+
+
+def training_debian_photos() -> list[SourcePhoto]:
+    """The training images from Debian packages, as colour photos (none held out)."""
+    return [SourcePhoto(f"debian:{image.stem}", load_shrunk(image.path), (image.caption,))
+            for image in debian_images()]
