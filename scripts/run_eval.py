@@ -46,11 +46,25 @@ def main() -> int:
     parser.add_argument("--skip-ablations", action="store_true")
     parser.add_argument("--finetune-levels", type=int, nargs="*", default=[3, 5, 8, 10],
                         help="also run scenario 1 on the finetune source at these L (none: skip)")
+    parser.add_argument("--heldout-encoders", nargs="*", default=[], metavar="LABEL=SPEC",
+                        help="add the held-out qualities/images section for these encoders,"
+                             " e.g. 'mini (new)=mini' 'mini (old)=/tmp/mini_v1'")
+    parser.add_argument("--heldout-only", action="store_true",
+                        help="run only the held-out section and replace it in --results")
     args = parser.parse_args()
 
     from finexl.encoders.loader import load_encoder
     from finexl.eval.run import run_ablations, run_scenario1, run_scenario2, write_result
 
+    if args.heldout_only:
+        from finexl.eval.heldout import splice_section
+
+        started = time.perf_counter()
+        section = _heldout_section(args, _command())
+        args.results.write_text(splice_section(args.results.read_text(), section))
+        print(f"wrote the held-out section of {args.results} in"
+              f" {time.perf_counter() - started:.0f} s")
+        return 0
     encoder = load_encoder(args.encoder)
     started = time.perf_counter()
     scenario1 = {}
@@ -74,15 +88,44 @@ def main() -> int:
     ablations = None if args.skip_ablations else run_ablations(encoder, n_images=args.images)
     if ablations is not None:
         write_result(ablations, args.out, "ablations")
+    command = _command()
+    heldout = _heldout_section(args, command) if args.heldout_encoders else ""
     seconds = time.perf_counter() - started
-    import os
-
-    cache = f"FINEXL_CACHE_DIR={os.environ['FINEXL_CACHE_DIR']} " if "FINEXL_CACHE_DIR" in os.environ else ""
-    command = cache + "python scripts/run_eval.py " + " ".join(sys.argv[1:])
     args.results.write_text(_results_markdown(command, encoder.id, args, scenario1, finetuned,
-                                              scenario2, checks, ablations, seconds))
+                                              scenario2, checks, ablations, seconds)
+                            + ("\n" + heldout if heldout else ""))
     print(f"wrote {args.results} and {args.out}/ in {seconds:.0f} s")
     return 0
+
+
+def _command() -> str:
+    import os
+    import shlex
+
+    cache = f"FINEXL_CACHE_DIR={os.environ['FINEXL_CACHE_DIR']} " if "FINEXL_CACHE_DIR" in os.environ else ""
+    return cache + "python scripts/run_eval.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
+def _heldout_section(args, command: str) -> str:
+    """Scenario 1/2 and Table 8 on held-out qualities and images, per encoder (issue 15)."""
+    from finexl.encoders.loader import load_encoder
+    from finexl.eval.heldout import markdown_section, run_heldout
+    from finexl.eval.run import run_encoder_checks
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for item in args.heldout_encoders:
+        label, _, spec = item.rpartition("=")
+        encoder = load_encoder(spec)
+        for family in ("heldout", "canonical"):
+            result = run_heldout(encoder, family=family, progress=True)
+            checks = run_encoder_checks(encoder, family=family, images="all").to_dict()
+            name = f"heldout_{(label or spec).replace(' ', '_').replace('/', '_')}_{family}"
+            (args.out / f"{name}.json").write_text(json.dumps(
+                {"scenarios": result.to_dict(), "encoder_checks": checks}, indent=2,
+                default=str) + "\n")
+            rows.append((f"{label or spec} (`{encoder.id}`)", result, checks))
+    return markdown_section(rows, command.replace("python ", "PYTHONPATH=src python ", 1))
 
 
 def _encoder_checks(encoder, out_dir: Path) -> dict:

@@ -98,6 +98,26 @@ def rank_by_alignment(table: np.ndarray, v_div: np.ndarray, top_k: int) -> tuple
     return top, scores[top]
 
 
+def unknown_note(n_entries: int, unknown: Sequence[str], shown: int = 12) -> str:
+    """A sentence saying which vocabulary entries the encoder does not know (not ranked)."""
+    listed = ", ".join(repr(c) for c in unknown[:shown])
+    more = f" and {len(unknown) - shown} more" if len(unknown) > shown else ""
+    return (f"{n_entries - len(unknown)} of {n_entries} vocabulary entries are known to the"
+            f" encoder; the other {len(unknown)} were not ranked because the encoder was never"
+            f" trained on them: {listed}{more} (`finexl.concepts.vocab.known_entries` lists"
+            " both sides)")
+
+
+def known_entries(encoder: Encoder, vocabulary: str | Path | None = None
+                  ) -> tuple[list[str], list[str]]:
+    """The vocabulary entries ``encoder`` knows and the ones it does not, in file order."""
+    from finexl.encoders.base import unknown_concepts
+
+    concepts = [e.concept for e in load_vocabulary(vocabulary)]
+    unknown = set(unknown_concepts(encoder, concepts))
+    return [c for c in concepts if c not in unknown], [c for c in concepts if c in unknown]
+
+
 class VocabProposer:
     """Proposes the ``top_k`` vocabulary entries whose direction best matches V_div."""
 
@@ -112,15 +132,8 @@ class VocabProposer:
     def propose(self, context: ProposalContext) -> Proposal:
         if context.encoder is None or context.v_div is None:
             raise FinexlError("the vocab proposer needs an encoder and V_div")
-        from finexl.encoders.base import unknown_concepts
-
-        entries = load_vocabulary(self.vocabulary)
-        unknown = set(unknown_concepts(context.encoder, [e.concept for e in entries]))
-        known = [e.concept for e in entries if e.concept not in unknown]
-        notes = []
-        if unknown:
-            notes.append(f"{len(known)} of {len(entries)} vocabulary entries are known to the"
-                         f" encoder; the other {len(unknown)} were not ranked")
+        known, unknown = known_entries(context.encoder, self.vocabulary)
+        notes = [unknown_note(len(known) + len(unknown), unknown)] if unknown else []
         table = embed_vocabulary(context.encoder, known, context.template, progress=self.progress)
         top, scores = rank_by_alignment(table, context.v_div, self.top_k)
         candidates = tuple(Candidate(known[i], "vocab", score=float(s)) for i, s in zip(top, scores))

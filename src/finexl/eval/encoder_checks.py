@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import itertools
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -154,16 +154,22 @@ def text_concept_vectors(encoder: Encoder, prompts: Sequence[str], phrases: Sequ
 
 def transformed_divergences(encoder: Encoder, images: Sequence, qualities: Sequence[str],
                             strengths: Sequence[float], *, seed: int = 0,
-                            progress: bool = False) -> np.ndarray:
-    """V_div of each quality at each strength over ``images``: ``(n_q, n_s, dim)``."""
+                            progress: bool = False,
+                            transforms: Mapping[str, Callable] | None = None) -> np.ndarray:
+    """V_div of each quality at each strength over ``images``: ``(n_q, n_s, dim)``.
+
+    ``transforms`` (quality name -> transform) defaults to finexl's canonical transforms;
+    :func:`finexl.eval.heldout_family.family_transforms` gives the held-out family.
+    """
     from finexl.imaging.transforms import TRANSFORMS
     from finexl.progress import track
 
+    plant = TRANSFORMS if transforms is None else transforms
     base = encoder.embed_images(list(images))
     out = np.zeros((len(qualities), len(strengths), base.shape[1]), np.float64)
     for q, name in enumerate(track(qualities, total=len(qualities),
                                    description="encoder checks", enabled=progress)):
-        batch = [TRANSFORMS[name](image, s, seed=seed + i)
+        batch = [plant[name](image, s, seed=seed + i)
                  for s in strengths for i, image in enumerate(images)]
         embedded = encoder.embed_images(batch).reshape(len(strengths), len(images), -1)
         for k in range(len(strengths)):
@@ -224,6 +230,7 @@ def check_encoder(
     v_divs: np.ndarray | None = None,
     seed: int = 0,
     progress: bool = False,
+    transforms: Mapping[str, Callable] | None = None,
 ) -> EncoderChecks:
     """Run every check; see the module docstring.
 
@@ -247,6 +254,9 @@ def check_encoder(
     v_divs : ndarray of shape (n_qualities, n_strengths, dim), optional
         :func:`transformed_divergences` computed earlier for the same images, qualities and
         strengths (to check several settings without embedding the images again).
+    transforms : mapping, optional
+        Quality name -> transform planting it (default: the canonical transforms; the
+        held-out family is :data:`finexl.eval.heldout_family.HELDOUT_TRANSFORMS`).
     """
     from finexl.imaging.transforms import QUALITIES
 
@@ -264,7 +274,7 @@ def check_encoder(
     basis = centered if centering else single
     if v_divs is None:
         v_divs = transformed_divergences(encoder, images, names, strengths, seed=seed,
-                                         progress=progress)
+                                         progress=progress, transforms=transforms)
     elif v_divs.shape[:2] != (len(names), len(strengths)):
         raise ValueError(f"v_divs {v_divs.shape} does not match {len(names)} qualities x "
                          f"{len(strengths)} strengths")

@@ -155,12 +155,30 @@ def run_ablations(encoder: Encoder, *, aspects: Sequence[str] = DEFAULT_ASPECTS,
 
 
 def run_encoder_checks(encoder: Encoder, *, n_crops_per_photo: int = 6, seed: int = 0,
-                       progress: bool = False):
-    """The paper's Table 8 checks on crops of the held-out photos (see encoder_checks)."""
-    from finexl.eval.encoder_checks import check_encoder, held_out_images
+                       progress: bool = False, family: str = "canonical",
+                       images: str = "shipped"):
+    """The paper's Table 8 checks (see encoder_checks).
 
-    images, prompts = held_out_images(n_crops_per_photo, seed=seed)
-    return check_encoder(encoder, images, prompts, seed=seed, progress=progress)
+    ``family``: the qualities are planted by finexl's ``canonical`` transforms or by the
+    ``heldout`` family no encoder trains on (:mod:`finexl.eval.heldout_family`).
+    ``images``: crops of the ``shipped`` photos, or of ``all`` held-out photos (shipped and
+    the held-out Debian ones, :func:`finexl.eval.heldout.heldout_image_set`).
+    """
+    from finexl.eval.encoder_checks import check_encoder, held_out_images
+    from finexl.eval.heldout_family import FAMILIES, family_transforms
+
+    if family not in FAMILIES:
+        raise FinexlError(f"--family {family!r} is not one of {', '.join(FAMILIES)}")
+    if images == "shipped":
+        pictures, prompts = held_out_images(n_crops_per_photo, seed=seed)
+    else:
+        from finexl.eval.heldout import heldout_image_set
+
+        pictures, prompts = heldout_image_set(4 * n_crops_per_photo, size=256, seed=seed,
+                                              sources=images)
+        prompts = sorted(set(prompts))
+    return check_encoder(encoder, pictures, prompts, seed=seed, progress=progress,
+                         transforms=family_transforms(family))
 
 
 def write_result(result: ScenarioResult | dict, out_dir: str | Path, name: str) -> Path:

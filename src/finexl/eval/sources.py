@@ -8,7 +8,7 @@ fine-tuned on styled data for 20..200 steps (the paper's own protocol), see
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -56,37 +56,54 @@ def build_basis(encoder: Encoder, prompts: Sequence[str], concepts: Sequence[str
 
 
 def transform_levels(encoder: Encoder, aspects: Sequence[str], n_levels: int, *,
-                     n_images: int = 24, seed: int = 0, progress: bool = False):
-    """Base embeddings and, per aspect, the embeddings at each level (transform strength)."""
-    from finexl.imaging.transforms import apply
+                     n_images: int = 24, seed: int = 0, progress: bool = False,
+                     transforms: Mapping[str, Callable] | None = None,
+                     pairs: tuple[list, list[str]] | None = None):
+    """Base embeddings and, per aspect, the embeddings at each level (transform strength).
+
+    ``transforms`` (quality name -> transform) defaults to finexl's canonical transforms;
+    ``pairs`` (images, prompts) to crops of the bundled photos.
+    """
+    from finexl.imaging.transforms import TRANSFORMS, resolve_quality
     from finexl.progress import track
 
-    images, prompts = held_out_pairs(n_images, seed=seed)
+    transforms = TRANSFORMS if transforms is None else transforms
+    images, prompts = pairs if pairs is not None else held_out_pairs(n_images, seed=seed)
     base = encoder.embed_images(images).astype(np.float64)
     strengths = level_strengths(n_levels)
     level_sets: dict[str, list[np.ndarray]] = {}
     for aspect in track(aspects, total=len(aspects), description="levels", enabled=progress):
+        transform = transforms[resolve_quality(aspect)]
         level_sets[aspect] = [
-            encoder.embed_images([apply(im, aspect, float(s), seed=seed + i)
+            encoder.embed_images([transform(im, float(s), seed=seed + i)
                                   for i, im in enumerate(images)]).astype(np.float64)
             for s in strengths]
     return base, level_sets, prompts
 
 
 def transform_mixtures(encoder: Encoder, aspects: tuple[str, str], n_levels: int = 3, *,
-                       n_images: int = 24, seed: int = 0, progress: bool = False):
-    """Base embeddings and one set per (level_a, level_b) mixture of two aspects."""
-    from finexl.imaging.transforms import apply_many
+                       n_images: int = 24, seed: int = 0, progress: bool = False,
+                       transforms: Mapping[str, Callable] | None = None,
+                       pairs: tuple[list, list[str]] | None = None):
+    """Base embeddings and one set per (level_a, level_b) mixture of two aspects
+    (``transforms`` and ``pairs`` as in :func:`transform_levels`)."""
+    from finexl.imaging.transforms import TRANSFORMS, resolve_quality
     from finexl.progress import track
 
-    images, prompts = held_out_pairs(n_images, seed=seed)
+    transforms = TRANSFORMS if transforms is None else transforms
+    images, prompts = pairs if pairs is not None else held_out_pairs(n_images, seed=seed)
     base = encoder.embed_images(images).astype(np.float64)
     strengths = level_strengths(n_levels, top=0.9)
     grid = [(la, lb) for la in range(1, n_levels + 1) for lb in range(1, n_levels + 1)]
     models = []
     for la, lb in track(grid, total=len(grid), description="mixtures", enabled=progress):
         mix = [(aspects[0], float(strengths[la - 1])), (aspects[1], float(strengths[lb - 1]))]
-        embedded = encoder.embed_images([apply_many(im, mix, seed=seed + i)
-                                         for i, im in enumerate(images)]).astype(np.float64)
+        mixed = []
+        for i, image in enumerate(images):
+            # In the given order, each quality with its own seed (as apply_many does).
+            for offset, (name, strength) in enumerate(mix):
+                image = transforms[resolve_quality(name)](image, strength, seed=seed + i + offset)
+            mixed.append(image)
+        embedded = encoder.embed_images(mixed).astype(np.float64)
         models.append(({aspects[0]: la, aspects[1]: lb}, embedded))
     return base, models, prompts
