@@ -102,3 +102,40 @@ def test_explanation_names_the_encoder_auto_chose(hub, tiny_clip_dir, tmp_path):
     assert result.notes[0].startswith(f"encoder {AUTO_PREFERENCE[0]} (auto:")
     assert result.settings["encoder"] == AUTO_PREFERENCE[0]
     assert result.to_dict()["notes"][0] == result.notes[0]
+
+
+def test_cli_defaults_to_auto_and_says_which_encoder(hub, tiny_clip_dir, tmp_path):
+    from test_cli import run_cli
+
+    _put_in_cache(hub, AUTO_PREFERENCE[-1], tiny_clip_dir)
+    result = run_cli("eval", "heldout", "--family", "heldout", "--photos", "shipped",
+                     "--levels", "2", "--images", "4", "--out", str(tmp_path / "out"),
+                     "--no-cache")
+    assert result.returncode == 0, result.stderr
+    assert f"encoder {AUTO_PREFERENCE[-1]} (auto:" in result.stderr
+    data = json.loads((tmp_path / "out" / "heldout.json").read_text())
+    assert data["encoder"].startswith(f"clip:{AUTO_PREFERENCE[-1]}@")
+    assert data["family"] == "heldout" and data["levels"] == 2
+    assert set(data["scenario1_per_aspect"]) == {"sepia", "dark", "blurry", "pixelated",
+                                                 "vignette", "vivid"}
+    assert 0 <= data["scenario2_accuracy"] <= 1
+
+
+@pytest.mark.slow
+def test_cli_table8_on_the_heldout_family(tiny_clip_dir, tmp_path):
+    from test_cli import run_cli
+
+    result = run_cli("eval", "encoder", "--encoder", str(tiny_clip_dir), "--family", "heldout",
+                     "--images", "4", "--out", str(tmp_path / "out"), "--quiet", "--no-cache")
+    assert result.returncode == 0, result.stderr
+    assert {"linearity", "orthogonality", "alignment"} <= set(json.loads(result.stdout))
+
+
+def test_cli_missing_heldout_photos_is_one_line(hub, tiny_clip_dir, tmp_path, monkeypatch):
+    import finexl.train.sources as sources
+    from test_cli import assert_one_line_error, run_cli
+
+    monkeypatch.setattr(sources, "debian_images", lambda *a, **k: [])
+    result = run_cli("eval", "heldout", "--encoder", str(tiny_clip_dir), "--photos", "debian",
+                     "--images", "4", "--out", str(tmp_path / "out"), "--quiet", "--no-cache")
+    assert_one_line_error(result, "apt-get install")

@@ -39,7 +39,7 @@ def test_darkening_puts_dark_words_in_the_short_list(tmp_path):
     proposal = VocabProposer(top_k=2, vocabulary=vocabulary).propose(context)
     assert {c.concept for c in proposal.candidates} == {"dark", "dim"}
     assert all(c.source == "vocab" for c in proposal.candidates)
-    assert "not ranked" in proposal.notes[0]
+    assert "not ranked" in proposal.notes[0] and "'unknown thing'" in proposal.notes[0]
 
 
 def test_vocabulary_table_is_embedded_once_per_encoder(tmp_path):

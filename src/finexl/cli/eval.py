@@ -17,9 +17,24 @@ def eval_group() -> None:
 def _encoder(options):
     from finexl.encoders.loader import load_encoder
 
-    return load_encoder(options["encoder"], device=options["device"], dtype=options["dtype"],
-                        batch_size=options["batch_size"], cache=not options["no_cache"],
-                        progress=not options["quiet"])
+    encoder = load_encoder(options["encoder"], device=options["device"], dtype=options["dtype"],
+                           batch_size=options["batch_size"], cache=not options["no_cache"],
+                           progress=not options["quiet"])
+    if not options["quiet"]:
+        click.echo(f"encoder {encoder.description}", err=True)
+    return encoder
+
+
+_family_options = stack(
+    click.option("--family", default="canonical", show_default=True,
+                 type=click.Choice(["canonical", "heldout"]),
+                 help="Who plants the qualities: finexl's transforms (used in training) or the"
+                      " held-out family no encoder trains on."),
+    click.option("--photos", default="shipped", show_default=True,
+                 type=click.Choice(["shipped", "debian", "all"]),
+                 help="Held-out photos: the 4 shipped ones, the 10 held-out Debian ones"
+                      " (apt packages, see docs/MINI_ENCODER.md), or all."),
+)
 
 
 _eval_options = stack(
@@ -70,15 +85,17 @@ def eval_scenario2(aspects, source, out_dir, n_images, seed, **options):
 
 
 @eval_group.command("encoder")
+@_family_options
 @_eval_options
-def eval_encoder(out_dir, n_images, seed, **options):
+def eval_encoder(family, photos, out_dir, n_images, seed, **options):
     """Linearity, orthogonality and alignment of an encoder (paper Table 8)."""
     import json
 
     from finexl.eval.run import run_encoder_checks, write_result
 
     checks = run_encoder_checks(_encoder(options), n_crops_per_photo=max(1, n_images // 4),
-                                seed=seed, progress=not options["quiet"]).to_dict()
+                                seed=seed, progress=not options["quiet"], family=family,
+                                images=photos).to_dict()
     write_result(checks, out_dir, "encoder")
     click.echo(json.dumps({k: checks[k] for k in ("linearity", "orthogonality", "alignment")
                            if k in checks}, indent=2))
@@ -97,3 +114,24 @@ def eval_ablations(levels, out_dir, n_images, seed, **options):
                            progress=not options["quiet"])
     write_result(result, out_dir, "ablations")
     click.echo(json.dumps(result, indent=2))
+
+
+@eval_group.command("heldout")
+@click.option("--levels", default=10, show_default=True, type=click.IntRange(2))
+@click.option("--top-k", default=40, show_default=True, type=click.IntRange(1),
+              help="Candidates the vocab proposer hands on per model.")
+@_family_options
+@_eval_options
+def eval_heldout(levels, top_k, family, photos, out_dir, n_images, seed, **options):
+    """Scenarios 1 and 2 on held-out qualities and photos, candidates from the vocab proposer."""
+    import json
+
+    from finexl.eval.heldout import run_heldout
+    from finexl.eval.run import write_result
+
+    result = run_heldout(_encoder(options), family=family, images=photos, levels=levels,
+                         n_images=n_images, top_k=top_k, seed=seed,
+                         progress=not options["quiet"]).to_dict()
+    write_result(result, out_dir, "heldout")
+    click.echo(json.dumps({k: result[k] for k in ("scenario1_mae", "scenario1_per_aspect",
+                                                 "scenario2_accuracy")}, indent=2))

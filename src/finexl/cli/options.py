@@ -19,9 +19,11 @@ def stack(*options):
 
 
 encoder_options = stack(
-        click.option("--encoder", default="mini", show_default=True,
-                     help="'mini' (shipped), a local CLIP-family model directory, or a hub id"
-                          " already in the local Hugging Face cache."),
+        click.option("--encoder", default="auto", show_default=True,
+                     help="'auto' (the best CLIP/SigLIP of finexl's preference list already in"
+                          " the local Hugging Face cache, else mini), 'mini' (shipped, small,"
+                          " closed vocabulary), a local CLIP-family model directory, or a hub"
+                          " id already in the local Hugging Face cache."),
         click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1, auto"),
         click.option("--dtype", default="float32", show_default=True,
                      type=click.Choice(["float32", "float16", "bfloat16"])),

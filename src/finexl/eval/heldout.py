@@ -49,15 +49,18 @@ def heldout_image_set(n_images: int = 28, *, size: int = 224, seed: int = 0,
     if sources in ("debian", "all"):
         held = debian_images(held_out=True)
         if not held:
-            missing = " ".join(missing_debian_packages())
+            from finexl.train.sources import DEBIAN_SOURCES
+
+            missing = missing_debian_packages() or [s.package for s in DEBIAN_SOURCES]
+            packages = " ".join(p for m in missing for p in m.split(", "))
             raise FinexlError("the held-out Debian photos are not installed; run"
-                              f" `apt-get install {missing}` or pass --images shipped")
+                              f" `apt-get install {packages}` or pass --photos shipped")
         for image in held:
             with Image.open(image.path) as opened:
                 opened.draft("RGB", (1024, 1024))
                 photos.append((opened.convert("RGB"), image.caption))
     if not photos:
-        raise FinexlError(f"--images {sources!r} is not one of shipped, debian, all")
+        raise FinexlError(f"--photos {sources!r} is not one of shipped, debian, all")
     per_photo = -(-n_images // len(photos))
     images, prompts = [], []
     for index, (photo, caption) in enumerate(photos):

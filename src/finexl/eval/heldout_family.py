@@ -140,7 +140,7 @@ def pixelated(image, strength):
 
 def posterized(image, strength):
     colours = max(2, int(round(2.0 ** (8.0 - 6.5 * strength))))
-    return image.quantize(colors=colours, method=Image.Quantize.MEDIANCUT,
+    return image.quantize(colors=colours, method=Image.Quantize.FASTOCTREE,
                           dither=Image.Dither.NONE).convert("RGB")
 
 
