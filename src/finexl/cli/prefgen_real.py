@@ -168,3 +168,40 @@ def generate_all_command(profiles_dir, model, prefgen_model, prompts, out_dir, u
         run = generate_population(profiles_dir, out_dir, settings, executor=executor,
                                   users_per_task=users_per_task, progress=not quiet)
     _report(run, "generated")
+
+
+@prefgen.command("train-vlm")
+@click.option("--users", "users_dir", required=True, type=click.Path(path_type=Path),
+              help="users.jsonl folder (agents, or users with liked_attributes).")
+@click.option("--vlm", "pretrained_model_name_or_path", required=True,
+              help="A transformers vision-language model folder or cached hub id.")
+@click.option("--output-dir", required=True, type=click.Path(path_type=Path),
+              help="For lora/, checkpoint-N/ and training.json.")
+@click.option("--max-train-steps", default=200, show_default=True, type=click.IntRange(1))
+@click.option("--train-batch-size", default=2, show_default=True, type=click.IntRange(1))
+@click.option("--gradient-accumulation-steps", default=1, show_default=True,
+              type=click.IntRange(1))
+@click.option("--learning-rate", default=1e-4, show_default=True, type=float)
+@click.option("--mixed-precision", default="no", show_default=True,
+              type=click.Choice(["no", "fp16", "bf16"]))
+@click.option("--checkpointing-steps", default=100, show_default=True, type=click.IntRange(1))
+@click.option("--checkpoints-total-limit", type=click.IntRange(1))
+@click.option("--resume-from-checkpoint", help="'latest' or a checkpoint-N folder.")
+@click.option("--report-to", help="An accelerate tracker (tensorboard, wandb, ...).")
+@click.option("--lora-rank", default=8, show_default=True, type=click.IntRange(1))
+@click.option("--lora-alpha", default=16, show_default=True, type=click.IntRange(1))
+@click.option("--max-images", default=4, show_default=True, type=click.IntRange(1),
+              help="Reference images per side in one question.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--logging-steps", default=10, show_default=True, type=click.IntRange(1))
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def train_vlm_command(users_dir, quiet, **options):
+    """Preference-VQA LoRA for a real VLM (run under `accelerate launch` for many GPUs)."""
+    from finexl.prefgen.vlm_training import VLMTrainingArgs, train_vlm
+
+    args = VLMTrainingArgs(users_dir=str(users_dir), **{
+        k: str(v) if isinstance(v, Path) else v for k, v in options.items()})
+    result = train_vlm(args, progress=not quiet)
+    last = result.losses[-1]["loss"] if result.losses else float("nan")
+    click.echo(f"LoRA after {result.global_step} steps (from {result.resumed_from}, last loss"
+               f" {last:.3f}) in {result.lora_dir}")

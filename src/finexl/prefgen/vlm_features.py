@@ -43,6 +43,7 @@ logger = logging.getLogger(__name__)
 
 LIKED_HEADER = "Images this user liked:"
 DISLIKED_HEADER = "Images this user disliked:"
+CANDIDATES_HEADER = "New images:"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")
 # The language model's decoder blocks under every layout transformers has used for VLMs:
 # LLaVA/Qwen2-VL in transformers 5 (``model.language_model.layers``), older LLaVA
@@ -57,11 +58,14 @@ class PreferenceQuery:
 
     ``liked`` and ``disliked`` are PIL images; the extractor marks each set as liked or
     disliked in its own way (the real VLM: a header line before each set in the chat turn).
+    ``candidates`` are new images a question is about ("would this user like the new
+    image?"), shown after the references.
     """
 
     liked: tuple[Image.Image, ...]
     disliked: tuple[Image.Image, ...]
     question: str
+    candidates: tuple[Image.Image, ...] = ()  # new images the question asks about
 
 
 @runtime_checkable
@@ -210,6 +214,9 @@ class VLMFeatureExtractor:
         if query.disliked:
             content.append({"type": "text", "text": DISLIKED_HEADER})
             content += [{"type": "image"} for _ in query.disliked]
+        if query.candidates:
+            content.append({"type": "text", "text": CANDIDATES_HEADER})
+            content += [{"type": "image"} for _ in query.candidates]
         content.append({"type": "text", "text": query.question})
         return [{"role": "user", "content": content}]
 
@@ -226,7 +233,7 @@ class VLMFeatureExtractor:
         if answers is not None:
             eos = self.processor.tokenizer.eos_token or ""
             texts = [text + answer + eos for text, answer in zip(texts, answers, strict=True)]
-        images = [[_rgb(image) for image in (*query.liked, *query.disliked)]
+        images = [[_rgb(image) for image in (*query.liked, *query.disliked, *query.candidates)]
                   for query in queries]
         tokenizer = self.processor.tokenizer
         previous, tokenizer.padding_side = tokenizer.padding_side, padding_side
@@ -234,7 +241,7 @@ class VLMFeatureExtractor:
             inputs = self.processor(images=images, text=texts, return_tensors="pt", padding=True)
         finally:
             tokenizer.padding_side = previous
-        return inputs.to(self.model.device)
+        return inputs.to(model_device(self.model))
 
     # --- reading ---
 
@@ -334,7 +341,7 @@ def finetune_vqa(extractor: VLMFeatureExtractor,
 
     if not _is_peft(extractor.model):
         extractor.add_lora()
-    accelerator = accelerator or Accelerator(cpu=extractor.model.device.type == "cpu")
+    accelerator = accelerator or Accelerator(cpu=model_device(extractor.model).type == "cpu")
     trainable = [p for p in extractor.model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=learning_rate)
     model, optimizer = accelerator.prepare(extractor.model, optimizer)
@@ -419,6 +426,11 @@ def last_token_positions(attention_mask: torch.Tensor) -> torch.Tensor:
     """Index of each row's last real token, for left or right padding."""
     counts = attention_mask.long().cumsum(dim=1)
     return (counts == counts[:, -1:]).long().argmax(dim=1)
+
+
+def model_device(model: Any) -> torch.device:
+    """Where ``model``'s weights are (also through a DDP or peft wrapper, which lack .device)."""
+    return next(model.parameters()).device
 
 
 def _is_peft(model: Any) -> bool:

@@ -1,0 +1,144 @@
+"""Preference-VQA LoRA training of a real VLM: checkpoints, resume, and `accelerate launch`."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+from tiny_vlm import save_tiny_llava
+
+from finexl.errors import FinexlError
+from finexl.prefgen.users import load_users
+from finexl.prefgen.vlm_training import VLMTrainingArgs, draw_batch, train_vlm
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture(scope="module")
+def tiny_llava_dir(tmp_path_factory):
+    return save_tiny_llava(tmp_path_factory.mktemp("tiny-llava"))
+
+
+@pytest.fixture(scope="module")
+def agents_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("agents")
+    lines = []
+    for u, (likes, dislikes) in enumerate([(["sepia"], ["blurry"]), (["dark", "red object"], []),
+                                           ([], [])]):
+        liked, disliked = [], []
+        for side, paths in (("liked", liked), ("disliked", disliked)):
+            for k in range(2):
+                relative = f"img/{u}/{side}_{k}.png"
+                (root / relative).parent.mkdir(parents=True, exist_ok=True)
+                pixels = np.random.default_rng([u, k, len(side)]).integers(
+                    0, 256, (8, 8, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(root / relative)
+                paths.append(relative)
+        lines.append(json.dumps({"user_id": f"u{u}", "liked": liked, "disliked": disliked,
+                                 "liked_attributes": likes, "disliked_attributes": dislikes}))
+    (root / "users.jsonl").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def _args(agents_dir, vlm, out, **extra):
+    return VLMTrainingArgs(users_dir=str(agents_dir), pretrained_model_name_or_path=str(vlm),
+                           output_dir=str(out), train_batch_size=2, learning_rate=1e-2,
+                           checkpointing_steps=1, logging_steps=1, lora_rank=2, **extra)
+
+
+def _lora(folder):
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / "adapter_model.safetensors"))
+
+
+def test_questions_follow_the_users_attributes(agents_dir):
+    users = load_users(agents_dir)
+    args = _args(agents_dir, "unused", "unused", max_images=1)
+    seen = {}
+    for step in range(40):
+        for query, answer in draw_batch(users, args, step, 0, 0):
+            seen[query.question] = answer
+            assert len(query.liked) <= 1 and len(query.disliked) <= 1
+            if "new image" in query.question:
+                assert answer in "+-" and len(query.candidates) == 1
+    assert seen.get("Does this user like sepia? Answer yes or no.") == "yes"
+    assert seen.get("Does this user like blurry? Answer yes or no.") == "no"
+    assert seen.get("What does this user like? List the attributes.") in ("sepia",
+                                                                        "dark, red object")
+    # the same (seed, step, micro, process) draws the same questions
+    first = [(q.question, a) for q, a in draw_batch(users, args, 7, 0, 0)]
+    assert first == [(q.question, a) for q, a in draw_batch(users, args, 7, 0, 0)]
+
+
+def test_checkpoints_hold_only_the_lora_and_resume_equals_one_run(agents_dir, tiny_llava_dir,
+                                                                  tmp_path):
+    whole = train_vlm(_args(agents_dir, tiny_llava_dir, tmp_path / "whole", max_train_steps=3))
+    assert whole.global_step == 3 and [r["step"] for r in whole.losses] == [1, 2, 3]
+    checkpoint = tmp_path / "whole" / "checkpoint-2"
+    assert (checkpoint / "adapter_model.safetensors").is_file()
+    assert not any(p.name.startswith("model") for p in checkpoint.iterdir())  # no full VLM
+    # an interrupted run (2 steps, checkpoint-2 kept) resumed to 3 steps
+    part = tmp_path / "part"
+    train_vlm(_args(agents_dir, tiny_llava_dir, part, max_train_steps=2))
+    resumed = train_vlm(_args(agents_dir, tiny_llava_dir, part, max_train_steps=3,
+                              resume_from_checkpoint="latest"))
+    assert resumed.resumed_from == 2 and resumed.global_step == 3
+    expected, got = _lora(tmp_path / "whole" / "lora"), _lora(part / "lora")
+    assert set(expected) == set(got)
+    for key in expected:
+        np.testing.assert_allclose(got[key].numpy(), expected[key].numpy(), atol=1e-6)
+    assert [r["step"] for r in resumed.losses] == [1, 2, 3]
+    # the trained LoRA changes the model: it is not still at its zero-B start
+    assert any(float(v.abs().max()) > 0 for k, v in got.items() if "lora_B" in k)
+    with pytest.raises(FinexlError, match="does not exist"):
+        train_vlm(_args(agents_dir, tiny_llava_dir, part, resume_from_checkpoint="checkpoint-9"))
+
+
+def _accelerate_launch(agents_dir, vlm, out, steps):
+    accelerate = shutil.which("accelerate")
+    if accelerate is None:
+        pytest.skip("the accelerate command is not on PATH")
+    env = dict(os.environ, OMP_NUM_THREADS="1", ACCELERATE_CONFIG_FILE=os.devnull)
+    command = [accelerate, "launch", "--cpu", "--num_processes", "1", "--num_machines", "1",
+               "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "finexl.cli",
+               "prefgen", "train-vlm", "--users", str(agents_dir), "--vlm", str(vlm),
+               "--output-dir", str(out), "--max-train-steps", str(steps),
+               "--checkpointing-steps", "1", "--lora-rank", "2", "--train-batch-size", "1",
+               "--resume-from-checkpoint", "latest", "-q"]
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+
+
+@pytest.mark.slow  # two `accelerate launch` processes, each importing torch and transformers
+def test_accelerate_launch_runs_the_cli_and_resumes(agents_dir, tiny_llava_dir, tmp_path):
+    first = _accelerate_launch(agents_dir, tiny_llava_dir, tmp_path / "run", 1)
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert "LoRA after 1 steps (from 0" in first.stdout
+    second = _accelerate_launch(agents_dir, tiny_llava_dir, tmp_path / "run", 2)
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert "LoRA after 2 steps (from 1" in second.stdout
+    assert (tmp_path / "run" / "lora" / "adapter_config.json").is_file()
+
+
+def test_the_cli_entry_is_what_accelerate_launch_runs(agents_dir, tiny_llava_dir, tmp_path):
+    """In process, the same command line `accelerate launch -m finexl.cli` hands over."""
+    from click.testing import CliRunner
+
+    from finexl.cli import main
+
+    args = ["prefgen", "train-vlm", "--users", str(agents_dir), "--vlm", str(tiny_llava_dir),
+            "--output-dir", str(tmp_path / "run"), "--max-train-steps", "1",
+            "--checkpointing-steps", "1", "--lora-rank", "2", "--train-batch-size", "1",
+            "--resume-from-checkpoint", "latest", "-q"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "LoRA after 1 steps (from 0" in result.output
+    result = CliRunner().invoke(main, [*args[:-6], "--mixed-precision", "fp8"])
+    assert result.exit_code == 2  # click refuses the choice before anything loads
+    assert sys.modules.get("finexl.cli") is not None
