@@ -13,6 +13,7 @@ from finexl.cli.catalog import catalog
 from finexl.cli.compare import compare
 from finexl.cli.demo import demo
 from finexl.cli.eval import eval_group
+from finexl.cli.eval_prefgen import eval_prefgen  # registers `finexl eval prefgen`
 from finexl.cli.explain import explain
 from finexl.cli.generate import finetune, generate
 from finexl.cli.prefgen import prefgen
@@ -20,4 +21,4 @@ from finexl.cli.prefgen import prefgen
 for _command in (explain, compare, generate, finetune, demo, catalog, eval_group, prefgen):
     main.add_command(_command)
 
-__all__ = ["main"]
+__all__ = ["eval_prefgen", "main"]

@@ -1,0 +1,75 @@
+"""``finexl eval prefgen``: PrefGen on held-out users against baselines, ablations, the loop."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import click
+
+from finexl.cli.eval import eval_group
+
+
+def _variant(ctx, param, values):
+    pairs = []
+    for value in values:
+        name, sep, folder = value.partition("=")
+        if not sep or not name or not folder:
+            raise click.BadParameter(f"{value!r} is not NAME=DIR (e.g. align_mse=runs/mse)")
+        pairs.append((name, folder))
+    return tuple(pairs)
+
+
+@eval_group.command("prefgen")
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path),
+              help="Folder for prefgen.json, the report, images and resumable stages.")
+@click.option("--data", "data_dir", type=click.Path(path_type=Path),
+              help="Users folder from `finexl prefgen agents` (held-out split used); default:"
+                   " a small one built in OUT/agents.")
+@click.option("--model", default="builtin:prefgen-tiny", show_default=True,
+              help="The PrefGen model to evaluate (builtin or a `prefgen train` folder).")
+@click.option("--stand-in", is_flag=True,
+              help="Evaluate the contract's stand-in (mini embeddings, untrained branch) instead"
+                   " of a PrefGen model: checks the evaluation, not PrefGen.")
+@click.option("--users", "n_users", default=24, show_default=True, type=click.IntRange(1))
+@click.option("--ablation-users", "n_ablation_users", default=12, show_default=True,
+              type=click.IntRange(1))
+@click.option("--prompts", "n_prompts", default=4, show_default=True, type=click.IntRange(1))
+@click.option("--seeds", "n_seeds", default=2, show_default=True, type=click.IntRange(1))
+@click.option("--steps", default=20, show_default=True, type=click.IntRange(1))
+@click.option("--lora-users", default=4, show_default=True, type=click.IntRange(0))
+@click.option("--lora-steps", default=100, show_default=True, type=click.IntRange(1))
+@click.option("--shift-strength", default=1.0, show_default=True, type=float,
+              help="Scale of the ViPer-style prompt-embedding shift.")
+@click.option("--variant", "variants", multiple=True, callback=_variant,
+              help="NAME=DIR: a retrained PrefGen model run as an ablation (repeat).")
+@click.option("--markdown", type=click.Path(path_type=Path),
+              help="Also write the report here (e.g. docs/PREFGEN_RESULTS.md).")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+def eval_prefgen(out_dir, data_dir, model, stand_in, n_users, n_ablation_users, n_prompts,
+                 n_seeds, steps, lora_users, lora_steps, shift_strength, variants, markdown,
+                 seed, quiet):
+    """PrefGen on held-out users: baselines, ablations, judges, and FineXL's recovery."""
+    from finexl.cache import write_text_atomic
+    from finexl.eval.prefgen.report import checks
+    from finexl.eval.prefgen.report import markdown as render
+    from finexl.eval.prefgen.run import PrefGenEvalConfig, command_line, run_prefgen_eval
+
+    config = PrefGenEvalConfig(
+        out_dir=out_dir, data_dir=data_dir, model=model, stand_in=stand_in, n_users=n_users,
+        n_ablation_users=n_ablation_users, n_prompts=n_prompts, n_seeds=n_seeds, steps=steps,
+        lora_users=lora_users, lora_steps=lora_steps, shift_strength=shift_strength,
+        variants=variants, seed=seed)
+    result = run_prefgen_eval(config, progress=not quiet)
+    curve = Path(out_dir) / "lambda_curve.png"
+    text = render(result, command=command_line(config), curve=curve.name)
+    write_text_atomic(Path(out_dir) / "PREFGEN_RESULTS.md", text)
+    if markdown is not None:
+        markdown = Path(markdown)
+        image = f"{markdown.stem}_lambda_curve.png"
+        write_text_atomic(markdown, render(result, command=command_line(config), curve=image))
+        if curve.is_file():
+            shutil.copyfile(curve, markdown.parent / image)
+    for line in checks(result):
+        click.echo(line)

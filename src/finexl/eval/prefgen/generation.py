@@ -1,0 +1,125 @@
+"""Images for a prompt plan: the base model, with a user branch, a prompt shift or a LoRA.
+
+Every image ``k`` of the plan gets its own ``torch.Generator`` seeded with the plan's seed,
+so image ``k`` of any method and of the base model start from the same noise (the tiny
+pipeline's per-image generators make an image independent of its batch).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from finexl.eval.prefgen.metrics import PlannedImage
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    """How every method samples: the same for all, so only the conditioning differs."""
+
+    steps: int = 20
+    guidance: float = 2.0
+    batch_size: int = 16
+
+
+def _generators(plan: Sequence[PlannedImage]):
+    import torch
+
+    return [torch.Generator("cpu").manual_seed(int(p.seed)) for p in plan]
+
+
+def sample(pipe, plan: Sequence[PlannedImage], settings: SamplingSettings, *,
+           user_rows: np.ndarray | None = None) -> np.ndarray:
+    """Float images ``(len(plan), h, w, 3)`` in [0, 1].
+
+    ``user_rows`` ``(len(plan), dim)``: one user embedding per image, for a pipeline with a
+    user branch loaded (the branch's null embedding is used for the unconditional half).
+    """
+    from finexl.prefgen.user_branch import pipeline_user_embeds
+
+    out = []
+    for start in range(0, len(plan), settings.batch_size):
+        chunk = list(plan[start:start + settings.batch_size])
+        kwargs: dict[str, Any] = {}
+        if user_rows is not None:
+            kwargs["ip_adapter_image_embeds"] = pipeline_user_embeds(
+                user_rows[start:start + len(chunk)], len(chunk), guided=settings.guidance > 1.0)
+        images = pipe([p.prompt for p in chunk], num_inference_steps=settings.steps,
+                      guidance_scale=settings.guidance, generator=_generators(chunk),
+                      output_type="np", **kwargs).images
+        out.append(np.clip(np.asarray(images, np.float32), 0, 1))
+    return np.concatenate(out)
+
+
+def sample_users(pipe, plan: Sequence[PlannedImage], embeddings: np.ndarray,
+                 settings: SamplingSettings) -> np.ndarray:
+    """``(n_users, len(plan), h, w, 3)``: every user's plan, users batched together."""
+    rows = np.repeat(np.asarray(embeddings, np.float32), len(plan), axis=0)
+    flat_plan = [p for _ in range(len(embeddings)) for p in plan]
+    images = sample(pipe, flat_plan, settings, user_rows=rows)
+    return images.reshape(len(embeddings), len(plan), *images.shape[1:])
+
+
+# --------------------------------------------------------------------------------------
+# ViPer-style prompt-embedding shift
+
+
+def phrase_states(pipe, phrases: Sequence[str]):
+    """Mean token state and pooled state of each phrase, ``(n, dim)`` each (torch)."""
+    import torch
+
+    with torch.no_grad():
+        tokens = pipe.tokenizer(list(phrases), padding="max_length", truncation=True,
+                                max_length=pipe.tokenizer.model_max_length, return_tensors="pt")
+        output = pipe.text_encoder(tokens.input_ids)
+        mask = tokens.attention_mask[..., None].float()
+        hidden = (output.last_hidden_state * mask).sum(1) / mask.sum(1)
+    return hidden, output.pooler_output
+
+
+def prompt_shift(pipe, liked: Sequence[str], disliked: Sequence[str]):
+    """(token shift, pooled shift): mean state of liked phrases minus that of disliked ones.
+
+    With no phrase on a side that side contributes zero.
+    """
+    import torch
+
+    dim = pipe.text_encoder.config.hidden_size
+    parts = []
+    for phrases in (liked, disliked):
+        if phrases:
+            hidden, pooled = phrase_states(pipe, phrases)
+            parts.append((hidden.mean(0), pooled.mean(0)))
+        else:
+            parts.append((torch.zeros(dim), torch.zeros(dim)))
+    return parts[0][0] - parts[1][0], parts[0][1] - parts[1][1]
+
+
+@contextmanager
+def shifted_prompts(pipe, shift, strength: float) -> Iterator[None]:
+    """Within the block, every non-empty prompt's states move by ``strength * shift``.
+
+    The empty prompt (the unconditional half of guidance) is left alone, so guidance pushes
+    toward the shifted prompt, as ViPer's prompt-side personalisation does.
+    """
+    token_shift, pooled_shift = shift
+    original = pipe.encode_prompt
+
+    def encode(prompts):
+        hidden, pooled = original(prompts)
+        conditional = torch.tensor([bool(p.strip()) for p in prompts], dtype=hidden.dtype)
+        hidden = hidden + strength * conditional[:, None, None] * token_shift[None, None, :]
+        pooled = pooled + strength * conditional[:, None] * pooled_shift[None, :]
+        return hidden, pooled
+
+    import torch
+
+    pipe.encode_prompt = encode
+    try:
+        yield
+    finally:
+        del pipe.encode_prompt

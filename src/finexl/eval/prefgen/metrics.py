@@ -1,0 +1,207 @@
+"""What a method's images say about its users: preference, prompt fidelity, diversity.
+
+Every method is scored on the same held-out users, the same prompt plan and the same seeds,
+so image ``[u, k]`` of one method and image ``k`` of the base model share prompt and noise.
+The plan's prompts name some attributes (an object colour, a background) and leave others
+free; a liked or disliked *content* attribute is only counted on prompts that leave its
+slot free (a user who likes red objects cannot get one from "a blue star" without breaking
+the prompt), style attributes are counted on every prompt (no prompt names a style).
+
+All functions take float RGB arrays in [0, 1]: ``images`` ``(n_users, n_plan, h, w, 3)``,
+``base`` ``(n_plan, h, w, 3)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from finexl.eval.prefgen.judges import JudgeSet, attributes_present, judged, read_content
+
+
+@dataclass(frozen=True)
+class PlannedImage:
+    """One prompt and seed of the plan, and what the prompt names (None: left free)."""
+
+    prompt: str
+    seed: int
+    colour: str | None = None
+    background: str | None = None
+
+
+@dataclass(frozen=True)
+class UserTaste:
+    """A held-out user's true liked and disliked attributes (never shown to a method)."""
+
+    user_id: str
+    liked: tuple[str, ...]
+    disliked: tuple[str, ...]
+
+
+@dataclass
+class MethodMetrics:
+    """One method's scores on held-out users (shares in [0, 1], None when not measured).
+
+    ``liked_present`` / ``disliked_present`` use the paired judges (image vs the base
+    image of the same prompt and seed); ``*_single`` the single-image judges.
+    ``prompt_fidelity``: share of images drawing every colour the prompt names, over users
+    whose liked styles keep colours (sepia and black and white replace them);
+    ``prompt_fidelity_all`` over every user. ``mask_iou``: overlap of the object mask with
+    the base image's (content kept). ``diversity``: mean pairwise RMS pixel distance among a
+    user's images (collapse check); ``between_users``: the same among different users'
+    images of one prompt and seed (do users get different images?).
+    """
+
+    liked_present: float
+    disliked_present: float
+    liked_present_single: float
+    disliked_present_single: float
+    prompt_fidelity: float | None
+    prompt_fidelity_all: float | None
+    mask_iou: float | None
+    diversity: float
+    between_users: float | None
+    n_users: int
+    n_images: int
+    per_attribute: dict[str, dict[str, float | None]] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _rounded(asdict(self))
+
+
+def _rounded(value):
+    if isinstance(value, float):
+        return round(value, 4)
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_rounded(v) for v in value]
+    return value
+
+
+def _slot_free(attribute: str, planned: PlannedImage) -> bool:
+    from finexl.prefgen.vocabulary import ATTRIBUTES
+
+    slot = ATTRIBUTES[attribute].slot if attribute in ATTRIBUTES else "style"
+    return not ((slot == "colour" and planned.colour is not None)
+                or (slot == "background" and planned.background is not None))
+
+
+def presence(judges: JudgeSet, attributes: Sequence[str], images: np.ndarray, base: np.ndarray,
+             plan: Sequence[PlannedImage], *, form: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(present, counted)``, both boolean ``(n_plan, n_attributes)`` for one user.
+
+    ``counted`` is false where the attribute has no judge or the prompt fixes its slot.
+    """
+    attributes = list(attributes)
+    present = attributes_present(judges, attributes, list(images),
+                                 list(base) if form == "paired" else None, form=form)
+    counted = np.array([[judged(a) and _slot_free(a, p) for a in attributes] for p in plan],
+                       bool).reshape(len(plan), len(attributes))
+    return present, counted
+
+
+def _share(hits: list[np.ndarray], counted: list[np.ndarray]) -> float:
+    """Mean over users of each user's share of counted (image, attribute) cells present."""
+    shares = [h[c].mean() for h, c in zip(hits, counted) if c.any()]
+    return float(np.mean(shares)) if shares else float("nan")
+
+
+def _pairwise_rms(images: np.ndarray) -> float:
+    flat = images.reshape(len(images), -1).astype(np.float64)
+    if len(flat) < 2:
+        return float("nan")
+    squared = (flat ** 2).sum(axis=1)
+    distances = (squared[:, None] + squared[None, :] - 2 * flat @ flat.T) / flat.shape[1]
+    upper = np.triu_indices(len(flat), 1)
+    return float(np.sqrt(np.maximum(distances[upper], 0)).mean())
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float | None:
+    union = (a | b).sum()
+    return float((a & b).sum() / union) if union else None
+
+
+def score_method(judges: JudgeSet, users: Sequence[UserTaste], images: np.ndarray,
+                 base: np.ndarray, plan: Sequence[PlannedImage]) -> MethodMetrics:
+    """Every metric of one method (see :class:`MethodMetrics`)."""
+    from finexl.prefgen.vocabulary import COLOUR_REPLACING
+
+    if images.shape[:2] != (len(users), len(plan)) or base.shape[0] != len(plan):
+        raise ValueError(f"images {images.shape} / base {base.shape} do not match"
+                         f" {len(users)} users x {len(plan)} planned images")
+    base_readings = [read_content(image) for image in base]
+    liked: dict[str, list] = {"paired": [[], []], "single": [[], []]}
+    disliked: dict[str, list] = {"paired": [[], []], "single": [[], []]}
+    attribute_hits: dict[str, dict[str, list[float]]] = {}
+    fidelity_all, fidelity_kept, ious, diversity = [], [], [], []
+    for u, user in enumerate(users):
+        for form in ("paired", "single"):
+            for table, attributes in ((liked, user.liked), (disliked, user.disliked)):
+                present, counted = presence(judges, attributes, images[u], base, plan, form=form)
+                table[form][0].append(present)
+                table[form][1].append(counted)
+        # Per style: how often each judged style shows, for users who like it and for others.
+        present_all = attributes_present(judges, list(judges.paired), list(images[u]),
+                                         list(base), form="paired")
+        for j, attribute in enumerate(judges.paired):
+            role = "likers" if attribute in user.liked else (
+                "dislikers" if attribute in user.disliked else "others")
+            attribute_hits.setdefault(attribute, {"likers": [], "dislikers": [], "others": []})
+            attribute_hits[attribute][role].append(float(present_all[:, j].mean()))
+        readings = [read_content(image) for image in images[u]]
+        keeps_colour = not set(user.liked) & COLOUR_REPLACING
+        for reading, base_reading, planned in zip(readings, base_readings, plan):
+            named = [(reading.colour, planned.colour), (reading.background, planned.background)]
+            named = [(seen, wanted) for seen, wanted in named if wanted is not None]
+            if named:
+                ok = all(seen == wanted for seen, wanted in named)
+                fidelity_all.append(ok)
+                if keeps_colour:
+                    fidelity_kept.append(ok)
+            iou = _iou(reading.mask, base_reading.mask)
+            if iou is not None:
+                ious.append(iou)
+        diversity.append(_pairwise_rms(images[u]))
+    between = [_pairwise_rms(images[:, k]) for k in range(len(plan))] if len(users) > 1 else []
+    per_attribute = {
+        attribute: {role: (float(np.mean(values)) if values else None)
+                    for role, values in roles.items()}
+        for attribute, roles in attribute_hits.items()}
+    return MethodMetrics(
+        liked_present=_share(*liked["paired"]), disliked_present=_share(*disliked["paired"]),
+        liked_present_single=_share(*liked["single"]),
+        disliked_present_single=_share(*disliked["single"]),
+        prompt_fidelity=float(np.mean(fidelity_kept)) if fidelity_kept else None,
+        prompt_fidelity_all=float(np.mean(fidelity_all)) if fidelity_all else None,
+        mask_iou=float(np.mean(ious)) if ious else None,
+        diversity=float(np.nanmean(diversity)),
+        between_users=float(np.nanmean(between)) if between else None,
+        n_users=len(users), n_images=int(images.shape[0] * images.shape[1]),
+        per_attribute=per_attribute)
+
+
+# --------------------------------------------------------------------------------------
+# Similarity to the user's own liked and disliked images
+
+
+def preference_similarity(image_embeddings: np.ndarray, liked_embeddings: np.ndarray,
+                          disliked_embeddings: np.ndarray | None) -> float:
+    """Mean cosine to the liked images' mean embedding minus that to the disliked ones'.
+
+    ``image_embeddings`` ``(n, d)`` are one user's generated images; without disliked
+    images the second term is 0.
+    """
+    def unit(x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, np.float64)
+        return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+    images = unit(image_embeddings)
+    score = images @ unit(np.mean(liked_embeddings, axis=0))
+    if disliked_embeddings is not None and len(disliked_embeddings):
+        score = score - images @ unit(np.mean(disliked_embeddings, axis=0))
+    return float(score.mean())

@@ -1,0 +1,257 @@
+"""``docs/PREFGEN_RESULTS.md`` and the λ curve, written from ``prefgen.json`` only.
+
+Every number in the markdown comes from the JSON; every sentence that compares numbers is
+chosen by comparing them here, so a loss reads as a loss.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+METHOD_NOTES = {
+    "base": "the base model, no user",
+    "ceiling": "base image + the user's liked styles as transforms (what a perfect style"
+               " follower would draw; not a method)",
+    "prefgen": "PrefGen: profile -> e_u -> user branch, λ = 1",
+    "e_img": "only e_img (one liked image's embedding), IP-Adapter style",
+    "predicted_words": "prompt embedding shifted toward the extractor's liked words, away from"
+                       " its disliked ones (ViPer style)",
+    "true_words": "the same shift with the user's true attribute words (oracle)",
+    "lora": "a LoRA fine-tuned per user on the liked images",
+    "base_lora_users": "the base model on the LoRA users (LoRA's reference)",
+}
+
+
+def _f(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _pct(value: Any) -> str:
+    return "–" if value is None else f"{100 * value:.1f}%"
+
+
+def _table(rows: list[list[str]], header: list[str]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _method_rows(methods: dict[str, Any], names: list[str]) -> list[list[str]]:
+    rows = []
+    for name in names:
+        m = methods.get(name)
+        if m is None:
+            continue
+        rows.append([f"`{name}`", str(m["n_users"]), _pct(m["liked_present"]),
+                     _pct(m["disliked_present"]), _pct(m["liked_present_single"]),
+                     _pct(m["disliked_present_single"]), _pct(m["prompt_fidelity"]),
+                     _pct(m["prompt_fidelity_all"]), _f(m["mask_iou"]), _f(m["diversity"]),
+                     _f(m["between_users"]), _f(m.get("scorer_p_liked")),
+                     _f(m.get("similarity")), _f(m.get("seconds_per_user"), 2)])
+    return rows
+
+
+METHOD_HEADER = ["method", "users", "liked present", "disliked present", "liked (single)",
+                 "disliked (single)", "prompt fidelity", "fidelity (all users)", "mask IoU",
+                 "diversity", "between users", "scorer P(liked)", "similarity", "s / user"]
+
+
+def _compare(a: str, b: str, methods: dict[str, Any], key: str = "liked_present") -> str:
+    if a not in methods or b not in methods:
+        return f"`{a}` vs `{b}`: not measured (one of them did not run)."
+    x, y = methods[a][key], methods[b][key]
+    verdict = "ahead of" if x > y else ("tied with" if x == y else "**behind**")
+    return f"`{a}` is {verdict} `{b}` on {key.replace('_', ' ')}: {_pct(x)} vs {_pct(y)}."
+
+
+def checks(result: dict[str, Any]) -> list[str]:
+    """The issue's 'done when' statements, each decided by the numbers."""
+    methods = result["methods"]
+    lines = [_compare("prefgen", other, methods) for other in ("base", "e_img", "predicted_words")]
+    if "prefgen" in methods and "base" in methods:
+        p, b = methods["prefgen"]["prompt_fidelity"], methods["base"]["prompt_fidelity"]
+        if p is not None and b is not None:
+            gap = 100 * (b - p)
+            ok = "within" if gap <= 5 else "**not within**"
+            lines.append(f"Prompt fidelity {_pct(p)} vs the base's {_pct(b)}: {gap:+.1f} points"
+                         f" below the base, {ok} 5 points.")
+    if "align_mmd" in methods or ("align_mse" in methods and "lambda_1" in methods):
+        mmd = methods.get("align_mmd", methods.get("lambda_1"))
+        mse = methods.get("align_mse")
+        if mse is not None:
+            more = "above" if mmd["between_users"] > mse["between_users"] else "**not above**"
+            lines.append(f"MMD alignment: between-user diversity {_f(mmd['between_users'])}"
+                         f" (liked {_pct(mmd['liked_present'])}), {more} MSE's"
+                         f" {_f(mse['between_users'])} (liked {_pct(mse['liked_present'])}).")
+    else:
+        lines.append("MMD vs MSE: **not measured** — no model retrained with `--align mse` was"
+                     " given (`--variant align_mse=DIR`).")
+    loop = result.get("loop") or {}
+    if loop.get("recovery_top3") is not None:
+        lines.append(f"The loop: FineXL put {_pct(loop['recovery_top3'])} of the users' liked"
+                     f" styles among its top-3 concepts, against {_pct(loop['random_top3'])}"
+                     f" for random concepts; {_pct(loop.get('disliked_negative'))} of disliked"
+                     f" styles got negative weights (random: {_pct(loop.get('random_negative'))}).")
+    return lines
+
+
+def markdown(result: dict[str, Any], *, command: str, curve: str = "lambda_curve.png") -> str:
+    """The whole PREFGEN_RESULTS.md text."""
+    methods = result["methods"]
+    machine = result["machine"]
+    settings = result["settings"]
+    parts = [
+        "# PrefGen measured on held-out simulated users",
+        "",
+        ("Generated by `finexl eval prefgen` from its `prefgen.json`; do not edit by hand."
+        " Every number below is in that JSON."),
+        "",
+        f"Command: `{command}`  ",
+        (f"Machine: {machine['cpu']}, {machine['cores']} cores, torch {machine['torch']}"
+        f" ({machine['torch_threads']} thread(s)), Python {machine['python']},"
+        f" {machine['platform']}  "),
+        (f"Evaluated: `{result['evaluated']}` on `{settings['base_model']}`; wall time"
+        f" {result['seconds'] / 60:.1f} min (stages reused from an earlier run are not"
+        f" counted)."),
+        "",
+        (f"Held-out users: {len(result['users'])} (attribute combinations never in training);"
+        f" prompt plan: {len(result['plan'])} images per user"
+        f" ({settings['n_prompts']} prompts x {settings['n_seeds']} seeds, the same prompts and"
+        f" seeds for every method); {settings['steps']} denoising steps, guidance"
+        f" {settings['guidance']}."),
+        "",
+        "## Checks",
+        "",
+        *[f"- {line}" for line in checks(result)],
+        "",
+        "## Methods",
+        "",
+        ("*liked / disliked present*: share of a user's liked (disliked) attributes the judges"
+        " find in the user's images, averaged over users; style attributes are judged on"
+        " every image, content attributes (object colour, background, size) only on prompts"
+        " that leave them free. Main columns use the judges paired with the base image of the"
+        " same prompt and seed; *(single)* the single-image judges. *Prompt fidelity*: share"
+        " of images that draw every colour the prompt names, over users whose liked styles"
+        " keep colour (sepia and black and white remove it), and over all users. *Mask IoU*:"
+        " object mask overlap with the base image. *Diversity*: mean pairwise RMS pixel"
+        " distance among one user's images; *between users*: among different users' images"
+        " of one prompt and seed. *Scorer P(liked)*: the personalised scorer (below) on the"
+        " images; *similarity*: mini-encoder cosine to the user's liked images minus to the"
+        " disliked ones."),
+        "",
+        _table(_method_rows(methods, [m for m in METHOD_NOTES if m in methods]), METHOD_HEADER),
+        "",
+        *[f"- `{m}`: {note}" for m, note in METHOD_NOTES.items() if m in methods],
+    ]
+    shift = methods.get("true_words", {}).get("info", {})
+    if shift.get("words_unknown_to_text_encoder"):
+        parts += ["", ("The tiny model's text encoder knows colour, shape, background and size"
+                  " words only. These attribute words are unknown to it and tokenize to the"
+                  " same `<unk>` token, so the ViPer-style shift moves every style the same way"
+                  f": {', '.join(shift['words_unknown_to_text_encoder'])}. The word baselines"
+                  " can therefore follow content likes (colours, backgrounds), not styles; with"
+                  " a real text encoder (Stable Diffusion's CLIP) they would be stronger.")]
+    if "lora" in methods:
+        info = methods["lora"]["info"]
+        parts += ["", (f"LoRA: {info['n_users']} users, {info['steps']} steps each,"
+                  f" {info['minutes_per_user']:.2f} min per user on this machine (PrefGen:"
+                  f" {_f(methods.get('prefgen', {}).get('seconds_per_user'), 2)} s per user,"
+                  " no training).")]
+    ablations = [m for m in methods if m.startswith(("no_", "refs_", "lambda_", "align_"))
+                 or m in {n for n, _ in settings.get("variants", [])}]
+    if ablations:
+        parts += ["", "## Ablations", "",
+                  (f"On the first {settings['n_ablation_users']} held-out users (`lambda_1` is"
+                  " the full model on them, `lambda_0` the base). `no_X`: that part of e_u"
+                  " zeroed at inference (the branch was trained with it). `refs_N`: profile"
+                  " from N liked images. Retrained variants are listed by name."), "",
+                  _table(_method_rows(methods, ablations), METHOD_HEADER), "",
+                  f"![liked presence and prompt fidelity against λ]({curve})"]
+    parts += ["", "## Per style", "",
+              ("Share of images showing each style (paired judges), for users who like it, who"
+              " dislike it, and all others:"), ""]
+    rows = []
+    for attribute, roles in (methods.get("prefgen") or {}).get("per_attribute", {}).items():
+        base_roles = methods.get("base", {}).get("per_attribute", {}).get(attribute, {})
+        rows.append([attribute, _pct(roles["likers"]), _pct(roles["dislikers"]),
+                     _pct(roles["others"]), _pct(base_roles.get("likers"))])
+    parts.append(_table(rows, ["style", "PrefGen, likers", "PrefGen, dislikers",
+                               "PrefGen, others", "base, likers"]))
+    judges = result["judges"]
+    parts += ["", "## Judges", "",
+              ("Pixel-level judges written without any trained model (statistics in"
+              " `finexl/eval/prefgen/judges.py`), fitted on pool images and bundled photos"
+              " with known styles applied (other styles mixed in), balanced accuracy on"
+              f" other images ({judges['n_test_per_class']} per class):"), ""]
+    rows = [[a, _pct(judges["accuracy"]["single"][a]), _pct(judges["accuracy"]["paired"][a])]
+            for a in judges["accuracy"]["paired"]]
+    parts.append(_table(rows, ["style", "single image", "paired with base"]))
+    content = judges["content_accuracy"]
+    parts += ["", ("Content judges on drawn scenes of known colours: object colour"
+              f" {_pct(content['object_colour'])}, background {_pct(content['background'])}."),
+              "", "## Personalised scorer", "",
+              (f"Fitted on {result['scorer']['n_train_users']} training users' images only;"
+              f" accuracy (liked vs disliked image, from the rest of the user's images) on"
+              f" {result['scorer']['n_heldout_users']} held-out users:"
+              f" {_pct(result['scorer']['heldout_accuracy'])} (training:"
+              f" {_pct(result['scorer']['train_accuracy'])}).")]
+    loop = result.get("loop") or {}
+    if loop:
+        ceiling = loop.get("ceiling") or {}
+        parts += ["", "## The loop: FineXL explains each user's generator", "",
+                  ("FineXL (mini encoder, the style vocabulary's phrases as candidates, signed"
+                  " solver) explains each held-out user's PrefGen images against the base"
+                  " images of the same prompts and seeds. Recovery: share of the user's liked"
+                  " styles among the top-3 concepts; of disliked styles among negative"
+                  " weights. Random: as many concepts drawn at random from the same"
+                  " candidates. *Ceiling* runs the same on the ceiling images (the liked"
+                  " styles applied exactly), so it is a known-answer benchmark for FineXL."), "",
+                  _table([["PrefGen", _pct(loop.get("recovery_top3")),
+                           _pct(loop.get("random_top3")), _pct(loop.get("disliked_negative")),
+                           _pct(loop.get("random_negative"))],
+                          ["ceiling", _pct(ceiling.get("recovery_top3")),
+                           _pct(ceiling.get("random_top3")),
+                           _pct(ceiling.get("disliked_negative")),
+                           _pct(ceiling.get("random_negative"))]],
+                         ["images explained", "liked in top 3", "random", "disliked negative",
+                          "random"])]
+    return "\n".join(parts) + "\n"
+
+
+def lambda_curve_png(result: dict[str, Any], path: Path) -> Path | None:
+    """Liked presence and prompt fidelity against λ (the preference-vs-prompt trade-off)."""
+    methods = result["methods"]
+    points = sorted((float(name.split("_", 1)[1]), m) for name, m in methods.items()
+                    if name.startswith("lambda_"))
+    if len(points) < 2:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import io
+
+    import matplotlib.pyplot as plt
+
+    from finexl.cache import write_atomic
+
+    scales = [s for s, _ in points]
+    figure, axis = plt.subplots(figsize=(5, 3.4), dpi=120)
+    axis.plot(scales, [m["liked_present"] for _, m in points], "o-", label="liked present")
+    axis.plot(scales, [m["disliked_present"] for _, m in points], "s--", label="disliked present")
+    axis.plot(scales, [m["prompt_fidelity"] for _, m in points], "^-", label="prompt fidelity")
+    axis.set_xlabel("λ (user branch scale)")
+    axis.set_ylabel("share")
+    axis.set_ylim(0, 1)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    plt.close(figure)
+    write_atomic(Path(path), buffer.getvalue())
+    return Path(path)

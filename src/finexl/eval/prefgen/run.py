@@ -1,0 +1,503 @@
+"""``finexl eval prefgen``: every method on the same held-out users, prompts and seeds.
+
+Stages, each saved under ``--out`` as soon as it is done so a rerun resumes:
+
+1. users: held-out users (and training users for the scorer) from a users folder (``--data``,
+   as ``finexl prefgen agents`` writes it) or, without one, a small agents folder built in
+   ``OUT/agents`` from a pool of ``builtin:tiny`` images;
+2. judges: pixel judges fitted on pool images and bundled photos with known styles applied,
+   accuracy on other images (``judges.json``);
+3. scorer: the personalised scorer fitted on training users, accuracy on held-out users;
+4. base images, then every method (``methods/NAME.npz`` + ``methods/NAME.json``);
+5. the loop: FineXL explains each user's PrefGen images against the base (``loop.json``);
+6. ``prefgen.json`` (all of it) and the markdown report.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from finexl.errors import FinexlError
+from finexl.eval.prefgen import methods as M
+from finexl.eval.prefgen.generation import SamplingSettings
+from finexl.eval.prefgen.judges import JudgeSet, StyleJudge, calibrate, content_accuracy
+from finexl.eval.prefgen.metrics import PlannedImage, UserTaste, preference_similarity, score_method
+
+RESULTS_FILE = "prefgen.json"
+HEADLINE = ("prefgen", "base", "e_img", "predicted_words", "true_words", "lora")
+
+
+@dataclass(frozen=True)
+class PrefGenEvalConfig:
+    """Every setting of ``finexl eval prefgen``; the CLI builds one."""
+
+    out_dir: Path
+    data_dir: Path | None = None  # users folder; None: agents built in OUT/agents
+    model: str = "builtin:prefgen-tiny"  # the PrefGen model evaluated
+    base_model: str = "builtin:tiny"
+    stand_in: bool = False  # evaluate the contract's stand-in instead of a PrefGen model
+    n_users: int = 24  # held-out users for the headline methods
+    n_ablation_users: int = 12  # held-out users for ablations and the λ curve
+    n_prompts: int = 4
+    n_seeds: int = 2
+    steps: int = 20
+    guidance: float = 2.0
+    batch_size: int = 16
+    lambdas: tuple[float, ...] = (0.0, 0.5, 1.0, 1.5, 2.0)
+    reference_counts: tuple[int, ...] = (2, 4, 8, 16)
+    lora_users: int = 4
+    lora_steps: int = 100
+    shift_strength: float = 1.0
+    variants: tuple[tuple[str, str], ...] = ()  # (name, PrefGen model folder) retrained ablations
+    n_scorer_users: int = 200
+    judge_images: int = 120  # pool images the judges are fitted (half) and tested (half) on
+    judge_samples: int = 200  # styled images per attribute, for fitting and again for testing
+    pool_size: int = 256  # only when agents are built here
+    n_agents: int = 600  # only when agents are built here
+    seed: int = 0
+
+    def key(self) -> dict[str, Any]:
+        """Settings that must agree for saved stages to be reused."""
+        record = asdict(self)
+        record.pop("out_dir")
+        for name in ("lambdas", "reference_counts", "variants"):
+            record[name] = [list(v) if isinstance(v, tuple) else v for v in record[name]]
+        record["data_dir"] = str(self.data_dir) if self.data_dir else None
+        return record
+
+
+# --------------------------------------------------------------------------------------
+# Plan and users
+
+
+def prompt_plan(n_prompts: int, n_seeds: int, *, seed: int = 0) -> list[PlannedImage]:
+    """Prompts that name both, one or none of object colour and background, cycling.
+
+    Every prompt gets ``n_seeds`` seeds; image ``k`` has the same prompt and seed for every
+    method and user.
+    """
+    from finexl.generate.tiny_data import COLOURS, SHAPES, article
+
+    rng = np.random.default_rng([seed, 11])
+    colours = [c for c in COLOURS if c not in ("white", "black", "gray")]
+    backgrounds = ["white", "gray", "black", "blue", "yellow"]
+    plan = []
+    for i in range(n_prompts):
+        form = i % 4  # 0: both named, 1: colour only, 2: background only, 3: neither
+        shape = SHAPES[int(rng.integers(len(SHAPES)))]
+        colour = colours[int(rng.integers(len(colours)))] if form in (0, 1) else None
+        background = None
+        if form in (0, 2):
+            background = next(b for b in rng.permutation(backgrounds) if b != colour)
+        text = article(f"{colour} {shape}" if colour else shape)
+        if background:
+            text += f" on {article(str(background))} background"
+        for s in range(n_seeds):
+            plan.append(PlannedImage(text, 50_000 + 1_000 * i + s, colour,
+                                     str(background) if background else None))
+    return plan
+
+
+def _read_image(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"), np.float32) / 255
+
+
+def load_eval_users(folder: Path, split: str, limit: int | None) -> list[M.EvalUser]:
+    """The first ``limit`` users of ``split`` with their images and attributes."""
+    from finexl.prefgen.users import load_users
+
+    records = load_users(folder, split=split)[:limit]
+    users = []
+    for record in records:
+        prompts = [record.prompts.get(p.relative_to(Path(folder).resolve()).as_posix())
+                   for p in record.liked]
+        users.append(M.EvalUser(record.user_id, [_read_image(p) for p in record.liked],
+                                [_read_image(p) for p in record.disliked],
+                                tuple(record.liked_attributes), tuple(record.disliked_attributes),
+                                prompts))
+    return users
+
+
+def ensure_agents(config: PrefGenEvalConfig, progress: bool) -> Path:
+    """The users folder: ``--data``, or agents built (resumably) in ``OUT/agents``."""
+    if config.data_dir is not None:
+        return Path(config.data_dir)
+    from finexl.prefgen.agents import write_agents
+    from finexl.prefgen.pool import build_pool
+
+    pool_dir = Path(config.out_dir) / "pool"
+    pool = build_pool(pool_dir, config.pool_size, model=config.base_model, seed=config.seed,
+                      steps=config.steps, guidance=config.guidance, progress=progress)
+    agents_dir = Path(config.out_dir) / "agents"
+    write_agents(agents_dir, pool, str(pool_dir.resolve()), config.n_agents, seed=config.seed,
+                 progress=progress)
+    return agents_dir
+
+
+def pool_images(users_dir: Path, limit: int) -> list[np.ndarray]:
+    """Base images of the pool the users were drawn from (agents.json names it)."""
+    from finexl.prefgen.pool import load_pool
+
+    config_path = Path(users_dir) / "agents.json"
+    if not config_path.is_file():
+        return []
+    pool_dir = Path(json.loads(config_path.read_text(encoding="utf-8"))["pool"])
+    if not (pool_dir / "pool.json").is_file():
+        return []
+    pool = load_pool(pool_dir)
+    return [image.astype(np.float32) / 255 for image in pool.images[:limit]]
+
+
+# --------------------------------------------------------------------------------------
+# Saved stages
+
+
+def _save_json(path: Path, record: dict[str, Any]) -> None:
+    from finexl.cache import write_text_atomic
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(path, json.dumps(record, indent=1, default=_plain) + "\n")
+
+
+def _plain(value):
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot write {type(value).__name__} as JSON")
+
+
+def _load_json(path: Path, key: dict[str, Any]) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text(encoding="utf-8"))
+    return record if record.get("settings") == json.loads(json.dumps(key, default=_plain)) else None
+
+
+def _save_images(path: Path, images: np.ndarray) -> None:
+    import io
+
+    from finexl.cache import write_atomic
+
+    buffer = io.BytesIO()
+    np.save(buffer, np.round(np.clip(images, 0, 1) * 255).astype(np.uint8))
+    write_atomic(path, buffer.getvalue())
+
+
+def _load_images(path: Path) -> np.ndarray:
+    return np.load(path).astype(np.float32) / 255
+
+
+def judges_from_dict(record: dict[str, Any]) -> JudgeSet:
+    def judge(attribute: str, entry: dict[str, Any]) -> StyleJudge:
+        return StyleJudge(attribute, tuple(entry["statistics"]), bool(entry["paired"]),
+                          tuple(entry["mean"]), tuple(entry["scale"]), tuple(entry["weights"]),
+                          float(entry["bias"]))
+
+    return JudgeSet({a: judge(a, e) for a, e in record["single"].items()},
+                    {a: judge(a, e) for a, e in record["paired"].items()},
+                    record["accuracy"], record["n_test_per_class"])
+
+
+# --------------------------------------------------------------------------------------
+# The run
+
+
+@dataclass
+class _Context:
+    config: PrefGenEvalConfig
+    out: Path
+    plan: list[PlannedImage]
+    settings: SamplingSettings
+    users: list[M.EvalUser]
+    judges: JudgeSet
+    base: np.ndarray
+    pipe: Any
+    personalizer: Any
+    profiles: M.ProfileCache
+    scorer: Any
+    encoder: Any
+    progress: bool
+    results: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def _judges(config: PrefGenEvalConfig, users_dir: Path, out: Path, progress: bool) -> JudgeSet:
+    path = out / "judges.json"
+    key = {"judge_images": config.judge_images, "judge_samples": config.judge_samples,
+           "seed": config.seed, "users": str(users_dir)}
+    saved = _load_json(path, key)
+    if saved is not None:
+        return judges_from_dict(saved["judges"])
+    from finexl.imaging.photos import bundled_photos, square_crops
+
+    images = pool_images(users_dir, config.judge_images)
+    photos = [np.asarray(crop, np.float32) / 255 for i, photo in enumerate(bundled_photos())
+              for crop in square_crops(photo.load(), 8, size=32, rng=config.seed + i)]
+    if len(images) < 8:
+        raise FinexlError(f"{users_dir} does not name a readable image pool (agents.json);"
+                          f" the judges need base images of the generator")
+    half = len(images) // 2
+    fit = images[:half] + photos[: len(photos) // 2]
+    test = images[half:] + photos[len(photos) // 2:]
+    judges = calibrate(fit, test_images=test, n_per_attribute=config.judge_samples, seed=config.seed,
+                       progress=progress)
+    content = content_accuracy(300, seed=config.seed)
+    _save_json(path, {"settings": key, "judges": judges.to_dict(), "content_accuracy": content,
+                      "n_fit_images": len(fit), "n_test_images": len(test)})
+    return judges
+
+
+def _scorer(config: PrefGenEvalConfig, users_dir: Path, heldout: list[M.EvalUser]):
+    from finexl.eval.prefgen.scorer import fit_scorer, scorer_accuracy
+
+    training = load_eval_users(users_dir, "train", config.n_scorer_users)
+    scorer = fit_scorer([(u.liked, u.disliked) for u in training])
+    accuracy = scorer_accuracy(scorer, [(u.liked, u.disliked) for u in heldout])
+    return scorer, {"heldout_accuracy": accuracy, "train_accuracy": scorer.train_accuracy,
+                    "n_train_users": len(training), "n_heldout_users": len(heldout)}
+
+
+def _score(ctx: _Context, name: str, made: M.MethodImages, users: Sequence[M.EvalUser]
+           ) -> dict[str, Any]:
+    from finexl.imaging.transforms import to_image
+
+    tastes = [UserTaste(u.user_id, u.liked_attributes, u.disliked_attributes) for u in users]
+    metrics = score_method(ctx.judges, tastes, made.images, ctx.base, ctx.plan)
+    p_liked, similarity = [], []
+    for u, user in enumerate(users):
+        p_liked.append(float(ctx.scorer.probability(user.liked, user.disliked,
+                                                    list(made.images[u])).mean()))
+        embedded = ctx.encoder.embed_images([to_image(i) for i in made.images[u]])
+        liked = ctx.encoder.embed_images([to_image(i) for i in user.liked])
+        disliked = (ctx.encoder.embed_images([to_image(i) for i in user.disliked])
+                    if user.disliked else None)
+        similarity.append(preference_similarity(embedded, liked, disliked))
+    record = metrics.to_dict()
+    record.update(scorer_p_liked=round(float(np.mean(p_liked)), 4),
+                  similarity=round(float(np.mean(similarity)), 4),
+                  seconds_per_user=round(made.seconds_per_user, 3), info=made.info)
+    return record
+
+
+def _method(ctx: _Context, name: str, users: Sequence[M.EvalUser], make) -> dict[str, Any]:
+    """Run (or reuse) one method: images saved, then scored."""
+    key = {"config": ctx.config.key(), "method": name, "users": [u.user_id for u in users]}
+    json_path = ctx.out / "methods" / f"{name}.json"
+    images_path = ctx.out / "methods" / f"{name}.npy"
+    saved = _load_json(json_path, key)
+    if saved is not None and images_path.is_file():
+        ctx.results[name] = saved["metrics"]
+        return saved["metrics"]
+    made = make()
+    _save_images(images_path, made.images)
+    record = _score(ctx, name, made, users)
+    _save_json(json_path, {"settings": key, "metrics": record})
+    ctx.results[name] = record
+    return record
+
+
+def _personalizer(config: PrefGenEvalConfig, spec: str | None = None, name: str = "prefgen"):
+    from finexl.eval.prefgen.personalizers import PrefGenPersonalizer, StandInPersonalizer
+
+    if config.stand_in and spec is None:
+        return StandInPersonalizer(seed=config.seed)
+    return PrefGenPersonalizer(spec or config.model, name=name)
+
+
+def run_prefgen_eval(config: PrefGenEvalConfig, *, progress: bool = False) -> dict[str, Any]:
+    """Run every stage (reusing saved ones) and write ``OUT/prefgen.json``; returns it."""
+    import torch
+
+    from finexl.encoders.loader import load_encoder
+    from finexl.generate.pipelines import load_pipeline
+    from finexl.progress import track
+
+    _check(config)
+    out = Path(config.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
+    personalizer = _personalizer(config)
+    users_dir = ensure_agents(config, progress)
+    users = load_eval_users(users_dir, "heldout", config.n_users)
+    judges = _judges(config, users_dir, out, progress)
+    scorer, scorer_record = _scorer(config, users_dir, users)
+    settings = SamplingSettings(config.steps, config.guidance, config.batch_size)
+    plan = prompt_plan(config.n_prompts, config.n_seeds, seed=config.seed)
+    pipe = load_pipeline(config.base_model)
+    base_path = out / "methods" / "base_images.npy"
+    if base_path.is_file():
+        base = _load_images(base_path)
+    else:
+        base = M.base_images(pipe, plan, settings)
+        _save_images(base_path, base)
+    ctx = _Context(config, out, plan, settings, users, judges, base, pipe, personalizer,
+                   M.ProfileCache(), scorer, load_encoder("mini", cache=False), progress)
+    ablation_users = users[: config.n_ablation_users]
+    steps = _method_steps(ctx, ablation_users, users_dir)
+    for name, method_users, make in track(steps, total=len(steps), description="methods",
+                                          enabled=progress):
+        _method(ctx, name, method_users, make)
+    loop = _loop(ctx)
+    result = assemble(ctx, loop, scorer_record, time.perf_counter() - started)
+    _save_json(out / RESULTS_FILE, result)
+    from finexl.eval.prefgen.report import lambda_curve_png
+
+    lambda_curve_png(result, out / "lambda_curve.png")
+    return result
+
+
+def _method_steps(ctx: _Context, ablation_users: list[M.EvalUser], users_dir: Path) -> list:
+    config, users, plan, settings = ctx.config, ctx.users, ctx.plan, ctx.settings
+
+    def branch(personalizer, method_users, **kwargs):
+        return lambda: M.with_user_branch(ctx.pipe, personalizer, ctx.profiles, method_users,
+                                          plan, settings, **kwargs)
+
+    def tile_base(method_users):
+        return lambda: M.MethodImages(np.repeat(ctx.base[None], len(method_users), axis=0), 0.0,
+                                      {})
+
+    def words(kind: str, method_users):
+        def make():
+            pairs = []
+            for user in method_users:
+                if kind == "true":
+                    pairs.append((list(user.liked_attributes), list(user.disliked_attributes)))
+                else:
+                    profile, _ = ctx.profiles.get(ctx.personalizer, user)
+                    pairs.append((profile.likes, profile.dislikes))
+            return M.with_prompt_shift(ctx.pipe, method_users, pairs, plan, settings,
+                                       config.shift_strength)
+        return make
+
+    steps = [("base", users, tile_base(users)),
+             ("ceiling", users, lambda: M.with_styles_applied(ctx.base, users, seed=config.seed)),
+             ("prefgen", users, branch(ctx.personalizer, users)),
+             ("e_img", users, branch(ctx.personalizer, users, drop=("g_sem", "e_core"))),
+             ("predicted_words", users, words("predicted", users)),
+             ("true_words", users, words("true", users))]
+    if config.lora_users:
+        lora_users = users[: config.lora_users]
+        work = ctx.out / "lora"
+        work.mkdir(parents=True, exist_ok=True)
+        steps.append(("base_lora_users", lora_users, tile_base(lora_users)))
+        steps.append(("lora", lora_users, lambda: M.with_lora(
+            config.base_model, lora_users, plan, settings, steps=config.lora_steps, work_dir=work,
+            progress=ctx.progress)))
+    for part in ("e_core", "e_img", "g_sem"):
+        steps.append((f"no_{part}", ablation_users,
+                      branch(ctx.personalizer, ablation_users, drop=(part,))))
+    for count in config.reference_counts:
+        steps.append((f"refs_{count}", ablation_users,
+                      branch(ctx.personalizer, ablation_users, n_liked=count)))
+    for scale in config.lambdas:
+        steps.append((f"lambda_{scale:g}", ablation_users,
+                      branch(ctx.personalizer, ablation_users, scale=scale)))
+    for name, folder in config.variants:
+        steps.append((name, ablation_users,
+                      branch(_personalizer(config, folder, name), ablation_users)))
+    return steps
+
+
+def _loop(ctx: _Context) -> dict[str, Any]:
+    from finexl.eval.prefgen.loop import run_loop
+
+    path = ctx.out / "loop.json"
+    key = {"config": ctx.config.key(), "users": [u.user_id for u in ctx.users]}
+    saved = _load_json(path, key)
+    if saved is not None:
+        return saved["loop"]
+    result = {}
+    for method in ("prefgen", "ceiling"):
+        images = _load_images(ctx.out / "methods" / f"{method}.npy")
+        found = run_loop(ctx.out / "loop" / method, ctx.base, images, ctx.users, ctx.plan,
+                         seed=ctx.config.seed, progress=ctx.progress).to_dict()
+        result[method] = found
+    # The issue's headline keys: the loop on PrefGen's generators.
+    result = {**{k: v for k, v in result["prefgen"].items()}, "ceiling": result["ceiling"]}
+    _save_json(path, {"settings": key, "loop": result})
+    return result
+
+
+def assemble(ctx: _Context, loop: dict[str, Any], scorer: dict[str, Any], seconds: float
+             ) -> dict[str, Any]:
+    """The ``prefgen.json`` record."""
+    judges_record = json.loads((ctx.out / "judges.json").read_text(encoding="utf-8"))
+    config = ctx.config
+    return {
+        "schema": "finexl.prefgen-eval/v1",
+        "methods": ctx.results,
+        "headline": [m for m in HEADLINE if m in ctx.results],
+        "loop": loop,
+        "judges": {"accuracy": judges_record["judges"]["accuracy"],
+                   "content_accuracy": judges_record["content_accuracy"],
+                   "n_test_per_class": judges_record["judges"]["n_test_per_class"]},
+        "scorer": scorer,
+        "plan": [asdict(p) for p in ctx.plan],
+        "users": [{"user_id": u.user_id, "liked": list(u.liked_attributes),
+                   "disliked": list(u.disliked_attributes)} for u in ctx.users],
+        "settings": config.key(),
+        "evaluated": "stand-in (untrained branch)" if config.stand_in else config.model,
+        "machine": machine(),
+        "seconds": round(seconds, 1),
+    }
+
+
+def command_line(config: PrefGenEvalConfig) -> str:
+    """The ``finexl eval prefgen`` command that makes ``config`` (options left at their
+    defaults are not written)."""
+    import shlex
+
+    defaults = PrefGenEvalConfig(out_dir=Path("."))
+    flags = {"data_dir": "--data", "model": "--model", "n_users": "--users",
+             "n_ablation_users": "--ablation-users", "n_prompts": "--prompts",
+             "n_seeds": "--seeds", "steps": "--steps", "lora_users": "--lora-users",
+             "lora_steps": "--lora-steps", "shift_strength": "--shift-strength", "seed": "--seed"}
+    words = ["finexl", "eval", "prefgen", "--out", str(config.out_dir)]
+    for name, flag in flags.items():
+        value = getattr(config, name)
+        if value != getattr(defaults, name):
+            words += [flag, str(value)]
+    if config.stand_in:
+        words.append("--stand-in")
+    for name, folder in config.variants:
+        words += ["--variant", f"{name}={folder}"]
+    return " ".join(shlex.quote(w) for w in words)
+
+
+def machine() -> dict[str, Any]:
+    import torch
+
+    return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
+            "torch": torch.__version__, "platform": platform.platform()}
+
+
+def _check(config: PrefGenEvalConfig) -> None:
+    for name in ("n_users", "n_prompts", "n_seeds", "steps", "batch_size"):
+        value = getattr(config, name)
+        if not isinstance(value, int) or value < 1:
+            raise FinexlError(f"{name} is {value!r}; it must be a whole number of at least 1")
+    if any(not 0 <= s <= 2 for s in config.lambdas):
+        raise FinexlError(f"--lambda values must be in [0, 2], got {list(config.lambdas)}")
+    if config.data_dir is not None and not Path(config.data_dir).is_dir():
+        raise FinexlError(f"--data {config.data_dir} is not a folder; pass a users folder made by"
+                          f" `finexl prefgen agents`")
+
+
+__all__ = ["PrefGenEvalConfig", "prompt_plan", "run_prefgen_eval"]

@@ -1,0 +1,169 @@
+"""PrefGen's evaluation: judges, metrics, scorer and loop on known answers, and a fast run."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from finexl.eval.prefgen import judges as J
+from finexl.eval.prefgen.loop import recovery
+from finexl.eval.prefgen.metrics import PlannedImage, UserTaste, score_method
+from finexl.generate.tiny_data import random_scene, render
+from finexl.prefgen.vocabulary import apply_styles
+
+
+def _scenes(n: int, seed: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [random_scene(rng).image.astype(np.float32) / 255 for _ in range(n)]
+
+
+@pytest.fixture(scope="module")
+def judges():
+    attributes = ["sepia", "black and white", "dark", "bright", "grainy", "blurry", "vignette"]
+    return J.calibrate(_scenes(40, 0), test_images=_scenes(40, 1), attributes=attributes,
+                       n_per_attribute=80, seed=0)
+
+
+def test_statistics_move_the_way_each_transform_pushes_them():
+    image = _scenes(1, 3)[0]
+    rng = np.random.default_rng(0)
+    before = J.statistics(image)
+
+    def after(style):
+        return J.statistics(apply_styles(image, [style], rng))
+
+    assert after("dark")["luminance"] < before["luminance"] - 0.1
+    assert after("bright")["luminance"] > before["luminance"] + 0.1
+    assert after("grainy")["noise_level"] > 3 * before["noise_level"]
+    assert after("blurry")["detail"] < before["detail"]
+    assert after("black and white")["saturation"] < 0.05 < before["saturation"]
+    assert after("sepia")["share_sepia"] > before["share_sepia"] + 0.3
+    assert after("vignette")["border_centre"] < before["border_centre"]
+    assert after("pixelated")["blockiness"] > before["blockiness"]
+
+
+def test_judges_beat_chance_on_images_they_were_not_fitted_on(judges):
+    for form in ("single", "paired"):
+        assert set(judges.accuracy[form]) == set(judges.single)
+        assert all(0.6 < acc <= 1.0 for acc in judges.accuracy[form].values()), judges.accuracy
+    for attribute in ("dark", "grainy", "sepia", "black and white"):
+        assert judges.accuracy["paired"][attribute] > 0.85, (attribute, judges.accuracy)
+    # A paired judge reads a change: the same image twice shows nothing.
+    base = np.stack(_scenes(6, 5))
+    stats = J.statistics_matrix(base)
+    sepia = J.statistics_matrix([apply_styles(i, ["sepia"], np.random.default_rng(0))
+                                 for i in base])
+    assert judges.present("sepia", sepia, stats).all()
+    assert not judges.present("sepia", stats, stats).any()
+
+
+def test_content_judges_name_colour_background_and_setting():
+    image, _ = render("red", "star", "sunset", rng=np.random.default_rng(0))
+    reading = J.read_content(image.astype(np.float32) / 255)
+    assert (reading.colour, reading.background) == ("red", "sunset")
+    assert J.content_present("red object", reading) and J.content_present("sunset background",
+                                                                          reading)
+    assert not J.content_present("blue object", reading)
+    accuracy = J.content_accuracy(80, seed=1)
+    assert accuracy["object_colour"] > 0.9 and accuracy["background"] > 0.85
+
+
+def test_metrics_see_liked_styles_and_prompt_colours(judges):
+    rng = np.random.default_rng(0)
+    colours = ["red", "blue", "yellow", "green"]
+    base = np.stack([render(c, "circle", "white", rng=rng)[0].astype(np.float32) / 255
+                     for c in colours])
+    plan = [PlannedImage(f"a {c} circle on a white background", k, c, "white")
+            for k, c in enumerate(colours)]
+    users = [UserTaste("a", ("dark",), ("grainy",)), UserTaste("b", ("grainy",), ("dark",))]
+    followed = np.stack([[apply_styles(i, list(u.liked), rng) for i in base] for u in users])
+    same = np.stack([base, base])
+    good = score_method(judges, users, followed, base, plan)
+    unchanged = score_method(judges, users, same, base, plan)
+    assert good.liked_present >= 0.75 and good.disliked_present < 0.15
+    assert unchanged.liked_present < 0.15 and unchanged.prompt_fidelity == 1.0
+    assert unchanged.mask_iou == 1.0 and unchanged.between_users == pytest.approx(0, abs=1e-5)
+    assert good.between_users > 0.05
+    assert good.per_attribute["dark"]["likers"] >= 0.75 > 0.25 > good.per_attribute["dark"]["dislikers"]
+
+
+def test_recovery_counts_liked_in_top3_and_disliked_among_negatives():
+    candidates = ["sepia", "dark", "grainy", "vivid", "blurry", "warm"]
+    concepts = [("sepia", 0.5), ("warm", 0.2), ("dark", 0.1), ("vivid", 0.05), ("blurry", -0.3)]
+    rng = np.random.default_rng(0)
+    scores = recovery(concepts, ["sepia", "vivid"], ["blurry"], candidates, rng, n_random=2000)
+    assert scores["top3"] == 0.5  # vivid is fourth
+    assert scores["negative"] == 1.0
+    assert scores["random_top3"] == pytest.approx(3 / 6, abs=0.03)
+    assert scores["random_negative"] == pytest.approx(1 / 6, abs=0.03)
+
+
+def test_scorer_learns_taste_from_training_users_only():
+    from finexl.eval.prefgen.scorer import fit_scorer, scorer_accuracy
+
+    def users(seed, n):
+        rng = np.random.default_rng(seed)
+        styles = ["dark", "bright", "sepia", "grainy", "blurry", "vignette"]
+        out = []
+        for _ in range(n):
+            liked, disliked = rng.choice(styles, 2, replace=False)
+            images = _scenes(8, int(rng.integers(1 << 30)))
+            out.append(([apply_styles(i, [liked], rng) for i in images[:4]],
+                        [apply_styles(i, [disliked], rng) for i in images[4:]]))
+        return out
+
+    scorer = fit_scorer(users(0, 30))
+    assert scorer_accuracy(scorer, users(1, 12)) > 0.75
+
+
+@pytest.fixture(scope="module")
+def agents_dir(tmp_path_factory):
+    from finexl.prefgen.agents import write_agents
+    from finexl.prefgen.pool import build_pool, draw_scenes
+
+    root = tmp_path_factory.mktemp("prefgen-eval")
+    pool = build_pool(root / "pool", 320, generate=draw_scenes)
+    write_agents(root / "agents", pool, str((root / "pool").resolve()), 160, n_liked=4,
+                 n_disliked=4)
+    return root / "agents"
+
+
+def test_fast_evaluation_with_the_stand_in_and_its_rerun_through_the_cli(agents_dir, tmp_path,
+                                                                         one_torch_thread):
+    from click.testing import CliRunner
+
+    from finexl.cli import main
+    from finexl.eval.prefgen.report import markdown
+    from finexl.eval.prefgen.run import PrefGenEvalConfig, command_line, run_prefgen_eval
+
+    out = tmp_path / "out"
+    config = PrefGenEvalConfig(
+        out_dir=out, data_dir=agents_dir, stand_in=True, n_users=3, n_ablation_users=2,
+        n_prompts=2, n_seeds=1, steps=2, lora_users=1, lora_steps=2, judge_images=40,
+        judge_samples=16, n_scorer_users=16, reference_counts=(2,), lambdas=(0.0, 1.0))
+    result = run_prefgen_eval(config)
+    methods = result["methods"]
+    for name in ("prefgen", "base", "e_img", "predicted_words", "true_words", "lora", "ceiling",
+                 "no_e_core", "no_e_img", "no_g_sem", "refs_2", "lambda_0", "lambda_1"):
+        for key in ("liked_present", "disliked_present", "prompt_fidelity", "diversity"):
+            assert key in methods[name], (name, key)
+    assert {"recovery_top3", "random_top3"} <= set(result["loop"])
+    # λ = 0 is the base model bit for bit (images saved as uint8).
+    images = np.load(out / "methods" / "lambda_0.npy")
+    base = np.load(out / "methods" / "base_images.npy")
+    assert np.array_equal(images, np.repeat(base[None], 2, axis=0))
+    # The ceiling (liked styles applied exactly) shows more liked styles than the base.
+    assert methods["ceiling"]["liked_present"] > methods["base"]["liked_present"]
+    assert result["judges"]["accuracy"]["paired"]["grainy"] > 0.8
+    stamps = {p.name: p.stat().st_mtime_ns for p in (out / "methods").iterdir()}
+    run_prefgen_eval(config)  # a rerun reuses every saved stage
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "methods").iterdir()} == stamps
+    text = markdown(result, command=command_line(config))
+    assert "| `prefgen` |" in text and "Command: `finexl eval prefgen --out" in text
+    assert "--stand-in" in text and "## The loop" in text
+    outcome = CliRunner().invoke(main, ["eval", "prefgen", "--out", str(tmp_path / "x"),
+                                        "--data", str(tmp_path / "missing"), "--stand-in"])
+    assert outcome.exit_code == 1 and "is not a folder" in outcome.output
+    assert not (tmp_path / "x" / "prefgen.json").exists()
