@@ -51,7 +51,7 @@ def eval_prefgen(out_dir, data_dir, model, stand_in, n_users, n_ablation_users, 
                  n_seeds, steps, lora_users, lora_steps, shift_strength, variants, markdown,
                  seed, quiet):
     """PrefGen on held-out users: baselines, ablations, judges, and FineXL's recovery."""
-    from finexl.cache import write_text_atomic
+    from finexl.store.files import write_text_atomic
     from finexl.eval.prefgen.report import checks
     from finexl.eval.prefgen.report import markdown as render
     from finexl.eval.prefgen.run import PrefGenEvalConfig, command_line, run_prefgen_eval

@@ -106,6 +106,8 @@ def shifted_prompts(pipe, shift, strength: float) -> Iterator[None]:
     The empty prompt (the unconditional half of guidance) is left alone, so guidance pushes
     toward the shifted prompt, as ViPer's prompt-side personalisation does.
     """
+    import torch
+
     token_shift, pooled_shift = shift
     original = pipe.encode_prompt
 
@@ -115,8 +117,6 @@ def shifted_prompts(pipe, shift, strength: float) -> Iterator[None]:
         hidden = hidden + strength * conditional[:, None, None] * token_shift[None, None, :]
         pooled = pooled + strength * conditional[:, None] * pooled_shift[None, :]
         return hidden, pooled
-
-    import torch
 
     pipe.encode_prompt = encode
     try:

@@ -54,17 +54,16 @@ def style_phrases() -> dict[str, str]:
 
 
 def _write_folder(folder: Path, images: np.ndarray, plan: Sequence[PlannedImage]) -> Path:
+    import io
     import json
 
-    from finexl.cache import write_atomic, write_text_atomic
     from finexl.imaging.transforms import to_image
+    from finexl.store.files import write_atomic, write_text_atomic
 
     folder.mkdir(parents=True, exist_ok=True)
     records = []
     for k, (image, planned) in enumerate(zip(images, plan)):
         name = f"k{k:04d}.png"
-        import io
-
         buffer = io.BytesIO()
         to_image(image).save(buffer, format="PNG")
         write_atomic(folder / name, buffer.getvalue())

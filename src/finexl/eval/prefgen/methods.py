@@ -135,10 +135,10 @@ def with_lora(model: str, users: Sequence[EvalUser], plan: Sequence[PlannedImage
               settings: SamplingSettings, *, steps: int, work_dir: Path,
               progress: bool = False) -> MethodImages:
     """Fine-tune a LoRA per user on the liked images, then generate the plan with it."""
-    from finexl.cache import write_text_atomic
     from finexl.generate.finetune import finetune
     from finexl.generate.pipelines import LoraSpec, load_pipeline
     from finexl.imaging.transforms import to_image
+    from finexl.store.files import write_text_atomic
 
     out, minutes = [], []
     for user in users:

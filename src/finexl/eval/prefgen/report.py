@@ -237,7 +237,7 @@ def lambda_curve_png(result: dict[str, Any], path: Path) -> Path | None:
 
     import matplotlib.pyplot as plt
 
-    from finexl.cache import write_atomic
+    from finexl.store.files import write_atomic
 
     scales = [s for s, _ in points]
     figure, axis = plt.subplots(figsize=(5, 3.4), dpi=120)

@@ -165,7 +165,7 @@ def pool_images(users_dir: Path, limit: int) -> list[np.ndarray]:
 
 
 def _save_json(path: Path, record: dict[str, Any]) -> None:
-    from finexl.cache import write_text_atomic
+    from finexl.store.files import write_text_atomic
 
     path.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(path, json.dumps(record, indent=1, default=_plain) + "\n")
@@ -191,7 +191,7 @@ def _load_json(path: Path, key: dict[str, Any]) -> dict[str, Any] | None:
 def _save_images(path: Path, images: np.ndarray) -> None:
     import io
 
-    from finexl.cache import write_atomic
+    from finexl.store.files import write_atomic
 
     buffer = io.BytesIO()
     np.save(buffer, np.round(np.clip(images, 0, 1) * 255).astype(np.uint8))
