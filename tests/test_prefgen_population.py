@@ -69,7 +69,8 @@ def test_extract_writes_each_users_states_and_resumes(tiny_llava_dir, users_dir,
              .splitlines()]
     files = {row["user_id"]: tmp_path / "feat" / row["file"] for row in index}
     assert all(p.parent == tmp_path / "feat" for p in files.values())  # ids cannot steer paths
-    states, metadata = read_features(files["ann"])
+    tensors, metadata = read_features(files["ann"])
+    states = tensors["states"]
     assert states.shape == (2, 32) and metadata["layers"] == [1, 2]
     # the same numbers as reading that user directly
     extractor = VLMFeatureExtractor.load(tiny_llava_dir)
@@ -109,8 +110,9 @@ def test_extract_as_ray_tasks_matches_local(tiny_llava_dir, users_dir, tmp_path)
     for name in ("index.jsonl",):
         assert (tmp_path / "ray" / name).read_text() == (tmp_path / "local" / name).read_text()
     for path in (tmp_path / "local").glob("*.safetensors"):
-        np.testing.assert_allclose(read_features(path)[0],
-                                   read_features(tmp_path / "ray" / path.name)[0], atol=1e-5)
+        np.testing.assert_allclose(read_features(path)[0]["states"],
+                                   read_features(tmp_path / "ray" / path.name)[0]["states"],
+                                   atol=1e-5)
 
 
 def test_generate_for_every_profile_resumes_and_matches_one_user_runs(world, tmp_path,  # noqa: F811

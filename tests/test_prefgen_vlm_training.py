@@ -112,7 +112,8 @@ def _accelerate_launch(agents_dir, vlm, out, steps):
                "--output-dir", str(out), "--max-train-steps", str(steps),
                "--checkpointing-steps", "1", "--lora-rank", "2", "--train-batch-size", "1",
                "--resume-from-checkpoint", "latest", "-q"]
-    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=600,
+                          check=False)
 
 
 @pytest.mark.slow  # two `accelerate launch` processes, each importing torch and transformers
@@ -142,3 +143,60 @@ def test_the_cli_entry_is_what_accelerate_launch_runs(agents_dir, tiny_llava_dir
     result = CliRunner().invoke(main, [*args[:-6], "--mixed-precision", "fp8"])
     assert result.exit_code == 2  # click refuses the choice before anything loads
     assert sys.modules.get("finexl.cli") is not None
+
+
+def test_probe_vlm_reads_every_layer_and_chooses_bands(agents_dir, tiny_llava_dir, tmp_path):
+    from finexl.prefgen.population import PROFILE_QUESTION
+    from finexl.prefgen.vlm_features import PreferenceQuery, VLMFeatureExtractor
+    from finexl.prefgen.vlm_probing import probe_queries, probe_vlm, read_states
+
+    users = load_users(agents_dir) * 2  # 6 users (ids repeat, which the probes do not read)
+    extractor = VLMFeatureExtractor.load(tiny_llava_dir)
+    report = probe_vlm(extractor, users, sessions=2, refs=1)
+    assert len(report.inter_user) == len(report.intra_user) == 3  # layers 0, 1, 2
+    assert all(0 <= a <= 1 for a in report.inter_user + report.intra_user)
+    assert set(report.core_layers) | set(report.sem_layers) <= {1, 2}  # never layer 0
+    assert report.chance_inter == pytest.approx(1 / 6)
+    # a plan's states are the extractor's own reading of that plan's images
+    inter, _ = probe_queries(users[:1], sessions=2, refs=1, question=PROFILE_QUESTION)
+    from finexl.imaging.decode import load_images
+
+    states = read_states(extractor, inter[:1], PROFILE_QUESTION)
+    query = PreferenceQuery(tuple(load_images(inter[0][2])), tuple(load_images(inter[0][3])),
+                            PROFILE_QUESTION)
+    np.testing.assert_allclose(states[0], extractor.layer_states([query], [0, 1, 2])[0],
+                               atol=1e-5)
+    with pytest.raises(FinexlError, match="at least 4 users"):
+        probe_vlm(extractor, users[:3])
+
+
+def test_cli_probe_then_extract_bands(agents_dir, tiny_llava_dir, tmp_path):
+    from click.testing import CliRunner
+
+    from finexl.cli import main
+    from finexl.prefgen.population import read_features
+
+    bigger = tmp_path / "users"
+    shutil.copytree(agents_dir, bigger)
+    lines = (bigger / "users.jsonl").read_text().splitlines()
+    extra = [json.dumps({**json.loads(line), "user_id": "v" + json.loads(line)["user_id"]})
+             for line in lines]
+    (bigger / "users.jsonl").write_text("\n".join(lines + extra) + "\n")
+    runner = CliRunner()
+    result = runner.invoke(main, ["prefgen", "probe-vlm", "--users", str(bigger), "--vlm",
+                                  str(tiny_llava_dir), "--out", str(tmp_path / "probe"),
+                                  "--sessions", "2", "--refs", "1", "-q"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "probe" / "probes.json").read_text())
+    assert (tmp_path / "probe" / "probes.png").read_bytes()[:4] == b"\x89PNG"
+    result = runner.invoke(main, ["prefgen", "extract", "--users", str(bigger), "--vlm",
+                                  str(tiny_llava_dir), "--bands",
+                                  str(tmp_path / "probe" / "probes.json"), "--out",
+                                  str(tmp_path / "feat"), "-q"])
+    assert result.exit_code == 0, result.output
+    tensors, metadata = read_features(tmp_path / "feat" / "u0.features.safetensors")
+    layers = metadata["layers"]
+    assert layers == sorted(set(report["core_layers"]) | set(report["sem_layers"]))
+    core = [layers.index(k) for k in report["core_layers"]]
+    np.testing.assert_allclose(tensors["e_core"], tensors["states"][core].mean(axis=0),
+                               atol=1e-6)

@@ -83,10 +83,12 @@ _population_options = stack(
                       " finexl[ray]."),
     click.option("--gpus-per-task", default=0.0, show_default=True, type=click.FloatRange(0),
                  help="GPUs each Ray task asks for (set --device cuda too)."),
+    click.option("--quiet", "-q", is_flag=True, help="No progress bar."),
+)
+_device_options = stack(
     click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1, auto"),
     click.option("--dtype", default="float32", show_default=True,
                  type=click.Choice(["float32", "float16", "bfloat16"])),
-    click.option("--quiet", "-q", is_flag=True, help="No progress bar."),
 )
 
 
@@ -110,8 +112,10 @@ def _report(run, what: str) -> None:
               help="Folder with users.jsonl and the users' images.")
 @click.option("--vlm", required=True, help="A transformers vision-language model folder, or a"
               " hub id already in the local Hugging Face cache.")
-@click.option("--layers", required=True, help="Layers to keep, e.g. 8,16,24 (0 = embeddings,"
-              " i = after block i, the last = after the final norm).")
+@click.option("--layers", help="Layers to keep, e.g. 8,16,24 (0 = embeddings, i = after block"
+              " i, the last = after the final norm); default: the --bands layers.")
+@click.option("--bands", type=click.Path(path_type=Path), help="probes.json from prefgen"
+              " probe-vlm: also write e_core and e_sem (means over its chosen layers).")
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path),
               help="Folder for <user>.features.safetensors and index.jsonl (a rerun resumes).")
 @click.option("--lora", type=click.Path(path_type=Path), help="A preference-VQA LoRA for the VLM.")
@@ -119,16 +123,20 @@ def _report(run, what: str) -> None:
 @click.option("--split", type=click.Choice(["train", "probe", "heldout"]),
               help="Only users of this split.")
 @click.option("--batch-size", default=4, show_default=True, type=click.IntRange(1))
+@_device_options
 @_population_options
-def extract_command(users_dir, vlm, layers, out_dir, lora, question, split, batch_size,
+def extract_command(users_dir, vlm, layers, bands, out_dir, lora, question, split, batch_size,
                     users_per_task, use_ray, gpus_per_task, device, dtype, quiet):
     """Read every user's images with a real VLM and keep the chosen layers' states."""
     from finexl.prefgen.population import PROFILE_QUESTION, ExtractSettings, extract_population
 
-    settings = ExtractSettings(vlm=vlm, layers=_layers(layers),
-                               question=question or PROFILE_QUESTION,
+    core, sem = _read_bands(bands) if bands else ((), ())
+    if layers is None and not bands:
+        raise FinexlError("give --layers, --bands (probes.json from prefgen probe-vlm), or both")
+    chosen = _layers(layers) if layers else tuple(sorted(set(core) | set(sem)))
+    settings = ExtractSettings(vlm=vlm, layers=chosen, question=question or PROFILE_QUESTION,
                                lora=str(lora) if lora else None, device=device, dtype=dtype,
-                               batch_size=batch_size)
+                               batch_size=batch_size, core_layers=core, sem_layers=sem)
     with _executor(use_ray, gpus_per_task) as executor:
         run = extract_population(users_dir, out_dir, settings, split=split, executor=executor,
                                  users_per_task=users_per_task, progress=not quiet)
@@ -153,6 +161,7 @@ def extract_command(users_dir, vlm, layers, out_dir, lora, question, split, batc
 @click.option("--guidance", type=float)
 @click.option("--size", type=click.IntRange(8))
 @click.option("--batch-size", default=4, show_default=True, type=click.IntRange(1))
+@_device_options
 @_population_options
 def generate_all_command(profiles_dir, model, prefgen_model, prompts, out_dir, user_scale,
                          prompt_count, n_seeds, steps, guidance, size, batch_size,
@@ -205,3 +214,53 @@ def train_vlm_command(users_dir, quiet, **options):
     last = result.losses[-1]["loss"] if result.losses else float("nan")
     click.echo(f"LoRA after {result.global_step} steps (from {result.resumed_from}, last loss"
                f" {last:.3f}) in {result.lora_dir}")
+
+
+def _read_bands(path: Path) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    import json
+
+    try:
+        report = json.loads(Path(path).read_text(encoding="utf-8"))
+        return tuple(map(int, report["core_layers"])), tuple(map(int, report["sem_layers"]))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise FinexlError(f"--bands {path}: expected the probes.json of prefgen probe-vlm"
+                          f" ({exc})") from exc
+
+
+@prefgen.command("probe-vlm")
+@click.option("--users", "users_dir", required=True, type=click.Path(path_type=Path),
+              help="users.jsonl folder (e.g. the agents' probe split, or imported users).")
+@click.option("--vlm", required=True, help="A transformers vision-language model folder or"
+              " cached hub id.")
+@click.option("--lora", type=click.Path(path_type=Path), help="Its preference-VQA LoRA.")
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path),
+              help="Folder for probes.json and probes.png.")
+@click.option("--split", type=click.Choice(["train", "probe", "heldout"]),
+              help="Only users of this split.")
+@click.option("--sessions", default=3, show_default=True, type=click.IntRange(2),
+              help="Readings per user, each from another subset of their images.")
+@click.option("--refs", default=4, show_default=True, type=click.IntRange(1),
+              help="Reference images per side in one reading.")
+@click.option("--rule", default="probe", show_default=True, type=click.Choice(["probe", "last"]),
+              help="probe: the written layer rule; last: the deepest layer (ablation).")
+@click.option("--batch-size", default=4, show_default=True, type=click.IntRange(1))
+@click.option("--seed", default=0, show_default=True, type=int)
+@_device_options
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def probe_vlm_command(users_dir, vlm, lora, out_dir, split, sessions, refs, rule, batch_size,
+                      seed, device, dtype, quiet):
+    """Probe every layer of a real VLM and choose the e_core / e_sem bands."""
+    from finexl.prefgen.users import load_users
+    from finexl.prefgen.vlm_features import VLMFeatureExtractor
+    from finexl.prefgen.vlm_probing import probe_vlm
+
+    users = load_users(users_dir, split=split)
+    extractor = VLMFeatureExtractor.load(vlm, device=device, dtype=dtype, lora=lora)
+    report = probe_vlm(extractor, users, sessions=sessions, refs=refs, seed=seed, rule=rule,
+                       batch_size=batch_size, progress=not quiet)
+    out = Path(out_dir)
+    report.save(out / "probes.json", out / "probes.png")
+    click.echo(f"{report.n_users} users: e_core layers {report.core_layers}, e_sem layers"
+               f" {report.sem_layers} (best inter-user {max(report.inter_user):.2f}, chance"
+               f" {report.chance_inter:.2f}; best intra-user {max(report.intra_user):.2f},"
+               f" chance {report.chance_intra:.2f}) -> {out / 'probes.json'}")

@@ -32,6 +32,7 @@ import numpy as np
 from finexl.errors import FinexlError
 
 INDEX_FILE = "index.jsonl"
+PROFILE_SUFFIX = ".user.safetensors"  # prefgen.profile.SUFFIX
 PROFILE_QUESTION = "What does this user like and dislike in images?"
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
@@ -120,6 +121,8 @@ class ExtractSettings:
     device: str = "cpu"
     dtype: str = "float32"
     batch_size: int = 4
+    core_layers: tuple[int, ...] = ()  # with sem_layers: also write e_core / e_sem (band means)
+    sem_layers: tuple[int, ...] = ()
 
 
 def extract_population(users_dir: str | Path, out_dir: str | Path, settings: ExtractSettings, *,
@@ -138,6 +141,9 @@ def extract_population(users_dir: str | Path, out_dir: str | Path, settings: Ext
     check_vlm_directory(directory)
     readable = AutoConfig.from_pretrained(directory, local_files_only=True) \
         .get_text_config().num_hidden_layers + 1
+    if settings.core_layers and not (set(settings.core_layers) | set(settings.sem_layers)
+                                     <= set(settings.layers)):
+        raise FinexlError("the e_core / e_sem bands must be among the extracted layers")
     if not settings.layers or not all(0 <= layer < readable for layer in settings.layers):
         raise FinexlError(f"--layers {','.join(map(str, settings.layers)) or '(none)'}: VLM"
                           f" {settings.vlm} has layers 0..{readable - 1} (0 = embeddings,"
@@ -153,7 +159,7 @@ def extract_users_task(jobs: Sequence[UserJob], settings: ExtractSettings) -> li
     from safetensors.numpy import save
 
     from finexl.imaging.decode import load_images
-    from finexl.prefgen.vlm_features import PreferenceQuery
+    from finexl.prefgen.vlm_features import PreferenceQuery, pool_layer_bands
     from finexl.store.files import write_atomic
 
     extractor = _worker_extractor(settings.vlm, settings.lora, settings.device, settings.dtype)
@@ -163,25 +169,33 @@ def extract_users_task(jobs: Sequence[UserJob], settings: ExtractSettings) -> li
         queries = [PreferenceQuery(tuple(load_images(job.liked)), tuple(load_images(job.disliked)),
                                    settings.question) for job in batch]
         states = extractor.layer_states(queries, settings.layers)
-        for job, user_states in zip(batch, states):
+        bands = (pool_layer_bands(states, settings.layers, settings.core_layers,
+                                  settings.sem_layers) if settings.core_layers else None)
+        for row, (job, user_states) in enumerate(zip(batch, states)):
+            tensors = {"states": np.ascontiguousarray(user_states)}
+            if bands is not None:
+                tensors.update(e_core=bands[0][row], e_sem=bands[1][row])
             metadata = {"user_id": job.user_id, "vlm": extractor.model_id,
                         "layers": json.dumps(list(settings.layers)),
-                        "question": settings.question, "lora": settings.lora or ""}
-            write_atomic(Path(job.out), save({"states": np.ascontiguousarray(user_states)},
-                                             metadata=metadata))
+                        "question": settings.question, "lora": settings.lora or "",
+                        "core_layers": json.dumps(list(settings.core_layers)),
+                        "sem_layers": json.dumps(list(settings.sem_layers))}
+            write_atomic(Path(job.out), save(tensors, metadata=metadata))
             done.append(job.user_id)
     return done
 
 
-def read_features(path: str | Path) -> tuple[np.ndarray, dict[str, Any]]:
-    """``(states, metadata)`` of one ``.features.safetensors`` file (layers as a list)."""
+def read_features(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """``(tensors, metadata)`` of one ``.features.safetensors`` file: ``states`` (and
+    ``e_core``/``e_sem`` when bands were given); layer lists decoded."""
     from safetensors import safe_open
 
     with safe_open(str(path), framework="np") as handle:
         metadata = dict(handle.metadata() or {})
-        states = handle.get_tensor("states")
-    metadata["layers"] = json.loads(metadata.get("layers", "[]"))
-    return states, metadata
+        tensors = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118
+    for key in ("layers", "core_layers", "sem_layers"):
+        metadata[key] = json.loads(metadata.get(key, "[]"))
+    return tensors, metadata
 
 
 @functools.lru_cache(maxsize=1)
@@ -200,7 +214,6 @@ def release_workers() -> None:
 
 # --- generating for every user ---------------------------------------------------------------
 
-PROFILE_SUFFIX = ".user.safetensors"
 DONE_FILE = "done.json"
 
 
