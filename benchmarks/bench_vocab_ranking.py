@@ -102,9 +102,10 @@ def ours_shortlist_within(encoder, concepts_subset, all_known, v_div, template):
 
 
 def measure(args, spec: str, work: Path) -> dict:
+    from finexl.concepts.base import unknown_concepts
     from finexl.concepts.compose import DEFAULT_TEMPLATE
     from finexl.concepts.vocab import load_vocabulary
-    from finexl.encoders.base import CachedEncoder, unknown_concepts
+    from finexl.encoders.base import CachedEncoder
     from finexl.pairs import load_pairs
     from finexl.pipeline import embed_pair_differences
 

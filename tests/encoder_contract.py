@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from finexl.encoders.base import Encoder, unknown_concepts
+from finexl.concepts.base import unknown_concepts
+from finexl.encoders.base import Encoder
 
 CONTRACT_TEXTS = ["a photo of a cat", "sepia", "", "a very long caption " * 40, "café, 東京"]
 

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from encoder_contract import check_encoder_contract
 
-from finexl.encoders import load_encoder, loader, unknown_concepts
+from finexl.concepts.base import unknown_concepts
+from finexl.encoders import load_encoder, loader
 from finexl.encoders.clip import ClipEncoder, _features, resolve_device
 from finexl.errors import FinexlError
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from finexl.errors import fail, list_names, shorten
 from finexl.imaging.decode import (
     check_image,
     load_image_bounded,
@@ -30,15 +31,7 @@ from finexl.limits import (
     check_file_size,
     check_text_length,
 )
-from finexl.prompts_file import (
-    METADATA_NAME,
-    fail,
-    list_names,
-    read_metadata,
-    read_prompts,
-    shorten,
-    write_metadata,
-)
+from finexl.prompts_file import METADATA_NAME, read_metadata, read_prompts, write_metadata
 
 __all__ = [
     "IMAGE_EXTENSIONS", "MAX_CONCEPT_CHARS", "MAX_IMAGE_PIXELS", "MAX_PROMPT_CHARS",

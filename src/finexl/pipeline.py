@@ -360,7 +360,7 @@ def prompts_for_concepts(pairs: PairSet) -> tuple[list[str], bool]:
 
 
 def split_unknown(encoder: Encoder, candidates: Sequence[Candidate]):
-    from finexl.encoders.base import unknown_concepts
+    from finexl.concepts.base import unknown_concepts
 
     unknown = set(unknown_concepts(encoder, [c.concept for c in candidates]))
     known = [c for c in candidates if c.concept not in unknown]

@@ -15,12 +15,11 @@ Every problem becomes a one-line ``FinexlError`` naming the file (and line) and 
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from finexl.errors import FinexlError
+from finexl.errors import fail, list_names, shorten
 from finexl.limits import MAX_PROMPT_CHARS, check_file_size, check_text_length
 
 METADATA_NAME = "metadata.jsonl"
@@ -28,31 +27,6 @@ PROMPT_KEYS = ("prompt", "text", "caption")  # the first one present is the prom
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
 _EXAMPLE = '{"file_name": "0001.png", "prompt": "a cat", "seed": 7}'
 _MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed takes seeds up to this
-
-
-# Message helpers (shared with finexl.pairs) ----------------------------------------------------
-
-def one_line(text: str) -> str:
-    """Collapse every run of whitespace (newlines included) to one space."""
-    return re.sub(r"\s+", " ", text).strip()
-
-
-def shorten(text: str, width: int = 60) -> str:
-    """``text`` on one line, cut to ``width`` characters with an ellipsis."""
-    text = one_line(text)
-    return text if len(text) <= width else text[: width - 1].rstrip() + "…"
-
-
-def list_names(names: Sequence[str], limit: int = 5) -> str:
-    """``a.png, b.png, c.png`` for at most ``limit`` names, then ``and N more``."""
-    shown = ", ".join(shorten(str(name), 80) for name in names[:limit])
-    rest = len(names) - limit
-    return f"{shown} and {rest} more" if rest > 0 else shown
-
-
-def fail(message: str) -> FinexlError:
-    """A ``FinexlError`` whose message is guaranteed to be a single line."""
-    return FinexlError(one_line(message))
 
 
 # Field validation -----------------------------------------------------------------------------

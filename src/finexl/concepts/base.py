@@ -44,3 +44,13 @@ class Proposer(Protocol):
     name: str
 
     def propose(self, context: ProposalContext) -> Proposal: ...
+
+
+def unknown_concepts(encoder: Encoder, concepts: Sequence[str]) -> list[str]:
+    """The concepts ``encoder`` declares it has no knowledge of (none, for open-vocabulary CLIP).
+
+    An encoder with a closed vocabulary (``mini``) has an ``unknown_concepts`` method; the
+    ``Encoder`` protocol does not require one.
+    """
+    check = getattr(encoder, "unknown_concepts", None)
+    return list(check(concepts)) if check is not None else []

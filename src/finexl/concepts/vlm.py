@@ -15,32 +15,31 @@ the environment when a request is due and never enters a key, a log, a note or a
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 import numpy as np
 
 from finexl.concepts.base import Candidate, Proposal, ProposalContext
 from finexl.concepts.normalize import (
-    MAX_WORDS,
     UnionProposer,
     concept_key,
     normalize_concepts,
     parse_concept_list,
     union_candidates,
 )
-from finexl.concepts.templates import DEFAULT_TEMPLATE, PromptTemplate, get_template
+from finexl.concepts.templates import PromptTemplate, get_template
 from finexl.concepts.vlm_client import (
     CHECK_SETTINGS,
+    DEFAULT_URL,
     KEY_ENVS,
     ChatSession,
     PairFailure,
+    VlmConfig,
     build_request,
     encode_image,
     safe_url,
@@ -51,68 +50,9 @@ from finexl.store.keys import hash_bytes, make_key
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_URL = "https://api.openai.com/v1"
-DEFAULT_MODEL = "gpt-4o"
-URL_ENV = "FINEXL_VLM_URL"
-MODEL_ENV = "FINEXL_VLM_MODEL"
-IMAGE_FORMATS = ("png", "jpeg")
 CACHE_KIND = "vlm-answer/v1"
 
 __all__ = ["UnionProposer", "VlmConfig", "VlmProposer", "select_pairs", "union_candidates"]
-
-
-@dataclass(frozen=True)
-class VlmConfig:
-    """Where the VLM is and how to ask it (``--vlm-*`` options; defaults from the environment)."""
-
-    url: str = field(default_factory=lambda: os.environ.get(URL_ENV) or DEFAULT_URL)
-    model: str = field(default_factory=lambda: os.environ.get(MODEL_ENV) or DEFAULT_MODEL)
-    # None: read FINEXL_VLM_API_KEY, then OPENAI_API_KEY, when a request is due.
-    api_key: str | None = field(default=None, repr=False, compare=False)
-    pairs: int = 8  # image pairs shown, one request each (the paper's "multiple times")
-    max_requests: int = 16  # cap on HTTP requests per propose(), retries included
-    timeout: float = 60.0  # seconds per request
-    retries: int = 4  # further attempts after a 429, 5xx, time-out or connection error
-    backoff: float = 1.0  # first back-off in seconds; doubles each retry, with jitter
-    backoff_max: float = 30.0  # longest single wait, also caps Retry-After
-    max_side: int = 512  # images are shrunk so their long side is at most this
-    image_format: str = "png"  # or "jpeg" (smaller requests)
-    temperature: float = 0.0
-    max_tokens: int | None = 300  # None leaves the answer length to the server
-    template: str = DEFAULT_TEMPLATE  # a name in finexl.concepts.templates.TEMPLATES
-    seed: int | None = None  # None: evenly spaced pairs; an int: a seeded random sample
-    max_words: int = MAX_WORDS  # longer phrases are dropped
-
-    def check(self) -> None:
-        """``FinexlError`` naming the option for any value that cannot work."""
-        parts = urlsplit(self.url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise FinexlError(f"--vlm-url {self.url!r} is not an http(s) URL; expected e.g. "
-                              f"{DEFAULT_URL} or http://127.0.0.1:11434/v1")
-        if not self.model.strip():
-            raise FinexlError("--vlm-model is empty; name a vision model the server serves")
-        for option, value in (("--vlm-pairs", self.pairs), ("--vlm-max-requests", self.max_requests),
-                              ("max_side", self.max_side)):
-            if value < 1:
-                raise FinexlError(f"{option} must be at least 1, got {value}")
-        if self.timeout <= 0 or self.retries < 0 or self.backoff < 0 or self.backoff_max < 0:
-            raise FinexlError("VLM timeout must be positive and retries and back-off not negative")
-        if self.image_format not in IMAGE_FORMATS:
-            raise FinexlError(f"VLM image format {self.image_format!r} is not one of "
-                              f"{', '.join(IMAGE_FORMATS)}")
-        get_template(self.template)
-
-    def resolved_api_key(self) -> str | None:
-        if self.api_key:
-            return self.api_key
-        return next((os.environ[name] for name in KEY_ENVS if os.environ.get(name)), None)
-
-    def describe(self) -> dict[str, Any]:
-        """Settings safe to show in a report (no key, no credentials in the URL)."""
-        template = get_template(self.template)
-        return {"vlm_url": safe_url(self.url), "vlm_model": self.model, "vlm_pairs": self.pairs,
-                "vlm_max_requests": self.max_requests, "vlm_template": template.name,
-                "vlm_template_version": template.version, "vlm_temperature": self.temperature}
 
 
 def select_pairs(n_available: int, k: int, seed: int | None = None) -> list[int]:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from finexl.concepts.base import Candidate, Proposal, ProposalContext
+from finexl.concepts.base import Candidate, Proposal, ProposalContext, unknown_concepts
 from finexl.concepts.compose import compose
 from finexl.errors import FinexlError
 
@@ -111,8 +111,6 @@ def unknown_note(n_entries: int, unknown: Sequence[str], shown: int = 12) -> str
 def known_entries(encoder: Encoder, vocabulary: str | Path | None = None
                   ) -> tuple[list[str], list[str]]:
     """The vocabulary entries ``encoder`` knows and the ones it does not, in file order."""
-    from finexl.encoders.base import unknown_concepts
-
     concepts = [e.concept for e in load_vocabulary(vocabulary)]
     unknown = set(unknown_concepts(encoder, concepts))
     return [c for c in concepts if c not in unknown], [c for c in concepts if c in unknown]

@@ -1,6 +1,6 @@
 """Aligned image/text encoders: one protocol, one loader."""
 
-from finexl.encoders.base import CachedEncoder, Encoder, unknown_concepts
+from finexl.encoders.base import CachedEncoder, Encoder
 from finexl.encoders.loader import load_encoder
 
-__all__ = ["CachedEncoder", "Encoder", "load_encoder", "unknown_concepts"]
+__all__ = ["CachedEncoder", "Encoder", "load_encoder"]

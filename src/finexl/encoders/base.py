@@ -34,12 +34,6 @@ class Encoder(Protocol):
     def embed_texts(self, texts: Sequence[str], *, progress: bool = False) -> np.ndarray: ...
 
 
-def unknown_concepts(encoder: Encoder, concepts: Sequence[str]) -> list[str]:
-    """The concepts ``encoder`` declares it has no knowledge of (none, for open-vocabulary CLIP)."""
-    check = getattr(encoder, "unknown_concepts", None)
-    return list(check(concepts)) if check is not None else []
-
-
 def embed_image_files(encoder: Encoder, paths: Sequence[str | os.PathLike], batch_size: int = 32,
                       *, progress: bool = False,
                       description: str = "embedding images") -> np.ndarray:

@@ -20,8 +20,8 @@ import numpy as np
 from PIL import Image
 
 from finexl import limits
+from finexl.errors import fail, shorten
 from finexl.limits import MAX_IMAGE_PIXELS
-from finexl.prompts_file import fail, shorten
 
 # Pillow reports a broken file through many exception types, depending on the format.
 _IMAGE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.error, zlib.error,
