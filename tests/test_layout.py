@@ -71,7 +71,7 @@ ROOMS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
                   "generate", "prefgen")),
     "demo": (("finexl.demo",), ("pipeline", "report", "imaging")),
     "eval": (("finexl.eval",), ("pipeline", "decompose", "generate", "prefgen", "inputs",
-                                "imaging", "encoders", "concepts", "report", "scale")),
+                                "imaging", "encoders", "concepts", "report", "scale", "train")),
     "cli": (("finexl.cli",), ("pipeline", "demo", "eval", "prefgen", "generate", "catalog",
                               "report", "encoders", "concepts", "scale", "inputs", "imaging",
                               "decompose")),
