@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -131,3 +132,36 @@ def test_condition_dropout_rates_and_content_features():
     assert (content_features(image) - content_features(restyled)).abs().max() < 0.5
     moved = torch.roll(image, shifts=8, dims=3)
     assert (content_features(image) - content_features(moved)).abs().max() > 1.0
+
+
+def _sd_data(size: int):
+    def data(start):
+        k = start
+        while True:
+            generator = torch.Generator().manual_seed(k)
+            yield (torch.randn(2, EMBED_DIM, generator=generator),
+                   torch.rand(2, 3, size, size, generator=generator), ["a red ball", "blue"])
+            k += 1
+    return data
+
+
+def test_stable_diffusion_and_sdxl_branches_train_and_load(sd_dir, tmp_path, one_torch_thread):
+    """Latent pipelines: two steps on a tiny random SD folder and one on a tiny SDXL, then the
+    saved branch loads into a fresh pipeline by path."""
+    from diffusers import DiffusionPipeline
+
+    from test_generate_user import _save_tiny_sdxl
+
+    sdxl_dir = tmp_path / "tiny-sdxl"
+    _save_tiny_sdxl(sdxl_dir)
+    for model, steps in ((sd_dir, 2), (sdxl_dir, 1)):
+        out = tmp_path / f"branch-{model.name}"
+        args = _args(out, pretrained_model_name_or_path=str(model), max_train_steps=steps,
+                     checkpointing_steps=1)
+        result = train_branch(_sd_data(16), args, progress=False)
+        assert result.global_step == steps and checkpoint_steps(out)[-1] == steps
+        assert all(np.isfinite(entry["loss"]) for entry in result.losses)
+        pipe = DiffusionPipeline.from_pretrained(model, local_files_only=True)
+        config = loaders.load_user_branch(pipe, result.branch_path)
+        assert config.base_model == str(model) and config.embed_dim == EMBED_DIM
+        assert user_branch.has_user_branch(pipe)

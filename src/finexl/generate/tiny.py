@@ -380,19 +380,18 @@ class NoisedBatch:
     alpha_bar: torch.Tensor  # (b, 1, 1, 1)
 
 
-def noise_batch(pipe: FinexlTinyPipeline, pixels: torch.Tensor, *,
-                generator: torch.Generator) -> NoisedBatch:
-    """Noise ``pixels`` (``(b, 3, h, w)`` in [0, 1]) as training does: a uniform timestep and
-    Gaussian noise per image, both drawn from ``generator`` (in that order)."""
-    device, dtype = pipe.unet.device, pipe.unet.dtype
-    batch = pixels.shape[0]
-    clean = pipe.patchify(pixels.to(device, dtype) * 2 - 1)
-    steps = pipe.scheduler.config.num_train_timesteps
+def noise_clean(scheduler, clean: torch.Tensor, *, generator: torch.Generator) -> NoisedBatch:
+    """Noise clean model inputs (pixels folded into patches, or VAE latents) as training
+    does: a uniform timestep and Gaussian noise per image, both drawn from ``generator`` (in
+    that order); the target follows ``scheduler.config.prediction_type``."""
+    device, dtype = clean.device, clean.dtype
+    batch = clean.shape[0]
+    steps = scheduler.config.num_train_timesteps
     timesteps = torch.randint(0, steps, (batch,), generator=generator)
     noise = torch.randn(clean.shape, generator=generator).to(device, dtype)
-    alpha_bar = pipe.scheduler.alphas_cumprod[timesteps].to(device, dtype).view(-1, 1, 1, 1)
+    alpha_bar = scheduler.alphas_cumprod[timesteps].to(device, dtype).view(-1, 1, 1, 1)
     noisy = alpha_bar.sqrt() * clean + (1 - alpha_bar).sqrt() * noise
-    kind = pipe.scheduler.config.prediction_type
+    kind = scheduler.config.prediction_type
     if kind == "v_prediction":
         target = alpha_bar.sqrt() * noise - (1 - alpha_bar).sqrt() * clean
     elif kind == "sample":
@@ -402,7 +401,25 @@ def noise_batch(pipe: FinexlTinyPipeline, pixels: torch.Tensor, *,
     return NoisedBatch(clean, noisy, timesteps.to(device), target, alpha_bar)
 
 
-def denoising_loss(pipe: FinexlTinyPipeline, prediction: torch.Tensor, batch: NoisedBatch, *,
+def noise_batch(pipe: FinexlTinyPipeline, pixels: torch.Tensor, *,
+                generator: torch.Generator) -> NoisedBatch:
+    """Noise ``pixels`` (``(b, 3, h, w)`` in [0, 1]) for the tiny model (:func:`noise_clean`)."""
+    clean = pipe.patchify(pixels.to(pipe.unet.device, pipe.unet.dtype) * 2 - 1)
+    return noise_clean(pipe.scheduler, clean, generator=generator)
+
+
+def predicted_clean(scheduler, prediction: torch.Tensor, batch: NoisedBatch) -> torch.Tensor:
+    """The clean input a prediction implies, whatever the model predicts."""
+    kind = scheduler.config.prediction_type
+    a, s = batch.alpha_bar.sqrt(), (1 - batch.alpha_bar).sqrt()
+    if kind == "epsilon":
+        return (batch.noisy - s * prediction) / a
+    if kind == "v_prediction":
+        return a * batch.noisy - s * prediction
+    return prediction
+
+
+def denoising_loss(scheduler, prediction: torch.Tensor, batch: NoisedBatch, *,
                    min_snr_gamma: float | None = 5.0, reduce: bool = True) -> torch.Tensor:
     """The (Min-SNR weighted) squared error of ``prediction`` against ``batch.target``;
     per image when ``reduce`` is false."""
@@ -411,7 +428,7 @@ def denoising_loss(pipe: FinexlTinyPipeline, prediction: torch.Tensor, batch: No
         # Min-SNR weights the clean-image error by min(snr, gamma), whatever the target.
         snr = (batch.alpha_bar / (1 - batch.alpha_bar)).view(-1).float()
         weight = torch.clamp(snr, max=min_snr_gamma)
-        kind = pipe.scheduler.config.prediction_type
+        kind = scheduler.config.prediction_type
         if kind == "v_prediction":
             weight = weight / (snr + 1)
         elif kind == "epsilon":
@@ -447,4 +464,4 @@ def diffusion_loss(pipe: FinexlTinyPipeline, pixels: torch.Tensor, captions: Seq
     hidden, pooled = pipe.encode_prompt(captions)
     noised = noise_batch(pipe, pixels, generator=generator)
     prediction = pipe.denoise(noised.noisy, noised.timesteps, hidden, pooled)
-    return denoising_loss(pipe, prediction, noised, min_snr_gamma=min_snr_gamma)
+    return denoising_loss(pipe.scheduler, prediction, noised, min_snr_gamma=min_snr_gamma)

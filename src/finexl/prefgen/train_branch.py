@@ -17,6 +17,9 @@ where that script is right and fixes what it gets wrong (PREFGEN_STYLE.md A4):
   save hook, the branch in its loadable file (the UNet itself is never written).
 - The noise, timesteps and condition dropout of micro-batch k come from a generator seeded
   by (seed, k), so a resumed run draws what an uninterrupted one would.
+- The generator is ``builtin:tiny`` (pixel space, folded into patches) or a Stable
+  Diffusion 1.x/2.x or SDXL pipeline (VAE latents, DDPM noise on the pipeline's schedule,
+  SDXL's pooled text and size conditioning), loaded by any spec ``load_pipeline`` reads.
 
 Condition dropout for guidance (IP-Adapter's recipe): per image, the user embedding is
 zeroed with ``user_drop_rate``, the prompt emptied with ``text_drop_rate``, both with
@@ -156,16 +159,18 @@ def build_models(args: BranchTrainingArgs, embed_dim: int, *, pipeline: Any = No
         from finexl.generate.pipelines import load_pipeline
 
         pipeline = load_pipeline(args.pretrained_model_name_or_path)
-    if not hasattr(pipeline, "patchify"):
-        raise FinexlError(f"branch training reads pixel-space tiny pipelines (builtin:tiny);"
-                          f" {type(pipeline).__name__} is not one")
+    if not (hasattr(pipeline, "patchify") or hasattr(pipeline, "vae")):
+        raise FinexlError(f"branch training reads builtin:tiny-style pixel pipelines or"
+                          f" Stable Diffusion-style latent pipelines (with a VAE);"
+                          f" {type(pipeline).__name__} is neither")
     text_width = pipeline.unet.config.cross_attention_dim
     config = UserBranchConfig(
         embed_dim=embed_dim, cross_attention_dim=text_width, num_tokens=args.num_user_tokens,
         base_model=args.base_model_id or args.pretrained_model_name_or_path,
         prefgen_model=args.prefgen_model, embedding_parts=dict(args.embedding_parts))
-    for module in (pipeline.unet, pipeline.text_encoder):
-        module.requires_grad_(False)
+    for name in ("unet", "text_encoder", "text_encoder_2", "vae"):
+        if getattr(pipeline, name, None) is not None:
+            getattr(pipeline, name).requires_grad_(False)
     attach_user_branch(pipeline, config, seed=args.seed)
     return pipeline, config
 
@@ -195,31 +200,81 @@ def drop_conditions(e_u: torch.Tensor, prompts: Sequence[str], args: BranchTrain
     return e_u * keep, prompts, ~drop_user
 
 
-def training_step(pipe, unet, batch: Batch, args: BranchTrainingArgs,
+def training_scheduler(pipe):
+    """The noise schedule training uses: the tiny model's own; for Stable Diffusion-style
+    pipelines DDPM on the pipeline's schedule settings (as diffusers' training scripts)."""
+    if hasattr(pipe, "patchify"):
+        return pipe.scheduler
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler.from_config(pipe.scheduler.config)
+
+
+def encode_text(pipe, prompts: Sequence[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """UNet keyword arguments and ``added_cond_kwargs`` for ``prompts`` (no gradients).
+
+    The tiny model: token states + pooled state as class label. SD 1.x/2.x: token states.
+    SDXL: both encoders' token states, the pooled state as ``text_embeds``.
+    """
+    if hasattr(pipe, "patchify"):
+        hidden, pooled = pipe.encode_prompt(prompts)
+        return {"encoder_hidden_states": hidden, "class_labels": pooled}, {}
+    device = pipe.unet.device
+    if getattr(pipe, "text_encoder_2", None) is not None:
+        hidden, _, pooled, _ = pipe.encode_prompt(
+            prompt=list(prompts), device=device, num_images_per_prompt=1,
+            do_classifier_free_guidance=False)
+        return {"encoder_hidden_states": hidden}, {"text_embeds": pooled}
+    hidden, _ = pipe.encode_prompt(list(prompts), device, 1, False)
+    return {"encoder_hidden_states": hidden}, {}
+
+
+def clean_inputs(pipe, pixels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """What the UNet denoises for ``pixels`` in [0, 1]: folded pixels (tiny) or VAE latents."""
+    unet = pipe.unet
+    if hasattr(pipe, "patchify"):
+        return pipe.patchify(pixels.to(unet.device, unet.dtype) * 2 - 1)
+    vae = pipe.vae
+    posterior = vae.encode(pixels.to(vae.device, vae.dtype) * 2 - 1).latent_dist
+    latents = posterior.sample(generator=generator)
+    shift = getattr(vae.config, "shift_factor", None) or 0.0
+    return ((latents - shift) * vae.config.scaling_factor).to(unet.dtype)
+
+
+def training_step(pipe, unet, scheduler, batch: Batch, args: BranchTrainingArgs,
                   generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
     """The loss of one micro-batch (with gradients) and its parts (floats).
 
     ``unet`` is the (possibly accelerate-wrapped) UNet of ``pipe``; it is called directly so
-    that a distributed wrapper sees the forward pass.
+    that a distributed wrapper sees the forward pass. For latent models the content term
+    compares layouts of the predicted clean latents (their channel mean), not decoded images.
     """
-    from finexl.generate.tiny import denoising_loss, noise_batch
-    from finexl.prefgen.user_branch import set_user_branch_scale, unet_user_inputs
+    from finexl.generate.tiny import denoising_loss, noise_clean, predicted_clean
+    from finexl.prefgen.user_branch import set_user_branch_scale
 
     e_u, pixels, prompts = batch
     e_u = torch.as_tensor(e_u, dtype=torch.float32)
     e_u, prompts, keeps_user = drop_conditions(e_u, prompts, args, generator)
+    pixels = torch.as_tensor(pixels)
     with torch.no_grad():
-        hidden, pooled = pipe.encode_prompt(prompts)
-    noised = noise_batch(pipe, torch.as_tensor(pixels), generator=generator)
+        text, added = encode_text(pipe, prompts)
+        clean = clean_inputs(pipe, pixels, generator)
+    if "text_embeds" in added:  # SDXL's size conditioning: no crop, trained at this size
+        height, width = pixels.shape[-2:]
+        added["time_ids"] = torch.tensor([[height, width, 0, 0, height, width]],
+                                         dtype=clean.dtype, device=clean.device
+                                         ).expand(len(prompts), -1)
+    noised = noise_clean(scheduler, clean, generator=generator)
     device = noised.noisy.device
+    if "class_labels" in text:
+        text["class_labels"] = text["class_labels"].to(noised.noisy.dtype)
 
     def predict(embedding):
-        return unet(noised.noisy, noised.timesteps, encoder_hidden_states=hidden,
-                    class_labels=pooled.to(noised.noisy.dtype),
-                    added_cond_kwargs=unet_user_inputs(embedding.to(device))).sample
+        inputs = dict(added, image_embeds=[embedding.to(device)[:, None, :]])
+        return unet(noised.noisy, noised.timesteps, added_cond_kwargs=inputs, **text).sample
 
     prediction = predict(e_u)
-    denoise = denoising_loss(pipe, prediction, noised, min_snr_gamma=args.min_snr_gamma)
+    denoise = denoising_loss(scheduler, prediction, noised, min_snr_gamma=args.min_snr_gamma)
     loss = denoise
     parts = {"denoise": float(denoise.detach())}
     if args.content_weight > 0 and bool(keeps_user.any()):
@@ -229,24 +284,13 @@ def training_step(pipe, unet, batch: Batch, args: BranchTrainingArgs,
                 base = predict(e_u)
             finally:
                 set_user_branch_scale(pipe.unet, 1.0)
-        ours = content_features(_clean_image(pipe, prediction, noised))[keeps_user]
-        theirs = content_features(_clean_image(pipe, base, noised))[keeps_user]
+        ours = content_features(predicted_clean(scheduler, prediction, noised))[keeps_user]
+        theirs = content_features(predicted_clean(scheduler, base, noised))[keeps_user]
         content = ((ours - theirs) ** 2).mean()
         loss = loss + args.content_weight * content
         parts["content"] = float(content.detach())
     parts["loss"] = float(loss.detach())
     return loss, parts
-
-
-def _clean_image(pipe, prediction: torch.Tensor, noised) -> torch.Tensor:
-    """The clean image ``(b, 3, h, w)`` a prediction implies, whatever the UNet predicts."""
-    kind = pipe.scheduler.config.prediction_type
-    a, s = noised.alpha_bar.sqrt(), (1 - noised.alpha_bar).sqrt()
-    if kind == "epsilon":
-        prediction = (noised.noisy - s * prediction) / a
-    elif kind == "v_prediction":
-        prediction = a * noised.noisy - s * prediction
-    return pipe.unpatchify(prediction)
 
 
 # Checkpoints ---------------------------------------------------------------------------------
@@ -375,6 +419,7 @@ def train_branch(data: Iterable[Batch] | Callable[[int], Iterable[Batch]],
     weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(args.mixed_precision,
                                                                         torch.float32)
     pipe.to(accelerator.device, dtype=weight_dtype)
+    scheduler_for_noise = training_scheduler(pipe)
     params = trainable_parameters(pipe.unet)
     for param in params:  # trainable weights stay float32 under mixed precision
         param.data = param.data.float()
@@ -425,7 +470,8 @@ def train_branch(data: Iterable[Batch] | Callable[[int], Iterable[Batch]],
                                   f" {args.max_train_steps})")
             generator = torch.Generator().manual_seed(args.seed * 1_000_003 + micro_step)
             with accelerator.accumulate(unet):
-                loss, parts = training_step(pipe, unet, batch, args, generator)
+                loss, parts = training_step(pipe, unet, scheduler_for_noise, batch, args,
+                                            generator)
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:
                     accelerator.clip_grad_norm_(params, args.max_grad_norm)
