@@ -48,10 +48,40 @@ def free_prompt(record: Mapping[str, Any], open_slots: Sequence[str]) -> str:
     return text
 
 
+def training_example(sampler, agent, rng: np.random.Generator, *,
+                     free_content_rate: float = 0.5) -> tuple[np.ndarray, str]:
+    """One image the branch should draw for ``agent``, and its prompt.
+
+    With probability ``free_content_rate`` (users with liked content only): a pool image
+    showing the liked content, with a prompt that leaves those slots open. Otherwise: any
+    usable pool image with its full prompt. Either way rendered in the agent's liked styles.
+
+    Returns
+    -------
+    pixels, prompt
+        float32 ``(h, w, 3)`` in [0, 1], and the prompt.
+    """
+    from finexl.prefgen import vocabulary as vocab
+    from finexl.prefgen.agents import render_image
+
+    liked_content = agent.content("liked")
+    if liked_content and rng.random() < free_content_rate:
+        candidates = sampler.matches(liked_content, agent.content("disliked"))
+        index = int(candidates[int(rng.integers(len(candidates)))])
+        prompt = free_prompt(sampler.records[index],
+                             [vocab.get(name).slot for name in liked_content])
+    else:
+        index = int(sampler.usable[int(rng.integers(len(sampler.usable)))])
+        prompt = str(sampler.records[index]["prompt"])
+    image = render_image(sampler.pool, index, agent.styles("liked"), rng)
+    return np.asarray(image.pixels, np.float32), prompt
+
+
 def branch_batches(sampler, agents: Sequence, embeddings: Mapping[str, np.ndarray], *,
                    batch_size: int = 16, seed: int = 0, free_content_rate: float = 0.5
                    ) -> Callable[[int], Iterator[Batch]]:
-    """Micro-batches ``(e_u, pixels, prompts)`` for ``train_branch`` from simulated users.
+    """Micro-batches ``(e_u, pixels, prompts)`` for ``train_branch`` from simulated users
+    whose ``e_u`` are computed beforehand (see :func:`training_example` for the images).
 
     Parameters
     ----------
@@ -69,13 +99,8 @@ def branch_batches(sampler, agents: Sequence, embeddings: Mapping[str, np.ndarra
     """
     import torch
 
-    from finexl.prefgen import vocabulary as vocab
-    from finexl.prefgen.agents import render_image
-
     if not agents:
         raise ValueError("no training users for the user branch")
-    usable = sampler.usable
-    records = sampler.records
 
     def batches(start: int) -> Iterator[Batch]:
         k = start
@@ -84,18 +109,10 @@ def branch_batches(sampler, agents: Sequence, embeddings: Mapping[str, np.ndarra
             rows_e, rows_px, prompts = [], [], []
             for _ in range(batch_size):
                 agent = agents[int(rng.integers(len(agents)))]
-                liked_content = agent.content("liked")
-                if liked_content and rng.random() < free_content_rate:
-                    candidates = sampler.matches(liked_content, agent.content("disliked"))
-                    index = int(candidates[int(rng.integers(len(candidates)))])
-                    slots = [vocab.get(name).slot for name in liked_content]
-                    prompt = free_prompt(records[index], slots)
-                else:
-                    index = int(usable[int(rng.integers(len(usable)))])
-                    prompt = str(records[index]["prompt"])
-                image = render_image(sampler.pool, index, agent.styles("liked"), rng)
+                pixels, prompt = training_example(sampler, agent, rng,
+                                                  free_content_rate=free_content_rate)
                 rows_e.append(np.asarray(embeddings[agent.user_id], np.float32))
-                rows_px.append(np.asarray(image.pixels, np.float32).transpose(2, 0, 1))
+                rows_px.append(pixels.transpose(2, 0, 1))
                 prompts.append(prompt)
             yield (torch.from_numpy(np.stack(rows_e)), torch.from_numpy(np.stack(rows_px)),
                    prompts)
