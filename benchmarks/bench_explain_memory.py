@@ -37,6 +37,7 @@ import numpy as np
 from PIL import Image
 import torch
 torch.set_num_threads(1)
+from finexl.decompose import DecompositionSettings
 from finexl.pipeline import ExplainConfig, explain
 
 args = json.loads(sys.argv[1])
@@ -49,7 +50,8 @@ for side in ("base", "personal"):
             small / side / f"{i}.png")
 def run(base, personal, batch, cache):
     return explain(base, personal, ExplainConfig(
-        encoder=args["encoder"], concepts=concepts, n_bootstrap=20, batch_size=batch,
+        encoder=args["encoder"], concepts=concepts,
+        decomposition=DecompositionSettings(n_bootstrap=20), batch_size=batch,
         cache=cache))
 run(small / "base", small / "personal", args["batch"], False)   # load and warm up everything
 page = os.sysconf("SC_PAGE_SIZE")

@@ -24,6 +24,7 @@ def main() -> None:
     warnings.simplefilter("ignore")
     import finexl.demo as demo
     from finexl.encoders.loader import load_encoder
+    from finexl.decompose import DecompositionSettings
     from finexl.pipeline import ExplainConfig
 
     encoder = load_encoder(args.encoder, cache=args.out / "cache")
@@ -31,8 +32,9 @@ def main() -> None:
     for index, mix in enumerate(MIXES):
         demo.DEFAULT_PLANTED = mix
         result = demo.run_demo(args.out / f"mix{index}", encoder=encoder,
-                               config=ExplainConfig(cache=args.out / "cache", n_bootstrap=20))
-        top = [c.concept for c in sorted(result.explanation.concepts, key=lambda c: -c.weight)][:4]
+                               config=ExplainConfig(cache=args.out / "cache",
+                                                    decomposition=DecompositionSettings(n_bootstrap=20)))
+        top = [c.concept for c in result.explanation.ranked()][:4]
         planted = ", ".join(f"{n} {s}" for n, s in mix)
         print(f"| {planted} | {result.found_ranks} | {'yes' if result.success else 'no'} |"
               f" {', '.join(top)} |", flush=True)

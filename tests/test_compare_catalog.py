@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from finexl.decompose import DecompositionSettings
+
 import json
 
 import pytest
@@ -24,7 +26,7 @@ def three_models(tmp_path_factory):
     base, dark = _folders(root, lambda im: _darken(im, 0.6), name="dark")
     _, warm = _folders(root, lambda im: _warm(im, 0.6), name="warm")
     _, both = _folders(root, lambda im: _warm(_darken(im, 0.3), 0.3), name="both")
-    config = ExplainConfig(concepts=CONCEPTS, cache=False, n_bootstrap=50)
+    config = ExplainConfig(concepts=CONCEPTS, cache=False, decomposition=DecompositionSettings(n_bootstrap=50))
     result = compare(base, {"dark": dark, "warm": warm, "both": both}, config, encoder=ToyEncoder())
     return root, result
 

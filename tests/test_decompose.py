@@ -84,9 +84,9 @@ def test_paper_sum_rule_lets_a_synonym_through_that_max_abs_rejects():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", PrematureStopWarning)
         strict = decompose(v_div, vectors, order="given", e_decomp=0.01, e_ortho=0.8,
-                           ortho_rule="max_abs", solver="lstsq")
+                           ortho_rule="max_abs", solver="lstsq", stop="residual")
         paper = decompose(v_div, vectors, order="given", e_decomp=0.01, e_ortho=0.8,
-                          ortho_rule="paper_sum", solver="lstsq")
+                          ortho_rule="paper_sum", solver="lstsq", stop="residual")
     assert 2 in {r.index for r in strict.rejected}
     assert 2 in paper.selected.tolist()
 
@@ -96,7 +96,7 @@ def test_residual_stopping_matches_e_decomp(e_decomp):
     rng = np.random.default_rng(3)
     vectors = rng.normal(size=(20, DIM))
     v_div = rng.uniform(0.2, 1.0, size=20) @ vectors
-    result = decompose(v_div, vectors, e_decomp=e_decomp)
+    result = decompose(v_div, vectors, e_decomp=e_decomp, stop="residual")
     assert result.stop_reason == CONVERGED
     assert result.residual < e_decomp
     # It stopped at the first step below the threshold, not later.
@@ -109,8 +109,8 @@ def test_forward_selection_beats_given_order_on_a_bad_order():
     v_div = pair_diffs.mean(axis=0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", PrematureStopWarning)
-        forward = decompose(v_div, vectors, max_concepts=1)
-        given = decompose(v_div, vectors, order="given", max_concepts=1)
+        forward = decompose(v_div, vectors, max_concepts=1, stop="residual")
+        given = decompose(v_div, vectors, order="given", max_concepts=1, stop="residual")
     assert forward.selected.tolist() == [5]
     assert given.selected.tolist() == [0]
     assert forward.residual < given.residual
@@ -123,7 +123,7 @@ def test_nnls_never_returns_negative_weights():
         v_div = rng.normal(size=10) @ vectors
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", PrematureStopWarning)
-            result = decompose(v_div, vectors, solver="nnls", e_decomp=0.01)
+            result = decompose(v_div, vectors, solver="nnls", e_decomp=0.01, stop="residual")
         assert np.all(result.weights >= 0)
 
 
@@ -141,7 +141,7 @@ def test_all_concepts_allowed_matches_lstsq():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", PrematureStopWarning)
         result = decompose(v_div, vectors, e_decomp=0.0, e_ortho=1.0, ortho_rule="max_abs",
-                           solver="lstsq")
+                           solver="lstsq", stop="residual")
     expected, *_ = np.linalg.lstsq(vectors.T, v_div, rcond=None)
     order = np.argsort(result.selected)
     assert sorted(result.selected.tolist()) == list(range(6))
@@ -204,7 +204,7 @@ def test_float32_and_float64_agree():
 
 def test_degenerate_candidate_is_recorded():
     vectors = np.array([[1.0, 0.0], [0.0, 0.0]])
-    result = decompose(np.array([2.0, 0.0]), vectors)
+    result = decompose(np.array([2.0, 0.0]), vectors, stop="residual")
     assert [(r.index, r.reason) for r in result.rejected] == [(1, "degenerate")]
     assert result.weights.tolist() == [2.0]
 
@@ -212,7 +212,7 @@ def test_degenerate_candidate_is_recorded():
 def test_exhausted_candidates_warn_and_return_what_they_have():
     vectors = np.array([[1.0, 0.0, 0.0]])
     with pytest.warns(PrematureStopWarning):
-        result = decompose(np.array([1.0, 1.0, 0.0]), vectors)
+        result = decompose(np.array([1.0, 1.0, 0.0]), vectors, stop="residual")
     assert result.stop_reason == EXHAUSTED
     assert result.residual == pytest.approx(np.sqrt(0.5))
 
@@ -240,9 +240,9 @@ def test_bad_parameters_raise_value_error(params):
 
 def test_bad_shapes_raise_value_error():
     with pytest.raises(ValueError):
-        decompose(np.ones((2, 3)), np.eye(3))
+        decompose(np.ones((2, 3)), np.eye(3), stop="residual")
     with pytest.raises(ValueError):
-        decompose(np.ones(3), np.eye(4))
+        decompose(np.ones(3), np.eye(4), stop="residual")
     with pytest.raises(ValueError):
         Decomposer().fit(np.ones(3), np.eye(3))
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from finexl.decompose import DecompositionSettings
+
 import json
 
 import pytest
@@ -19,7 +21,7 @@ def test_choose_planted_is_fixed_by_default_and_seeded_otherwise():
 
 def test_demo_names_the_planted_qualities_first(tmp_path):
     out = tmp_path / "demo"
-    result = run_demo(out, config=ExplainConfig(cache=tmp_path / "cache", n_bootstrap=50),
+    result = run_demo(out, config=ExplainConfig(cache=tmp_path / "cache", decomposition=DecompositionSettings(n_bootstrap=50)),
                       n_pairs=12)
     data = json.loads((out / "explanation.json").read_text())
     assert data["schema"] == "finexl.explanation/v1"

@@ -12,6 +12,7 @@ from scipy.stats import spearmanr
 from toy_encoder import ToyEncoder
 
 from finexl.encoders.base import CachedEncoder
+from finexl.decompose import DecompositionSettings
 from finexl.pipeline import ExplainConfig, explain
 from finexl.report.json import write_json
 from finexl.store.cache import Store
@@ -58,8 +59,9 @@ def _folders(tmp_path, transform, name="personal"):
     return base, personal
 
 
-def _config(**overrides) -> ExplainConfig:
-    return ExplainConfig(concepts=CONCEPTS, cache=False, n_bootstrap=100, **overrides)
+def _config(**settings) -> ExplainConfig:
+    return ExplainConfig(concepts=CONCEPTS, cache=False,
+                         decomposition=DecompositionSettings(n_bootstrap=100, **settings))
 
 
 def test_planted_darkening_is_named_first_and_the_synonym_rejected(tmp_path):
@@ -79,7 +81,7 @@ def test_planted_darkening_is_named_first_and_the_synonym_rejected(tmp_path):
 def test_two_planted_qualities_are_the_top_two(tmp_path):
     base, personal = _folders(tmp_path, lambda im: _warm(_darken(im, 0.5), 0.5))
     result = explain(base, personal, _config(), encoder=ToyEncoder())
-    top_two = {c.concept for c in sorted(result.concepts, key=lambda c: -c.weight)[:2]}
+    top_two = {c.concept for c in result.ranked()[:2]}
     assert top_two in ({"dark", "warm"}, {"dim", "warm"})
 
 
@@ -114,10 +116,12 @@ def test_json_follows_the_schema(tmp_path):
     assert data["schema"] == "finexl.explanation/v1"
     assert data["encoder"] == {"id": "toy:stats@1", "dim": 48, "normalized": True}
     assert data["n_pairs"] == len(PROMPTS)
-    weights = [c["weight"] for c in data["concepts"]]
-    assert weights == sorted(weights, reverse=True)
+    assert data["ranked_by"] == "share"
+    shares = [c["share"] for c in data["concepts"]]
+    assert shares and shares == sorted(shares, reverse=True)
     for concept in data["concepts"]:
-        assert set(concept) >= {"concept", "weight", "ci95", "share", "significant"}
+        assert set(concept) >= {"concept", "weight", "ci95", "share", "significant", "p_adjusted",
+                                "stability"}
     assert data["concepts"][0]["concept"] == "warm"
     assert data["n_candidates"] == len(CONCEPTS)
     assert data["e_decomp"] == 0.2

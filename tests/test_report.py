@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from finexl.decompose import DecompositionSettings
+
 import re
 
 from finexl.pipeline import ExplainConfig, explain
@@ -14,7 +16,7 @@ EVIL = "<script>alert(1)</script>"
 
 def _result(tmp_path, concepts):
     base, personal = _folders(tmp_path, lambda im: _darken(im, 0.6))
-    return explain(base, personal, ExplainConfig(concepts=concepts, cache=False, n_bootstrap=50),
+    return explain(base, personal, ExplainConfig(concepts=concepts, cache=False, decomposition=DecompositionSettings(n_bootstrap=50)),
                    encoder=ToyEncoder())
 
 

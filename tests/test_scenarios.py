@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from finexl.eval.scenarios import (
+    EVAL_SETTINGS,
     METHODS,
     ConceptBasis,
-    FinexlParams,
     markdown_table,
     scenario1,
     scenario2,
@@ -47,6 +48,29 @@ def test_scenario2_accuracy_on_a_clean_grid():
             shift = 0.3 * la * vectors[0] + 0.3 * lb * vectors[1]
             models.append(({"a": la, "b": lb}, base + shift + 0.005 * rng.normal(size=base.shape)))
     result = scenario2(base, models, basis, {"a": "a", "b": "b"}, source="synthetic",
-                       params=FinexlParams(e_decomp=0.05))
+                       params=EVAL_SETTINGS.replace(e_decomp=0.05))
     assert result.methods["finexl"]["accuracy"] == 1.0
     assert 0.0 <= result.methods["visdiff"]["accuracy"] <= 1.0
+
+
+def test_scenario2_scores_all_equal_scores_at_chance():
+    # Every model equals the base: FineXL names nothing, all its scores are 0. Tied scores
+    # share a bin (average ranks), so the accuracy is chance (1/3), not what row order gives.
+    rng = np.random.default_rng(2)
+    n_pairs = 20
+    basis, _ = _basis(rng, n_pairs)
+    base = rng.normal(size=(n_pairs, DIM)) * 0.1
+    models = [({"a": la, "b": lb}, base.copy()) for la in (1, 2, 3) for lb in (1, 2, 3)]
+    result = scenario2(base, models, basis, {"a": "a", "b": "b"}, source="synthetic")
+    assert np.all(np.array(result.details["scores"]["finexl"]) == 0.0)
+    assert result.methods["finexl"]["accuracy"] == pytest.approx(1 / 3)
+
+
+def test_scenario1_all_equal_scores_get_the_middle_rank():
+    rng = np.random.default_rng(3)
+    n_pairs = 20
+    basis, _ = _basis(rng, n_pairs)
+    base = rng.normal(size=(n_pairs, DIM)) * 0.1
+    levels = {"a": [base.copy() for _ in range(10)]}
+    result = scenario1(base, levels, basis, {"a": "a"}, source="synthetic", methods=("finexl",))
+    assert result.methods["finexl"]["mae"] == pytest.approx(2.5)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from finexl.decompose import DecompositionSettings
+
 import base64
 import io
 import logging
@@ -488,7 +490,7 @@ def test_explain_with_the_vlm_proposer_end_to_end(tmp_path, proposer_name):
     answers = ['["Darker", "dim"]', '```json\n["dark", "zorblax"]\n```', "- dark\n- dim lighting"]
     with FakeVlmServer([Reply.answer(a) for a in answers]) as server:
         config = ExplainConfig(
-            proposer=proposer_name, cache=tmp_path / "cache", n_bootstrap=50,
+            proposer=proposer_name, cache=tmp_path / "cache", decomposition=DecompositionSettings(n_bootstrap=50),
             vlm=config_for(server, pairs=3), vocab_top_k=5)
         result = explain(base, personal, config, encoder=ToyEncoder())
         again = explain(base, personal, config, encoder=ToyEncoder())

@@ -42,18 +42,16 @@ def test_cached_fit_is_bit_identical(tmp_path, monkeypatch, settings, per_pair):
     concept_diffs = concepts if per_pair else concepts.mean(axis=1)
     settings = dict(settings)
     fresh = Decomposer(seed=3, n_bootstrap=settings.pop("n_bootstrap", 50), **settings)
-    reference = Decomposer(**{k: getattr(fresh, k) for k in
-                              ("seed", "n_bootstrap", "centering", "solver", "order")})
+    reference = Decomposer(fresh.settings)
     reference.fit(pair_diffs, concept_diffs)
 
     cold = fit_cached(fresh, pair_diffs, concept_diffs, Store(tmp_path))
     _assert_same_fit(cold, reference)
     # The planted main concept: picked first by forward selection, kept by the given order.
-    assert cold.selected_[0] == 1 if cold.order == "forward" else 1 in cold.selected_
+    assert cold.selected_[0] == 1 if cold.settings.order == "forward" else 1 in cold.selected_
 
     monkeypatch.setattr(Decomposer, "fit", lambda *a, **k: pytest.fail("refitted"))
-    warm = fit_cached(Decomposer(**{k: getattr(fresh, k) for k in
-                                    ("seed", "n_bootstrap", "centering", "solver", "order")}),
+    warm = fit_cached(Decomposer(fresh.settings),
                       pair_diffs, concept_diffs, Store(tmp_path))
     _assert_same_fit(warm, reference)
 

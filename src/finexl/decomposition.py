@@ -13,30 +13,23 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from finexl.decompose import Decomposer, Rejection, fixed_support, shared_basis
+from finexl.decompose import Decomposer, DecompositionSettings, Rejection, shared_basis
 from finexl.fit_cache import fit_cached
 
 if TYPE_CHECKING:
     from finexl.store.cache import Store
 
-# The settings a Decomposer takes; ``settings`` objects (ExplainConfig, the evaluation's
-# parameters) may carry others, which are ignored, and may lack some, which keep their defaults.
-_SETTINGS = ("e_decomp", "e_ortho", "ortho_rule", "order", "solver", "max_concepts",
-             "centering", "n_bootstrap", "n_permutations", "alpha", "seed")
-
-
 @dataclass(frozen=True)
 class Fit:
-    """Fitted decompositions by set name, on ``basis``.
+    """Fitted decompositions by set name.
 
-    ``models[name].selected_`` indexes ``basis``, which indexes the candidates: for one set
-    the basis is every candidate (its own selection lives in ``selected_``); for several it
-    is the shared basis, and ``rejected`` lists what some set selected but was redundant
-    with a basis concept.
+    ``models[name].selected_`` indexes the candidates. For one set ``basis`` is its own
+    selection; for several it is the shared basis every set was refit on (all of it kept),
+    and ``rejected`` lists what some set selected but was redundant with a basis concept.
     """
 
     models: dict[str, Decomposer]
@@ -46,17 +39,12 @@ class Fit:
     def weights(self, name: str) -> dict[int, float]:
         """Candidate index -> weight for set ``name`` (candidates not selected are absent)."""
         model = self.models[name]
-        return {self.basis[i]: float(w) for i, w in zip(model.selected_.tolist(), model.weights_)}
+        return {int(i): float(w) for i, w in zip(model.selected_.tolist(), model.weights_)}
 
 
-def decomposer(settings: Any) -> Decomposer:
-    """An unfitted :class:`Decomposer` with the decomposition settings ``settings`` carries."""
-    return Decomposer(**{name: getattr(settings, name) for name in _SETTINGS
-                         if hasattr(settings, name)})
-
-
-def fit(pair_diffs: Mapping[str, np.ndarray], concept_diffs: np.ndarray, settings: Any, *,
-        store: Store | None = None) -> Fit:
+def fit(pair_diffs: Mapping[str, np.ndarray], concept_diffs: np.ndarray,
+        settings: DecompositionSettings, *, store: Store | None = None,
+        groups: np.ndarray | None = None) -> Fit:
     """Decompose each set's per-pair differences on the candidates.
 
     Parameters
@@ -66,10 +54,11 @@ def fit(pair_diffs: Mapping[str, np.ndarray], concept_diffs: np.ndarray, setting
     concept_diffs : ndarray of shape (n_candidates, n_pairs, dim) or (n_candidates, dim)
         Per-prompt f(C) aligned with the pairs, or ready f(C) vectors.
     settings
-        The decomposition settings (``e_decomp``, ``e_ortho``, ``ortho_rule``, ``order``,
-        ``solver``, ``max_concepts``, ``centering``, ``n_bootstrap``, ``seed``...).
+        The decomposition settings.
     store
         Where fitted states are remembered (``None``: always fit).
+    groups : ndarray of shape (n_pairs,), optional
+        The prompt (cluster) of each pair, the unit of the bootstrap and the tests.
 
     Returns
     -------
@@ -77,19 +66,15 @@ def fit(pair_diffs: Mapping[str, np.ndarray], concept_diffs: np.ndarray, setting
     """
     if not pair_diffs:
         raise ValueError("fit needs at least one set of pair differences")
-    prototype = decomposer(settings)
     names = list(pair_diffs)
     if len(names) == 1:
-        model = fit_cached(prototype, pair_diffs[names[0]], concept_diffs, store)
-        return Fit({names[0]: model}, tuple(range(len(concept_diffs))))
-    basis, rejected = shared_basis(
-        [pair_diffs[name] for name in names], concept_diffs, e_ortho=prototype.e_ortho,
-        e_decomp=prototype.e_decomp, ortho_rule=prototype.ortho_rule, order=prototype.order,
-        solver=prototype.solver, max_concepts=prototype.max_concepts)
-    basis_diffs = np.asarray(concept_diffs)[basis]
-    models = {}
-    for name in names:
-        refit = fixed_support(solver=prototype.solver, centering=prototype.centering,
-                              n_bootstrap=prototype.n_bootstrap, seed=prototype.seed)
-        models[name] = fit_cached(refit, pair_diffs[name], basis_diffs, store)
+        model = fit_cached(Decomposer(settings), pair_diffs[names[0]], concept_diffs, store,
+                           groups=groups)
+        return Fit({names[0]: model}, tuple(int(i) for i in model.selected_))
+    basis, rejected = shared_basis([pair_diffs[name] for name in names], concept_diffs,
+                                   settings, groups=groups)
+    # Every set is refit on all the candidates with the basis as its support, so centering
+    # is the same as in the selection and no basis concept is dropped.
+    models = {name: fit_cached(Decomposer(settings), pair_diffs[name], concept_diffs, store,
+                               groups=groups, support=basis) for name in names}
     return Fit(models, tuple(basis), tuple(rejected))

@@ -113,7 +113,7 @@ def found_ranks(explanation: Explanation, planted: Sequence[tuple[str, float]]) 
     """Where each planted quality appears among the named concepts (by its synonyms)."""
     from finexl.imaging.transforms import resolve_quality
 
-    ordered = sorted(explanation.concepts, key=lambda c: -c.weight)
+    ordered = explanation.ranked()  # by share of V_div, the order every output uses
     ranks: dict[str, int | None] = {name: None for name, _ in planted}
     for rank, concept in enumerate(ordered, start=1):
         try:

@@ -20,16 +20,16 @@ the same code the fit uses).
 from __future__ import annotations
 
 import base64
-import dataclasses
 import functools
 import hashlib
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from finexl.decompose import Decomposer, Rejection
+from finexl.decompose import Decomposer, Rejection, candidate_vectors
 from finexl.store.keys import make_key
 
 if TYPE_CHECKING:
@@ -37,8 +37,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-FIT_FORMAT = 1
-_ARRAYS = ("selected_", "weights_", "shares_", "path_", "ci_", "significant_")
+FIT_FORMAT = 2
+_ARRAYS = ("selected_", "weights_", "shares_", "path_", "p_values_", "p_adjusted_", "ci_",
+           "stability_", "significant_")
 _FLOATS = ("residual_", "p_value_", "divergence_norm_", "noise_floor_")
 
 
@@ -59,17 +60,21 @@ def _array_digest(array: np.ndarray) -> str:
     return digest.hexdigest()
 
 
-def fit_key(model: Decomposer, pair_diffs: np.ndarray, concept_diffs: np.ndarray) -> str:
-    """The store key of ``model.fit(pair_diffs, concept_diffs)`` (inputs as float64)."""
-    settings = {f.name: getattr(model, f.name) for f in dataclasses.fields(model) if f.init}
-    return make_key("decomposer-fit", FIT_FORMAT, _code_fingerprint(), settings,
+def fit_key(model: Decomposer, pair_diffs: np.ndarray, concept_diffs: np.ndarray,
+            groups: np.ndarray | None = None, support: Sequence[int] | None = None) -> str:
+    """The store key of ``model.fit(pair_diffs, concept_diffs, groups=, support=)``."""
+    return make_key("decomposer-fit", FIT_FORMAT, _code_fingerprint(), model.settings.to_dict(),
                     _array_digest(np.asarray(pair_diffs, dtype=np.float64)),
-                    _array_digest(np.asarray(concept_diffs, dtype=np.float64)))
+                    _array_digest(np.asarray(concept_diffs, dtype=np.float64)),
+                    None if groups is None else _array_digest(np.asarray(groups, dtype=np.int64)),
+                    None if support is None else [int(i) for i in support])
 
 
 def fit_cached(model: Decomposer, pair_diffs: np.ndarray, concept_diffs: np.ndarray,
-               store: Store | None) -> Decomposer:
-    """``model.fit(pair_diffs, concept_diffs)``, or the same fitted state read from ``store``.
+               store: Store | None, *, groups: np.ndarray | None = None,
+               support: Sequence[int] | None = None) -> Decomposer:
+    """``model.fit(pair_diffs, concept_diffs, groups=, support=)``, or the same fitted state
+    read from ``store``.
 
     Parameters
     ----------
@@ -86,18 +91,20 @@ def fit_cached(model: Decomposer, pair_diffs: np.ndarray, concept_diffs: np.ndar
         ``model``, fitted; every learned attribute equals a fresh fit's exactly.
     """
     if store is None:
-        return model.fit(pair_diffs, concept_diffs)
-    pair_diffs, concept_diffs, vectors, _, v_div = model._prepare(pair_diffs, concept_diffs)
-    key = fit_key(model, pair_diffs, concept_diffs)
+        return model.fit(pair_diffs, concept_diffs, groups=groups, support=support)
+    pair_diffs, concept_diffs, ids = model._prepare(pair_diffs, concept_diffs, groups)
+    key = fit_key(model, pair_diffs, concept_diffs, groups, support)
     state = store.get_json(key)
     if state is not None:
         try:
+            vectors = candidate_vectors(concept_diffs, model.settings.centering)
+            v_div = pair_diffs.mean(axis=0) if len(pair_diffs) else np.zeros(pair_diffs.shape[1])
             _restore(model, state, v_div, vectors)
             logger.debug("decomposition %s read from the cache", key[:12])
             return model
         except (KeyError, TypeError, ValueError) as exc:
             logger.warning("cached decomposition %s is unreadable (%s); it is refitted", key, exc)
-    model.fit(pair_diffs, concept_diffs)
+    model.fit(pair_diffs, concept_diffs, groups=groups, support=support)
     store.put_json(key, _state(model))
     return model
 
@@ -120,6 +127,7 @@ def _state(model: Decomposer) -> dict[str, Any]:
     state: dict[str, Any] = {name: _encode_array(getattr(model, name)) for name in _ARRAYS}
     state.update({name: float(getattr(model, name)) for name in _FLOATS})
     state["significant_difference_"] = bool(model.significant_difference_)
+    state["n_clusters_"] = int(model.n_clusters_)
     state["stop_reason_"] = str(model.stop_reason_)
     state["rejected_"] = [[int(r.index), r.reason,
                            None if r.partner is None else int(r.partner),
@@ -132,6 +140,7 @@ def _restore(model: Decomposer, state: dict[str, Any], v_div: np.ndarray,
     restored: dict[str, Any] = {name: _decode_array(state[name]) for name in _ARRAYS}
     restored.update({name: float(state[name]) for name in _FLOATS})
     restored["significant_difference_"] = bool(state["significant_difference_"])
+    restored["n_clusters_"] = int(state["n_clusters_"])
     restored["stop_reason_"] = str(state["stop_reason_"])
     restored["rejected_"] = tuple(
         Rejection(int(index), str(reason), None if partner is None else int(partner),
@@ -142,4 +151,3 @@ def _restore(model: Decomposer, state: dict[str, Any], v_div: np.ndarray,
         setattr(model, name, value)
     model.v_div_ = v_div
     model.concept_vectors_ = vectors
-    model._fitted = True

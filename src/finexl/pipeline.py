@@ -16,7 +16,12 @@ import numpy as np
 
 from finexl.concepts.base import Candidate, Proposal, ProposalContext, Proposer
 from finexl.concepts.compose import DEFAULT_TEMPLATE, GENERIC_PROMPTS, check_template, compose_all
-from finexl.decompose import ORDERS, ORTHO_RULES, SOLVERS, Decomposer, top_pairs_along
+from finexl.decompose import (
+    Decomposer,
+    DecompositionSettings,
+    prompt_groups,
+    top_pairs_along,
+)
 from finexl.errors import FinexlError
 from finexl.results import ConceptScore, Evidence, Explanation, RejectedConcept
 
@@ -40,15 +45,7 @@ class ExplainConfig:
     concepts: Sequence[str] | None = None  # the user's candidates (proposer "user")
     proposer: str | None = None  # None: "user" when concepts are given, else "vocab"
     template: str = DEFAULT_TEMPLATE  # how a prompt and a concept are joined for f(C)
-    e_decomp: float = 0.2  # stop when the relative residual is below this
-    e_ortho: float = 0.8  # reject a candidate this redundant with a kept one
-    ortho_rule: str = "paper_sum"  # Eq. 9 as published; or "max_cos", "max_abs"
-    order: str = "forward"  # or "given" (the paper's proposal order)
-    solver: str = "nnls"  # non-negative weights; or "lstsq" (signed)
-    max_concepts: int | None = 12  # cap on concepts in one explanation
-    centering: bool = False  # remove the mean candidate vector first
-    n_bootstrap: int = 200  # resamples for the 95% intervals
-    seed: int = 0  # seeds the bootstrap, the null test and pair sampling
+    decomposition: DecompositionSettings = field(default_factory=DecompositionSettings)
     n_evidence: int = 4  # image pairs shown per concept
     vocab_top_k: int = 40  # candidates the vocabulary proposer hands on
     device: str = "cpu"
@@ -63,19 +60,8 @@ class ExplainConfig:
 def check_config(config: ExplainConfig) -> None:
     """Reject bad settings before any image is read or model loaded."""
     proposer = resolve_proposer_name(config)
-    if not 0 <= config.e_decomp < 1:
-        raise FinexlError(f"--e-decomp must be in [0, 1) (a relative residual), got {config.e_decomp}")
-    if not 0 < config.e_ortho <= 1 and config.ortho_rule != "paper_sum":
-        raise FinexlError(f"--e-ortho must be in (0, 1] (a |cosine|), got {config.e_ortho}")
-    for name, value, allowed in (("--ortho-rule", config.ortho_rule, ORTHO_RULES),
-                                 ("--order", config.order, ORDERS),
-                                 ("--solver", config.solver, SOLVERS)):
-        if value not in allowed:
-            raise FinexlError(f"{name} {value!r} is not one of {', '.join(allowed)}")
-    if config.max_concepts is not None and config.max_concepts < 1:
-        raise FinexlError(f"--max-concepts must be at least 1, got {config.max_concepts}")
-    if config.n_bootstrap < 0:
-        raise FinexlError(f"--n-bootstrap must be 0 or more, got {config.n_bootstrap}")
+    if not isinstance(config.decomposition, DecompositionSettings):
+        raise FinexlError("ExplainConfig.decomposition must be a DecompositionSettings")
     if proposer == "user" and not config.concepts:
         raise FinexlError("no candidate concepts: pass --concepts FILE or choose --proposer vocab")
     if config.concepts:
@@ -109,6 +95,7 @@ class Prepared:
     concept_diffs: np.ndarray
     notes: tuple[str, ...]
     encoder: Encoder
+    groups: np.ndarray | None = None  # the prompt of each pair (None: every pair its own)
 
     @property
     def fit_input(self) -> np.ndarray:
@@ -201,15 +188,15 @@ def explain_sets(pair_sets: Mapping[str, PairSet], config: ExplainConfig, *,
 
     prepared = prepare(pair_sets, config, encoder=encoder, proposer=proposer,
                        progress=progress, executor=executor)
-    fitted = fit(prepared.pair_diffs, prepared.fit_input, config,
-                 store=open_store(config.cache, subdir="fits"))
+    fitted = fit(prepared.pair_diffs, prepared.fit_input, config.decomposition,
+                 store=open_store(config.cache, subdir="fits"), groups=prepared.groups)
     candidates = [prepared.candidates[i] for i in fitted.basis]
     proposal = Proposal(tuple(candidates) if len(pair_sets) > 1 else prepared.candidates,
                         prepared.notes)
     explanations = {
         name: build_explanation(fitted.models[name], prepared.pair_diffs[name], pairs,
-                                candidates, prepared.unknown, proposal, prepared.encoder, config,
-                                generic_prompts=not prepared.aligned)
+                                prepared.candidates, prepared.unknown, proposal,
+                                prepared.encoder, config, generic_prompts=not prepared.aligned)
         for name, pairs in pair_sets.items()}
     if len(pair_sets) == 1:
         basis = tuple(c.concept for c in next(iter(explanations.values())).concepts)
@@ -273,8 +260,25 @@ def prepare(pair_sets: Mapping[str, PairSet], config: ExplainConfig, *,
     # 4. f(C) per prompt (Eq. 6).
     concept_diffs = embed_concept_differences(
         encoder, prompts, [c.concept for c in candidates], config.template, progress)
+    # 5. The prompt of each pair: the unit of the bootstrap and the tests.
+    groups, group_note = pair_groups(next(iter(pair_sets.values())), aligned)
+    notes += [group_note] if group_note else []
     return Prepared(dict(pair_sets), pair_diffs, tuple(prompts), aligned, tuple(candidates),
-                    tuple(unknown), concept_diffs, tuple(notes), encoder)
+                    tuple(unknown), concept_diffs, tuple(notes), encoder, groups)
+
+
+def pair_groups(pairs: PairSet, aligned: bool = True) -> tuple[np.ndarray | None, str | None]:
+    """The cluster (prompt) of each pair for the intervals and tests, and a note when images
+    that share a prompt must be treated as independent: images made from one prompt share
+    most of their difference, so a prompt is the unit that is resampled."""
+    if not aligned:
+        return None, None
+    groups = prompt_groups(pairs.prompts)
+    n_prompts = len(set(pairs.prompts))
+    if groups is None and n_prompts < len(pairs):
+        return None, (f"only {n_prompts} distinct prompt(s): intervals and tests treat the"
+                      f" {len(pairs)} image pairs as independent, which overstates certainty")
+    return groups, None
 
 
 def embedding_store(encoder, config: ExplainConfig):
@@ -367,6 +371,15 @@ def split_unknown(encoder: Encoder, candidates: Sequence[Candidate]):
     return known, [c for c in candidates if c.concept in unknown]
 
 
+def _finite(value: float) -> float | None:
+    return float(value) if np.isfinite(value) else None
+
+
+def _interval(row: np.ndarray) -> tuple[float, float] | None:
+    """The bootstrap interval, or None when there was no bootstrap (``n_bootstrap=0``)."""
+    return (float(row[0]), float(row[1])) if np.all(np.isfinite(row)) else None
+
+
 def build_explanation(model: Decomposer, pair_diffs: np.ndarray, pairs: PairSet,
                       candidates: Sequence[Candidate], unknown: Sequence[Candidate],
                       proposal: Proposal, encoder: Encoder, config: ExplainConfig,
@@ -392,8 +405,10 @@ def build_explanation(model: Decomposer, pair_diffs: np.ndarray, pairs: PairSet,
             candidate = candidates[index]
             concepts.append(ConceptScore(
                 concept=candidate.concept, weight=float(model.weights_[rank]),
-                ci95=(float(model.ci_[rank, 0]), float(model.ci_[rank, 1])),
+                ci95=_interval(model.ci_[rank]),
                 share=float(model.shares_[rank]), significant=bool(model.significant_[rank]),
+                p_adjusted=_finite(model.p_adjusted_[rank]),
+                stability=_finite(model.stability_[rank]),
                 source=candidate.source, votes=candidate.votes,
                 residual_after=float(model.path_[rank]) if rank < len(model.path_) else None,
                 evidence=evidence))
@@ -405,9 +420,8 @@ def build_explanation(model: Decomposer, pair_diffs: np.ndarray, pairs: PairSet,
     if generic_prompts:
         notes.append("the folders carry no prompts; f(C) was computed on generic captions")
     settings = {
-        "template": config.template, "ortho_rule": config.ortho_rule, "order": config.order,
-        "solver": config.solver, "max_concepts": config.max_concepts,
-        "centering": config.centering, "n_bootstrap": config.n_bootstrap, "seed": config.seed,
+        "template": config.template, **config.decomposition.to_dict(),
+        "clusters": int(model.n_clusters_),
         "proposer": resolve_proposer_name(config), "difference": "mean of L2-normalised embeddings",
         "encoder": getattr(encoder, "spec", config.encoder),
         **(config.vlm.describe() if config.vlm is not None and "vlm" in resolve_proposer_name(config)
@@ -418,7 +432,7 @@ def build_explanation(model: Decomposer, pair_diffs: np.ndarray, pairs: PairSet,
         encoder_id=encoder.id, encoder_dim=encoder.dim, n_pairs=len(pairs),
         # With no concept named, nothing of V_div is explained (and a zero V_div has nothing).
         residual=model.residual_ if concepts else (1.0 if model.divergence_norm_ > 0 else 0.0),
-        e_decomp=config.e_decomp, e_ortho=config.e_ortho,
+        e_decomp=config.decomposition.e_decomp, e_ortho=config.decomposition.e_ortho,
         significant_difference=model.significant_difference_, p_value=model.p_value_,
         divergence_norm=model.divergence_norm_, noise_floor=model.noise_floor_,
         concepts=tuple(concepts), rejected=tuple(rejected),

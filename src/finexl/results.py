@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 SCHEMA = "finexl.explanation/v1"
+RANKED_BY = "share"  # the order of concepts in every output: part of V_div explained
 
 
 def _num(value: float | None, digits: int = 6) -> float | None:
@@ -27,11 +28,23 @@ class Evidence:
 
 @dataclass(frozen=True)
 class ConceptScore:
+    """One named concept.
+
+    ``share`` is the part of V_div the concept explains, a scale-free score (concepts are
+    ranked by it); ``weight`` is in the units of the concept's own f(C), whose lengths
+    differ, so weights compare only for one concept (across models on one basis).
+    ``significant``: its selection-aware p-value, Holm-adjusted across the concepts
+    (``p_adjusted``), is below 0.05. ``stability``: the share of bootstrap replicates whose
+    own selection picked it. ``ci95`` is None when no bootstrap was run.
+    """
+
     concept: str
     weight: float
-    ci95: tuple[float, float]
+    ci95: tuple[float, float] | None
     share: float
     significant: bool
+    p_adjusted: float | None = None
+    stability: float | None = None
     source: str = "user"  # which proposer named it: user, vocab, vlm
     votes: int = 0  # image pairs whose VLM answer named it (0 when not from a VLM)
     residual_after: float | None = None  # relative residual once this concept was added
@@ -41,9 +54,11 @@ class ConceptScore:
         return {
             "concept": self.concept,
             "weight": _num(self.weight),
-            "ci95": [_num(self.ci95[0]), _num(self.ci95[1])],
+            "ci95": None if self.ci95 is None else [_num(self.ci95[0]), _num(self.ci95[1])],
             "share": _num(self.share),
             "significant": bool(self.significant),
+            "p_adjusted": _num(self.p_adjusted),
+            "stability": _num(self.stability, 4),
             "source": self.source,
             "votes": int(self.votes),
             "residual_after": _num(self.residual_after),
@@ -89,6 +104,11 @@ class Explanation:
     notes: tuple[str, ...] = ()
     pairs: tuple[dict[str, Any], ...] = ()  # file_name, prompt, seed, base and personal paths
 
+    def ranked(self) -> list[ConceptScore]:
+        """The concepts by share of V_div, largest first (a scale-free order; weights are in
+        the units of each concept's own f(C))."""
+        return sorted(self.concepts, key=lambda c: -c.share)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "schema": SCHEMA,
@@ -102,7 +122,8 @@ class Explanation:
             "divergence_norm": _num(self.divergence_norm),
             "noise_floor": _num(self.noise_floor),
             "stop_reason": self.stop_reason,
-            "concepts": [c.to_dict() for c in sorted(self.concepts, key=lambda c: -c.weight)],
+            "ranked_by": RANKED_BY,
+            "concepts": [c.to_dict() for c in self.ranked()],
             "rejected": [r.to_dict() for r in self.rejected],
             "n_candidates": int(self.n_candidates),
             "settings": dict(self.settings),

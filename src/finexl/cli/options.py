@@ -32,31 +32,65 @@ encoder_options = stack(
         click.option("--quiet", "-q", is_flag=True, help="No progress bars."),
 )
 
+def _settings_options():
+    """One click option per field of DecompositionSettings, defaults read from it."""
+    from finexl.decompose import ORDERS, ORTHO_RULES, SOLVERS, STOPS, DecompositionSettings
+
+    d = DecompositionSettings()
+    return stack(
+        click.option("--e-decomp", default=d.e_decomp, show_default=True, type=float,
+                     help="Stop adding concepts when the relative residual is below this."),
+        click.option("--e-ortho", default=d.e_ortho, show_default=True, type=float,
+                     help="Reject a concept whose redundancy with the kept ones reaches this."),
+        click.option("--ortho-rule", default=d.ortho_rule, show_default=True,
+                     type=click.Choice(ORTHO_RULES),
+                     help="paper_sum: sum of signed cos (Eq. 9); max_cos: largest cos;"
+                          " max_abs: largest |cos|."),
+        click.option("--order", default=d.order, show_default=True, type=click.Choice(ORDERS),
+                     help="forward: best residual drop first; given: the paper's proposal order."),
+        click.option("--solver", default=d.solver, show_default=True, type=click.Choice(SOLVERS),
+                     help="nnls: non-negative weights; lstsq: signed (negative = less of C)."),
+        click.option("--stop", default=d.stop, show_default=True, type=click.Choice(STOPS),
+                     help="significance: also stop when the next concept is not significant"
+                          " (selection-aware); residual: the paper's rule, --e-decomp only."),
+        click.option("--max-concepts", default=d.max_concepts or 0, show_default=True,
+                     type=click.IntRange(0), help="Cap on concepts (0: no cap)."),
+        click.option("--centering", is_flag=True, default=d.centering,
+                     help="Remove the mean f(C) of all candidates first."),
+        click.option("--n-bootstrap", default=d.n_bootstrap, show_default=True,
+                     type=click.IntRange(0), help="Prompt-level bootstrap replicates (0: no"
+                     " intervals or stability)."),
+        click.option("--alpha", default=d.alpha, show_default=True, type=float,
+                     help="Level of the tests and 1 - coverage of the intervals."),
+        click.option("--seed", default=d.seed, show_default=True, type=int),
+    )
+
+
+settings_options = _settings_options()
+
+
+def decomposition_settings(options: dict):
+    """Pop the settings' options from ``options`` into one DecompositionSettings."""
+    from finexl.decompose import SETTING_NAMES, DecompositionSettings
+    from finexl.errors import FinexlError
+
+    given = {name: options.pop(name) for name in SETTING_NAMES if name in options}
+    if given.get("max_concepts") == 0:
+        given["max_concepts"] = None
+    try:
+        return DecompositionSettings(**given)
+    except ValueError as exc:
+        raise FinexlError(f"--{str(exc).replace('_', '-', 1)}") from exc
+
+
 decomposition_options = stack(
         click.option("--concepts", "concepts_file", type=click.Path(path_type=Path),
                      help="Your candidate concepts: a text file, one per line."),
         click.option("--proposer", type=click.Choice(["user", "vocab", "vlm", "vlm+vocab"]),
                      help="Where candidates come from (default: user with --concepts, else vocab)."),
-        click.option("--e-decomp", default=0.2, show_default=True, type=float,
-                     help="Stop adding concepts when the relative residual is below this."),
-        click.option("--e-ortho", default=0.8, show_default=True, type=float,
-                     help="Reject a concept whose redundancy with the kept ones reaches this."),
-        click.option("--ortho-rule", default="paper_sum", show_default=True,
-                     type=click.Choice(["paper_sum", "max_cos", "max_abs"]),
-                     help="paper_sum: sum of signed cos (Eq. 9); max_cos: largest cos;"
-                          " max_abs: largest |cos|."),
-        click.option("--order", default="forward", show_default=True,
-                     type=click.Choice(["forward", "given"]),
-                     help="forward: best residual drop first; given: the paper's proposal order."),
-        click.option("--solver", default="nnls", show_default=True,
-                     type=click.Choice(["nnls", "lstsq"]),
-                     help="nnls: non-negative weights; lstsq: signed (negative = less of C)."),
-        click.option("--max-concepts", default=12, show_default=True, type=click.IntRange(1)),
-        click.option("--centering", is_flag=True, help="Remove the mean candidate vector first."),
+        settings_options,
         click.option("--template", default="{prompt}, {concept}", show_default=True,
                      help="How a prompt and a concept are joined for f(C)."),
-        click.option("--n-bootstrap", default=200, show_default=True, type=click.IntRange(0)),
-        click.option("--seed", default=0, show_default=True, type=int),
         click.option("--top-k", "vocab_top_k", default=40, show_default=True,
                      type=click.IntRange(1), help="Candidates the vocabulary proposer keeps."),
         click.option("--vlm-url", envvar="FINEXL_VLM_URL", help="OpenAI-compatible base URL."),
@@ -100,7 +134,8 @@ def explain_config(**options):
                      timeout=options.pop("vlm_timeout"), template=options.pop("vlm_template"))
     return ExplainConfig(
         concepts=read_concepts(concepts_file) if concepts_file else None,
-        cache=not options.pop("no_cache"), vlm=vlm, **options)
+        cache=not options.pop("no_cache"), vlm=vlm,
+        decomposition=decomposition_settings(options), **options)
 
 
 def vlm_config(**fields):

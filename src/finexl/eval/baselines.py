@@ -7,8 +7,9 @@ one score per concept (larger = the personalized set has more of it):
   personalized images from the base images (Dunlap et al. 2024, ``Ranker.compute_metrics``).
 - ``gsclip``: GSCLIP-style projection test; Welch's t statistic of the images' projections
   on the concept's direction, personalized vs base (Zhu et al. 2022).
-- ``single_pair``: one image pair's embedding difference against each concept (cosine),
-  what a caption-difference method sees.
+- ``single_pair``: one image pair's embedding difference projected on each concept's
+  direction, what a caption-difference method sees (a projection, not a cosine: a cosine
+  is blind to how far the pair moved, i.e. to the level).
 
 All are pure array functions: no I/O, no encoder.
 """
@@ -26,14 +27,16 @@ def _unit(rows: np.ndarray) -> np.ndarray:
 
 
 def auroc(positive: np.ndarray, negative: np.ndarray) -> float:
-    """Area under the ROC curve of scores separating ``positive`` from ``negative`` (ties 1/2)."""
+    """Area under the ROC curve of scores separating ``positive`` from ``negative`` (ties 1/2):
+    the Mann-Whitney U statistic over ``n_pos * n_neg``."""
+    from scipy.stats import mannwhitneyu
+
     positive = np.asarray(positive, dtype=np.float64)
     negative = np.asarray(negative, dtype=np.float64)
     if len(positive) == 0 or len(negative) == 0:
         return 0.5
-    ranks = rankdata(np.concatenate([positive, negative]))
-    rank_sum = ranks[: len(positive)].sum()
-    return float((rank_sum - len(positive) * (len(positive) + 1) / 2) / (len(positive) * len(negative)))
+    statistic = mannwhitneyu(positive, negative, method="asymptotic").statistic
+    return float(statistic / (len(positive) * len(negative)))
 
 
 def visdiff_scores(base_images: np.ndarray, personal_images: np.ndarray,
@@ -59,29 +62,31 @@ def visdiff_scores(base_images: np.ndarray, personal_images: np.ndarray,
 def gsclip_scores(base_images: np.ndarray, personal_images: np.ndarray,
                   concept_directions: np.ndarray) -> np.ndarray:
     """Welch's t statistic of projections on each concept direction, shape ``(n_concepts,)``."""
+    from scipy.stats import ttest_ind
+
     directions = _unit(concept_directions)
     base_proj = np.asarray(base_images, dtype=np.float64) @ directions.T
     personal_proj = np.asarray(personal_images, dtype=np.float64) @ directions.T
-    n_base, n_personal = len(base_proj), len(personal_proj)
-    variance = (personal_proj.var(axis=0, ddof=1) / n_personal + base_proj.var(axis=0, ddof=1) / n_base)
-    difference = personal_proj.mean(axis=0) - base_proj.mean(axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
-        t = difference / np.sqrt(variance)
-    return np.nan_to_num(t, nan=0.0, posinf=0.0, neginf=0.0)
+        t = ttest_ind(personal_proj, base_proj, axis=0, equal_var=False).statistic
+    return np.nan_to_num(np.asarray(t, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
 
 
 def single_pair_scores(base_images: np.ndarray, personal_images: np.ndarray,
                        concept_directions: np.ndarray, index: int = 0) -> np.ndarray:
-    """Cosine of one pair's difference (pair ``index``) with each concept direction."""
+    """Projection of one pair's difference (pair ``index``) on each unit concept direction."""
     difference = np.asarray(personal_images[index], dtype=np.float64) - np.asarray(base_images[index])
-    return (_unit(difference) @ _unit(concept_directions).T)[0]
+    return _unit(concept_directions) @ difference
 
 
 def rank_mae(scores: np.ndarray, levels: np.ndarray) -> float:
     """Mean absolute error between the rank of ``scores`` and the true ``levels`` (Appendix C).
 
-    Ranks and levels both run 1..L; ties share their mean rank, so a method that gives every
-    level the same score is not rewarded.
+    Ranks and levels both run 1..L; ties share their mean rank. A method that gives every
+    level the same score therefore gets the middle rank everywhere and an MAE of
+    ``mean |l - (L+1)/2|`` (2.5 at L=10), *lower* than a random order's expected
+    ``(L^2 - 1) / (3L)`` (3.3 at L=10): constant scores are rewarded relative to random ones,
+    so read an MAE against that constant floor, not only against chance.
     """
     scores = np.asarray(scores, dtype=np.float64)
     levels = np.asarray(levels, dtype=np.float64)

@@ -134,12 +134,11 @@ class EncoderChecks:
 
 def spearman(x: Sequence[float], y: Sequence[float]) -> float:
     """Spearman rank correlation (average ranks for ties; 0 when either side is constant)."""
-    from scipy.stats import rankdata
+    from scipy.stats import spearmanr
 
-    rx, ry = rankdata(x), rankdata(y)
-    if np.std(rx) == 0 or np.std(ry) == 0:
+    if np.ptp(np.asarray(x, dtype=np.float64)) == 0 or np.ptp(np.asarray(y, dtype=np.float64)) == 0:
         return 0.0
-    return float(np.corrcoef(rx, ry)[0, 1])
+    return float(spearmanr(x, y).statistic)
 
 
 def text_concept_vectors(encoder: Encoder, prompts: Sequence[str], phrases: Sequence[str], *,
@@ -178,7 +177,8 @@ def transformed_divergences(encoder: Encoder, images: Sequence, qualities: Seque
 
 
 # The pipeline's defaults (ExplainConfig): weights are measured the way a user gets them.
-DECOMPOSE_DEFAULTS = {"e_decomp": 0.2, "e_ortho": 0.8, "max_concepts": 12}
+# On a lone V_div there are no prompts to test against, so the residual rule stops.
+DECOMPOSE_DEFAULTS = {"e_decomp": 0.2, "e_ortho": 0.8, "max_concepts": 12, "stop": "residual"}
 
 
 def _weight_of(v_div: np.ndarray, vectors: np.ndarray, index: int, settings: dict) -> float:

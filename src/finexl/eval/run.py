@@ -11,9 +11,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from finexl.errors import FinexlError
+from finexl.decompose import PAPER_SETTINGS, DecompositionSettings
 from finexl.eval.scenarios import (
+    EVAL_SETTINGS,
     METHODS,
-    FinexlParams,
     ScenarioResult,
     markdown_table,
     scenario1,
@@ -53,7 +54,7 @@ def _check_aspects(aspects: Sequence[str]) -> list[str]:
 
 def run_scenario1(encoder: Encoder, *, aspects: Sequence[str] = DEFAULT_ASPECTS,
                   levels: int = 10, source: str = "transform", n_images: int = 24,
-                  params: FinexlParams = FinexlParams(), seed: int = 0,
+                  params: DecompositionSettings = EVAL_SETTINGS, seed: int = 0,
                   progress: bool = False) -> ScenarioResult:
     aspects = _check_aspects(aspects)
     if levels < 2:
@@ -78,7 +79,7 @@ def run_scenario1(encoder: Encoder, *, aspects: Sequence[str] = DEFAULT_ASPECTS,
 
 
 def run_scenario2(encoder: Encoder, *, aspects: Sequence[str] = DEFAULT_MIX, n_images: int = 24,
-                  source: str = "transform", params: FinexlParams = FinexlParams(), seed: int = 0,
+                  source: str = "transform", params: DecompositionSettings = EVAL_SETTINGS, seed: int = 0,
                   progress: bool = False) -> ScenarioResult:
     aspects = _check_aspects(aspects)
     if len(aspects) != 2:
@@ -102,15 +103,29 @@ def run_scenario2(encoder: Encoder, *, aspects: Sequence[str] = DEFAULT_MIX, n_i
     return result
 
 
-ABLATIONS: dict[str, list[tuple[str, FinexlParams]]] = {
-    "e_decomp": [(f"e_decomp={v}", FinexlParams(e_decomp=v)) for v in (0.05, 0.1, 0.2, 0.3, 0.4, 0.6)],
-    "ortho": [("paper_sum 0.8", FinexlParams()), ("max_cos 0.8", FinexlParams(ortho_rule="max_cos")),
-              ("max_abs 0.8", FinexlParams(ortho_rule="max_abs")),
-              ("off", FinexlParams(ortho_rule="max_cos", e_ortho=1.0))],
-    "solver": [("nnls", FinexlParams()), ("lstsq", FinexlParams(solver="lstsq")),
-               ("lstsq + max_abs", FinexlParams(solver="lstsq", ortho_rule="max_abs"))],
-    "order": [("forward", FinexlParams()), ("given", FinexlParams(order="given"))],
-    "centering": [("off", FinexlParams()), ("on", FinexlParams(centering=True))],
+def _variant(**changes) -> DecompositionSettings:
+    return EVAL_SETTINGS.replace(**changes)
+
+
+ABLATIONS: dict[str, list[tuple[str, DecompositionSettings]]] = {
+    # The stopping rule: the residual threshold with no cap, and the significance stop.
+    "e_decomp (stop=residual, no cap)": [
+        (f"e_decomp={v}", _variant(stop="residual", e_decomp=v)) for v in (0.05, 0.1, 0.2, 0.3, 0.4, 0.6)],
+    "e_decomp (stop=significance)": [
+        (f"e_decomp={v}", _variant(e_decomp=v)) for v in (0.05, 0.2, 0.4)],
+    "stop": [("significance, alpha 0.05", _variant()),
+             ("significance, alpha 0.2", _variant(alpha=0.2)),
+             ("residual, no cap", _variant(stop="residual")),
+             ("residual, cap 12", _variant(stop="residual", max_concepts=12))],
+    "ortho": [("paper_sum 0.8", _variant()), ("max_cos 0.8", _variant(ortho_rule="max_cos")),
+              ("max_abs 0.8", _variant(ortho_rule="max_abs")),
+              ("off", _variant(ortho_rule="max_cos", e_ortho=1.0))],
+    "solver": [("nnls", _variant()), ("lstsq", _variant(solver="lstsq")),
+               ("lstsq + max_abs", _variant(solver="lstsq", ortho_rule="max_abs"))],
+    "order": [("forward", _variant()), ("given", _variant(order="given"))],
+    "centering": [("off", _variant()), ("on", _variant(centering=True))],
+    "paper-faithful": [("ours (defaults)", _variant()), ("paper: " + ", ".join(
+        f"{k}={v}" for k, v in PAPER_SETTINGS.items()), _variant(**PAPER_SETTINGS))],
 }
 
 
@@ -134,7 +149,9 @@ def run_ablations(encoder: Encoder, *, aspects: Sequence[str] = DEFAULT_ASPECTS,
     for n in pair_counts:
         if n > len(base):
             continue
-        sub_basis = dataclasses.replace(basis, concept_diffs=basis.concept_diffs[:, :n])
+        sub_basis = dataclasses.replace(
+            basis, concept_diffs=basis.concept_diffs[:, :n],
+            groups=None if basis.groups is None else basis.groups[:n])
         subsets = {a: [s[:n] for s in sets] for a, sets in level_sets.items()}
         out["n_pairs"][str(n)] = scenario1(base[:n], subsets, sub_basis, targets,
                                            source="transform", methods=("finexl",)
@@ -145,8 +162,10 @@ def run_ablations(encoder: Encoder, *, aspects: Sequence[str] = DEFAULT_ASPECTS,
     diffs = level_sets[aspects[0]][-1] - base
     vectors = basis.concept_diffs.mean(axis=1)
     n = len(diffs)
-    with_mean = decompose(diffs.mean(axis=0), vectors, max_concepts=12)
-    with_sum = decompose(diffs.sum(axis=0), vectors * n, max_concepts=12)
+    with_mean = decompose(diffs.mean(axis=0), vectors, EVAL_SETTINGS, stop="residual",
+                          max_concepts=12)
+    with_sum = decompose(diffs.sum(axis=0), vectors * n, EVAL_SETTINGS, stop="residual",
+                         max_concepts=12)
     out["mean_vs_sum"] = {
         "same_selection": with_mean.selected.tolist() == with_sum.selected.tolist(),
         "max_weight_difference": float(np.max(np.abs(with_mean.weights - with_sum.weights)))

@@ -50,9 +50,11 @@ def build_basis(encoder: Encoder, prompts: Sequence[str], concepts: Sequence[str
     """Embed the candidate concepts once: per-prompt f(C) and the bare texts."""
     from finexl.pipeline import embed_concept_differences
 
+    from finexl.decompose import prompt_groups
+
     diffs = embed_concept_differences(encoder, list(prompts), list(concepts), template)
     texts = encoder.embed_texts(list(concepts)).astype(np.float64)
-    return ConceptBasis(tuple(concepts), diffs, texts)
+    return ConceptBasis(tuple(concepts), diffs, texts, prompt_groups(list(prompts)))
 
 
 def transform_levels(encoder: Encoder, aspects: Sequence[str], n_levels: int, *,

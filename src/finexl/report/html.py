@@ -64,12 +64,10 @@ def explanation_context(explanation: Explanation) -> dict[str, Any]:
     data = explanation.to_dict()
     records = {r["file_name"]: r for r in data["pairs"]}
     thumbnails: dict[str, str | None] = {}
-    top = max((abs(c["ci95"][1]) for c in data["concepts"]), default=0.0)
-    top = max([top] + [abs(c["weight"]) for c in data["concepts"]]) or 1.0
+    # Bars show the share of V_div (the scale-free score concepts are ranked by).
+    top = max((abs(c["share"]) for c in data["concepts"]), default=0.0) or 1.0
     for concept in data["concepts"]:
-        concept["bar"] = 100 * max(concept["weight"], 0) / top
-        concept["ci_left"] = 100 * max(concept["ci95"][0], 0) / top
-        concept["ci_right"] = 100 * max(concept["ci95"][1], 0) / top
+        concept["bar"] = 100 * max(concept["share"], 0) / top
         concept["pairs"] = [dict(_pair_view(records[e["file_name"]], thumbnails),
                                  projection=e["projection"])
                             for e in concept["evidence"] if e["file_name"] in records]

@@ -20,25 +20,39 @@ def print_explanation(explanation: Explanation, console: Console) -> None:
             f" {explanation.noise_floor:.4f} (p = {explanation.p_value:.3f},"
             f" {explanation.n_pairs} pairs). No concept is named."))
         return
-    table = Table(show_edge=False, header_style="bold")
-    for name, justify in (("concept", "left"), ("weight", "right"), ("95% CI", "right"),
-                          ("share", "right"), ("", "left")):
+    table = Table(show_edge=False, header_style="bold",
+                  caption="ranked by share of V_div explained; p: selection-aware, Holm-adjusted;"
+                          " stability: share of bootstrap reselections that pick it",
+                  caption_justify="left")
+    for name, justify in (("concept", "left"), ("share", "right"), ("weight", "right"),
+                          ("95% CI", "right"), ("p", "right"), ("stability", "right"),
+                          ("", "left")):
         table.add_column(name, justify=justify)
-    for score in sorted(explanation.concepts, key=lambda c: -c.weight):
+    for score in explanation.ranked():
         flag = "" if score.significant else "not significant"
-        table.add_row(Text(score.concept), f"{score.weight:.3f}",
-                      f"[{score.ci95[0]:.3f}, {score.ci95[1]:.3f}]", f"{score.share:.0%}", flag)
+        table.add_row(Text(score.concept), f"{score.share:.0%}", f"{score.weight:.3f}",
+                      _interval(score.ci95), _fixed(score.p_adjusted, "{:.3g}"),
+                      _fixed(score.stability, "{:.0%}"), flag)
     console.print(table)
     redundant = [r for r in explanation.rejected if r.reason == "redundant"]
     unknown = [r.concept for r in explanation.rejected if r.reason == "unknown_to_encoder"]
     console.print(Text(
         f"residual {explanation.residual:.2f} (threshold {explanation.e_decomp:.2f}) · "
+        f"stopped: {explanation.stop_reason.replace('_', ' ')} · "
         f"{explanation.n_pairs} prompt pairs · {explanation.n_candidates} candidates · "
         f"{len(redundant)} redundant · encoder {explanation.encoder_id}"), style="dim")
     if unknown:
         console.print(Text(f"unknown to the encoder: {', '.join(unknown)}"), style="yellow")
     for note in explanation.notes:
         console.print(Text(f"note: {note}"), style="yellow")
+
+
+def _interval(ci95) -> str:
+    return "–" if ci95 is None else f"[{ci95[0]:.3f}, {ci95[1]:.3f}]"
+
+
+def _fixed(value, fmt: str) -> str:
+    return "–" if value is None else fmt.format(value)
 
 
 def print_comparison(comparison, console: Console) -> None:
@@ -64,7 +78,8 @@ def print_comparison(comparison, console: Console) -> None:
         table.add_row(Text(concept), *cells)
     console.print(table)
     residuals = " · ".join(f"{n} {e.residual:.2f}" for n, e in comparison.models.items())
-    console.print(Text(f"residual: {residuals} · * not significant"), style="dim")
+    console.print(Text(f"residual: {residuals} · * not significant (selection-aware, Holm)"),
+                  style="dim")
 
 
 def print_catalog_hits(concept: str, hits, console: Console) -> None:
@@ -81,5 +96,5 @@ def print_catalog_hits(concept: str, hits, console: Console) -> None:
     for hit in hits:
         shown = hit.concept if hit.similarity == 1.0 else f"{hit.concept} (~{hit.similarity:.2f})"
         table.add_row(Text(hit.model), Text(shown), f"{hit.weight:.3f}",
-                      f"[{hit.ci95[0]:.3f}, {hit.ci95[1]:.3f}]", Text(hit.encoder_id))
+                      _interval(hit.ci95), Text(hit.encoder_id))
     console.print(table)

@@ -75,10 +75,13 @@ def _write_folder(folder: Path, images: np.ndarray, plan: Sequence[PlannedImage]
 def explain_user(base_dir: Path, user_dir: Path, candidates: Sequence[str], *, encoder=None,
                  n_bootstrap: int = 50):
     """FineXL's explanation of one user's images against the base (signed solver)."""
+    from finexl.decompose import DecompositionSettings
     from finexl.pipeline import ExplainConfig, explain
 
-    config = ExplainConfig(encoder="mini", concepts=list(candidates), solver="lstsq",
-                           n_bootstrap=n_bootstrap, cache=False, max_concepts=len(candidates))
+    config = ExplainConfig(encoder="mini", concepts=list(candidates), cache=False,
+                           decomposition=DecompositionSettings(
+                               solver="lstsq", n_bootstrap=n_bootstrap,
+                               max_concepts=len(candidates) or None))
     return explain(base_dir, user_dir, config, encoder=encoder)
 
 
