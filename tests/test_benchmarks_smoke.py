@@ -95,3 +95,29 @@ def test_tiny_encoder_spec_builds_the_test_suites_clip(tmp_path):
     assert fit["slope"] == pytest.approx(2) and fit["r2"] == pytest.approx(1)
     assert common.linear_fit([1, 2, 4], [3, 6, 12])["exponent"] == pytest.approx(1)
     assert common.linear_fit([1, 2, 4], [1, 4, 16])["exponent"] == pytest.approx(2)
+
+
+@pytest.mark.slow
+def test_explain_memory_measures_each_size_in_its_own_process(run_script):
+    results, table = run_script("bench_explain_memory", "--pixels", "20000", "--pairs", "2,3",
+                                "--batch-sizes", "2")
+    assert [row["n_pairs"] for row in results["rows"]] == [2, 3]
+    assert results["image_pixels"] <= 20000 and results["image_size"] == [163, 122]
+    for row in results["rows"]:
+        assert row["peak_mb"] >= row["rss_before_mb"] > 0
+    assert "growth (MB)" in table
+
+
+def test_explain_memory_makes_the_largest_allowed_images_and_n_pairs(tmp_path):
+    """The fast sibling: sizes and pair folders, no subprocess."""
+    from PIL import Image
+
+    bench = load_script("bench_explain_memory")
+    width, height = bench.image_size(50_000_000)
+    assert width * height <= 50_000_000 < (width + 1) * (height + 1)
+    images = bench.write_images(tmp_path, (40, 30), count=2)
+    base, personal = bench.make_pairs(tmp_path / "n5", images, 5)
+    assert sorted(p.name for p in base.glob("*.png")) == [f"{k:04d}.png" for k in range(5)]
+    with Image.open(personal / "0003.png") as image:
+        assert image.size == (40, 30)
+    assert len((base / "metadata.jsonl").read_text().splitlines()) == 5

@@ -23,9 +23,9 @@ from test_pipeline import CONCEPTS, _darken, _folders
 from toy_encoder import ToyEncoder
 
 from finexl import limits, pairs
-from finexl.imaging import decode
 from finexl.catalog import Catalog
 from finexl.errors import FinexlError
+from finexl.imaging import decode
 from finexl.pairs import check_images, list_images, load_images, load_pairs
 from finexl.pipeline import ExplainConfig, embed_pair_differences, explain
 
@@ -572,3 +572,17 @@ def test_the_memo_and_the_json_writer_take_names_that_are_not_utf8(tmp_path):
     assert first == again and decoded == {}  # remembered: not decoded the second time
     out = write_json({"pairs": [{"base": str(path)}]}, tmp_path / "out.json")
     assert json.loads(out.read_text(encoding="utf-8"))["pairs"][0]["base"] == str(path)
+
+
+def test_pillows_warning_gives_way_to_the_one_line(tmp_path, monkeypatch):
+    import warnings
+
+    path = tmp_path / "big.png"
+    Image.new("RGB", (80, 80)).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 5000)  # Pillow warns above, errs above 2x
+    monkeypatch.setenv("FINEXL_MAX_IMAGE_PIXELS", "6000")
+    with warnings.catch_warnings(record=True) as caught, pytest.raises(FinexlError) as error:
+        warnings.simplefilter("always")
+        load_images([path])
+    _one_line(error, "80x80 = 6,400", "limit of 6,000")
+    assert not [w for w in caught if issubclass(w.category, Image.DecompressionBombWarning)]

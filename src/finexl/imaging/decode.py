@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import stat
 import struct
+import warnings
 import zlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -64,16 +66,21 @@ def open_image_bounded(path: str | Path) -> Iterator[Image.Image]:
             raise fail(f"image {path} is not a regular file (a FIFO, device or socket); replace"
                        f" it with an image file")
         try:
-            with Image.open(handle) as image:
+            with warnings.catch_warnings():
+                # Pillow warns above its own limit; ours is checked next and is the policy.
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                image = Image.open(handle)
+            with image:
                 width, height = image.size
                 limit = MAX_IMAGE_PIXELS.value()
                 if width * height > limit:
                     raise _too_large(path, f"{width}x{height} = {width * height:,}", limit)
                 yield image
         except Image.DecompressionBombError as exc:  # Pillow's own, larger limit
-            raise _too_large(path, "over Pillow's limit of"
-                             f" {2 * (Image.MAX_IMAGE_PIXELS or 0):,}", MAX_IMAGE_PIXELS.value()
-                             ) from exc
+            # Pillow refuses before giving the size; its message carries the pixel count.
+            found = re.search(r"\((\d+) pixels\)", str(exc))
+            size = f"{int(found.group(1)):,}" if found else "more than 2 x Image.MAX_IMAGE_PIXELS"
+            raise _too_large(path, size, MAX_IMAGE_PIXELS.value()) from exc
         except FileNotFoundError as exc:
             raise fail(f"image {path} does not exist (was it moved or deleted?); run again on"
                        f" the complete folder") from exc
