@@ -145,14 +145,31 @@ def test_fast_evaluation_with_the_stand_in_and_its_rerun_through_the_cli(agents_
     result = run_prefgen_eval(config)
     methods = result["methods"]
     for name in ("prefgen", "base", "e_img", "predicted_words", "true_words", "lora", "ceiling",
-                 "no_e_core", "no_e_img", "no_g_sem", "refs_2", "lambda_0", "lambda_1"):
+                 "no_e_img", "no_g_sem", "refs_2", "lambda_0", "lambda_1"):  # stand-in: no e_core
         for key in ("liked_present", "disliked_present", "prompt_fidelity", "diversity"):
             assert key in methods[name], (name, key)
     assert {"recovery_top3", "random_top3"} <= set(result["loop"])
-    # λ = 0 is the base model bit for bit (images saved as uint8).
-    images = np.load(out / "methods" / "lambda_0.npy")
-    base = np.load(out / "methods" / "base_images.npy")
-    assert np.array_equal(images, np.repeat(base[None], 2, axis=0))
+    # λ = 0 is the base model bit for bit (the run reuses the base images for it).
+    from finexl.eval.prefgen import methods as M
+    from finexl.eval.prefgen.generation import SamplingSettings
+    from finexl.eval.prefgen.personalizers import StandInPersonalizer
+    from finexl.eval.prefgen.run import load_eval_users, prompt_plan
+    from finexl.generate.pipelines import load_pipeline
+
+    users = load_eval_users(agents_dir, "heldout", 2)
+    plan = prompt_plan(2, 1)
+    pipe = load_pipeline("builtin:tiny")
+    settings = SamplingSettings(steps=2)
+    at_zero = M.with_user_branch(pipe, StandInPersonalizer(), M.ProfileCache(), users, plan,
+                                 settings, scale=0.0)
+    at_one = M.with_user_branch(pipe, StandInPersonalizer(), M.ProfileCache(), users, plan,
+                                settings, scale=1.0)
+    base = M.base_images(pipe, plan, settings)
+    assert np.array_equal(at_zero.images, np.repeat(base[None], 2, axis=0))
+    assert not np.array_equal(at_one.images, at_zero.images)
+    saved_base = np.load(out / "methods" / "base_images.npy")
+    assert np.array_equal(np.load(out / "methods" / "lambda_0.npy"),
+                          np.repeat(saved_base[None], 2, axis=0))
     # The ceiling (liked styles applied exactly) shows more liked styles than the base.
     assert methods["ceiling"]["liked_present"] > methods["base"]["liked_present"]
     assert result["judges"]["accuracy"]["paired"]["grainy"] > 0.8

@@ -41,26 +41,35 @@ def _variant(ctx, param, values):
 @click.option("--lora-steps", default=100, show_default=True, type=click.IntRange(1))
 @click.option("--shift-strength", default=1.0, show_default=True, type=float,
               help="Scale of the ViPer-style prompt-embedding shift.")
+@click.option("--references", "n_reference", default=8, show_default=True,
+              type=click.IntRange(1), help="Liked images per profile (the reference ablation"
+                                           " varies it).")
+@click.option("--no-ablations", is_flag=True, help="Skip the ablations and the λ curve.")
+@click.option("--baselines-only", is_flag=True,
+              help="Only what needs no PrefGen model (base, ceiling, true words, LoRA, judges,"
+                   " scorer); a later run with the model reuses them.")
 @click.option("--variant", "variants", multiple=True, callback=_variant,
               help="NAME=DIR: a retrained PrefGen model run as an ablation (repeat).")
 @click.option("--markdown", type=click.Path(path_type=Path),
-              help="Also write the report here (e.g. docs/PREFGEN_RESULTS.md).")
+              help="Also write the report here (e.g. docs/PREFGEN_RESULTS.md), with a copy of"
+                   " prefgen.json in eval/ beside it and the loop's section in RESULTS.md there.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 def eval_prefgen(out_dir, data_dir, model, stand_in, n_users, n_ablation_users, n_prompts,
-                 n_seeds, steps, lora_users, lora_steps, shift_strength, variants, markdown,
-                 seed, quiet):
+                 n_seeds, steps, lora_users, lora_steps, shift_strength, n_reference,
+                 no_ablations, baselines_only, variants, markdown, seed, quiet):
     """PrefGen on held-out users: baselines, ablations, judges, and FineXL's recovery."""
-    from finexl.store.files import write_text_atomic
-    from finexl.eval.prefgen.report import checks
+    from finexl.eval.prefgen.report import checks, update_results
     from finexl.eval.prefgen.report import markdown as render
     from finexl.eval.prefgen.run import PrefGenEvalConfig, command_line, run_prefgen_eval
+    from finexl.store.files import write_text_atomic
 
     config = PrefGenEvalConfig(
         out_dir=out_dir, data_dir=data_dir, model=model, stand_in=stand_in, n_users=n_users,
         n_ablation_users=n_ablation_users, n_prompts=n_prompts, n_seeds=n_seeds, steps=steps,
         lora_users=lora_users, lora_steps=lora_steps, shift_strength=shift_strength,
-        variants=variants, seed=seed)
+        variants=variants, seed=seed, n_reference=n_reference, ablations=not no_ablations,
+        personal=not baselines_only)
     result = run_prefgen_eval(config, progress=not quiet)
     curve = Path(out_dir) / "lambda_curve.png"
     text = render(result, command=command_line(config), curve=curve.name)
@@ -71,5 +80,8 @@ def eval_prefgen(out_dir, data_dir, model, stand_in, n_users, n_ablation_users, 
         write_text_atomic(markdown, render(result, command=command_line(config), curve=image))
         if curve.is_file():
             shutil.copyfile(curve, markdown.parent / image)
+        (markdown.parent / "eval").mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(Path(out_dir) / "prefgen.json", markdown.parent / "eval" / "prefgen.json")
+        update_results(markdown.parent / "RESULTS.md", result)
     for line in checks(result):
         click.echo(line)

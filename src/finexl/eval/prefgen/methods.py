@@ -50,6 +50,12 @@ class EvalUser:
     liked_attributes: tuple[str, ...]
     disliked_attributes: tuple[str, ...]
     liked_prompts: list[str | None] = field(default_factory=list)
+    more_liked: list[np.ndarray] = field(default_factory=list)  # beyond the references used
+
+    def references(self, n_liked: int | None) -> list[np.ndarray]:
+        """The first ``n_liked`` liked images (all references used by default)."""
+        every = self.liked + self.more_liked
+        return self.liked if n_liked is None else every[:n_liked]
 
 
 @dataclass
@@ -71,7 +77,7 @@ class ProfileCache:
             ) -> tuple[EvalProfile, float]:
         key = (personalizer.name, user.user_id, n_liked)
         if key not in self._profiles:
-            liked = user.liked if n_liked is None else user.liked[:n_liked]
+            liked = user.references(n_liked)
             start = time.perf_counter()
             profile = personalizer.profile(liked, user.disliked)
             self._profiles[key] = (profile, time.perf_counter() - start)

@@ -38,6 +38,7 @@ class EvalProfile:
 
 class Personalizer(Protocol):
     name: str
+    parts: tuple[str, ...]  # the parts of e_u, in order
 
     def profile(self, liked: Sequence[np.ndarray], disliked: Sequence[np.ndarray]) -> EvalProfile:
         ...
@@ -47,7 +48,9 @@ class Personalizer(Protocol):
 
 
 class StandInPersonalizer:
-    """``e_u = [mean mini(liked) - mean mini(disliked); 0; mean mini(liked)]`` and a branch.
+    """The prototype's fixed ``e_u`` (``branch_data.fixed_user_embedding``: mean ``mini``
+    embedding of liked minus disliked, then of liked) as parts ``g_sem`` and ``e_img``, and
+    a branch.
 
     The branch is diffusers' IP-Adapter processors with K/V copied from the text ones and a
     seeded random projector (``user_branch.initial_state_dict``): untrained, so it tests the
@@ -55,6 +58,7 @@ class StandInPersonalizer:
     """
 
     name = "stand-in"
+    parts = ("g_sem", "e_img")
 
     def __init__(self, *, encoder: str = "mini", seed: int = 0) -> None:
         from finexl.encoders.loader import load_encoder
@@ -64,15 +68,16 @@ class StandInPersonalizer:
 
     def profile(self, liked, disliked) -> EvalProfile:
         from finexl.imaging.transforms import to_image
+        from finexl.prefgen.branch_data import fixed_user_embedding
 
-        liked_e = self.encoder.embed_images([to_image(i) for i in liked]).mean(axis=0)
-        disliked_e = (self.encoder.embed_images([to_image(i) for i in disliked]).mean(axis=0)
-                      if len(disliked) else np.zeros_like(liked_e))
-        return EvalProfile({"g_sem": liked_e - disliked_e, "e_core": np.zeros_like(liked_e),
-                            "e_img": liked_e})
+        liked_e = self.encoder.embed_images([to_image(i) for i in liked])
+        disliked_e = (self.encoder.embed_images([to_image(i) for i in disliked])
+                      if len(disliked) else None)
+        contrast, liked_mean = np.split(fixed_user_embedding(liked_e, disliked_e), 2)
+        return EvalProfile({"g_sem": contrast, "e_img": liked_mean})
 
     def embed_dim(self) -> int:
-        return 3 * int(self.encoder.dim)
+        return 2 * int(self.encoder.dim)
 
     def attach(self, pipe, scale: float) -> None:
         from finexl.prefgen.user_branch import (
@@ -94,6 +99,8 @@ class StandInPersonalizer:
 class PrefGenPersonalizer:
     """A trained PrefGen model (``builtin:prefgen-tiny`` or a folder from ``prefgen train``)."""
 
+    parts = ("g_sem", "e_core", "e_img")
+
     def __init__(self, spec: str, *, name: str = "prefgen") -> None:
         try:
             from finexl.prefgen.model import PrefGenModel
@@ -112,7 +119,20 @@ class PrefGenPersonalizer:
         return EvalProfile(parts, _words(profile.likes), _words(profile.dislikes))
 
     def attach(self, pipe, scale: float) -> None:
-        self.model.attach(pipe, scale=scale)
+        """Load the model's user branch onto ``pipe`` at λ = ``scale``."""
+        from finexl.prefgen.loaders import load_user_branch
+
+        load_user_branch(pipe, self.branch_path(), scale=scale)
+
+    def branch_path(self):
+        """The user-branch weights of this PrefGen model (its branch folder, or the file
+        ``finexl generate --user`` uses)."""
+        folder = getattr(self.model, "branch_dir", None)
+        if folder is not None:
+            return folder
+        from finexl.prefgen.user_generation import branch_for
+
+        return branch_for(self.model.base_model, self.spec)
 
 
 def _words(entries) -> list[str]:

@@ -255,3 +255,57 @@ def lambda_curve_png(result: dict[str, Any], path: Path) -> Path | None:
     plt.close(figure)
     write_atomic(Path(path), buffer.getvalue())
     return Path(path)
+
+
+# --------------------------------------------------------------------------------------
+# The known-answer benchmark paragraph of docs/RESULTS.md
+
+RESULTS_BEGIN = ("<!-- prefgen-loop: written by finexl.eval.prefgen.report.update_results from"
+                 " docs/eval/prefgen.json; do not edit by hand -->")
+RESULTS_END = "<!-- /prefgen-loop -->"
+
+
+def results_section(result: dict[str, Any]) -> str:
+    """A section for docs/RESULTS.md: the PrefGen loop as a known-answer benchmark for FineXL."""
+    loop = result.get("loop") or {}
+    ceiling = loop.get("ceiling") or {}
+    lines = [
+        RESULTS_BEGIN,
+        "## A known-answer benchmark for FineXL: PrefGen's simulated users",
+        "",
+        ("Every held-out simulated user of `finexl eval prefgen` has known liked and disliked"
+        " styles, so explaining that user's personalized generator against the base (same"
+        " prompts and seeds) has a right answer. FineXL is given the style vocabulary's phrases"
+        " as candidates and the signed solver; *recovery* is the share of the user's liked"
+        " styles among its top-3 concepts, and of disliked ones among its negative weights;"
+        " the random baseline names as many concepts at random. On the *ceiling* images (the"
+        " liked styles applied exactly to the base images) the answer is fully in the pixels;"
+        " on PrefGen's images only as far as PrefGen drew it. Full results, command and"
+        " machine: [PREFGEN_RESULTS.md](PREFGEN_RESULTS.md)."),
+        "",
+        _table([["ceiling (styles applied)", _pct(ceiling.get("recovery_top3")),
+                 _pct(ceiling.get("random_top3")), _pct(ceiling.get("disliked_negative")),
+                 _pct(ceiling.get("random_negative")), str(ceiling.get("n_users", "–"))],
+                [f"PrefGen (`{result.get('evaluated')}`)", _pct(loop.get("recovery_top3")),
+                 _pct(loop.get("random_top3")), _pct(loop.get("disliked_negative")),
+                 _pct(loop.get("random_negative")), str(loop.get("n_users", "–"))]],
+               ["generator explained", "liked in top 3", "random", "disliked negative",
+                "random", "users"]),
+        RESULTS_END,
+    ]
+    return "\n".join(lines)
+
+
+def update_results(results_md: Path, result: dict[str, Any]) -> None:
+    """Put :func:`results_section` into ``results_md`` (replacing an earlier one)."""
+    from finexl.store.files import write_text_atomic
+
+    text = Path(results_md).read_text(encoding="utf-8") if Path(results_md).is_file() else ""
+    section = results_section(result)
+    if RESULTS_BEGIN in text and RESULTS_END in text:
+        start = text.index(RESULTS_BEGIN)
+        end = text.index(RESULTS_END) + len(RESULTS_END)
+        text = text[:start] + section + text[end:]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    write_text_atomic(Path(results_md), text)

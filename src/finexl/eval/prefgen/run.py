@@ -52,8 +52,11 @@ class PrefGenEvalConfig:
     steps: int = 20
     guidance: float = 2.0
     batch_size: int = 16
-    lambdas: tuple[float, ...] = (0.0, 0.5, 1.0, 1.5, 2.0)
+    lambdas: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0)
+    n_reference: int | None = 8  # liked images per profile (None: all a user has)
     reference_counts: tuple[int, ...] = (2, 4, 8, 16)
+    ablations: bool = True  # run the ablations (no_*, refs_*, lambda_*, variants)
+    personal: bool = True  # run what needs the PrefGen model (False: baselines only)
     lora_users: int = 4
     lora_steps: int = 100
     shift_strength: float = 1.0
@@ -114,8 +117,13 @@ def _read_image(path: Path) -> np.ndarray:
         return np.asarray(image.convert("RGB"), np.float32) / 255
 
 
-def load_eval_users(folder: Path, split: str, limit: int | None) -> list[M.EvalUser]:
-    """The first ``limit`` users of ``split`` with their images and attributes."""
+def load_eval_users(folder: Path, split: str, limit: int | None,
+                    n_reference: int | None = None) -> list[M.EvalUser]:
+    """The first ``limit`` users of ``split`` with their images and attributes.
+
+    Each user's first ``n_reference`` liked images are the references every method sees;
+    the rest are kept for the reference-count ablation.
+    """
     from finexl.prefgen.users import load_users
 
     records = load_users(folder, split=split)[:limit]
@@ -123,10 +131,12 @@ def load_eval_users(folder: Path, split: str, limit: int | None) -> list[M.EvalU
     for record in records:
         prompts = [record.prompts.get(p.relative_to(Path(folder).resolve()).as_posix())
                    for p in record.liked]
-        users.append(M.EvalUser(record.user_id, [_read_image(p) for p in record.liked],
+        liked = [_read_image(p) for p in record.liked]
+        cut = len(liked) if n_reference is None else n_reference
+        users.append(M.EvalUser(record.user_id, liked[:cut],
                                 [_read_image(p) for p in record.disliked],
                                 tuple(record.liked_attributes), tuple(record.disliked_attributes),
-                                prompts))
+                                prompts[:cut], liked[cut:]))
     return users
 
 
@@ -234,6 +244,10 @@ class _Context:
     progress: bool
     results: dict[str, dict[str, Any]] = field(default_factory=dict)
 
+    @property
+    def parts(self) -> tuple[str, ...]:
+        return tuple(self.personalizer.parts) if self.personalizer is not None else ()
+
 
 def _judges(config: PrefGenEvalConfig, users_dir: Path, out: Path, progress: bool) -> JudgeSet:
     path = out / "judges.json"
@@ -261,14 +275,29 @@ def _judges(config: PrefGenEvalConfig, users_dir: Path, out: Path, progress: boo
     return judges
 
 
-def _scorer(config: PrefGenEvalConfig, users_dir: Path, heldout: list[M.EvalUser]):
-    from finexl.eval.prefgen.scorer import fit_scorer, scorer_accuracy
+def _scorer(config: PrefGenEvalConfig, users_dir: Path, heldout: list[M.EvalUser], out: Path):
+    """The personalised scorer (fitted on training users) and its held-out accuracy; saved."""
+    from finexl.eval.prefgen.scorer import PreferenceScorer, fit_scorer, scorer_accuracy
 
+    path = out / "scorer.json"
+    key = {"shared": _shared_key(config), "users": [u.user_id for u in heldout]}
+    saved = _load_json(path, key)
+    if saved is not None:
+        fitted = saved["scorer"]
+        scorer = PreferenceScorer(np.array(fitted["mean"]), np.array(fitted["scale"]),
+                                  np.array(fitted["weights"]), fitted["bias"],
+                                  fitted["train_accuracy"])
+        return scorer, saved["record"]
     training = load_eval_users(users_dir, "train", config.n_scorer_users)
     scorer = fit_scorer([(u.liked, u.disliked) for u in training])
     accuracy = scorer_accuracy(scorer, [(u.liked, u.disliked) for u in heldout])
-    return scorer, {"heldout_accuracy": accuracy, "train_accuracy": scorer.train_accuracy,
-                    "n_train_users": len(training), "n_heldout_users": len(heldout)}
+    record = {"heldout_accuracy": accuracy, "train_accuracy": scorer.train_accuracy,
+              "n_train_users": len(training), "n_heldout_users": len(heldout)}
+    _save_json(path, {"settings": key, "record": record,
+                      "scorer": {"mean": scorer.mean, "scale": scorer.scale,
+                                 "weights": scorer.weights, "bias": scorer.bias,
+                                 "train_accuracy": scorer.train_accuracy}})
+    return scorer, record
 
 
 def _score(ctx: _Context, name: str, made: M.MethodImages, users: Sequence[M.EvalUser]
@@ -293,9 +322,37 @@ def _score(ctx: _Context, name: str, made: M.MethodImages, users: Sequence[M.Eva
     return record
 
 
-def _method(ctx: _Context, name: str, users: Sequence[M.EvalUser], make) -> dict[str, Any]:
-    """Run (or reuse) one method: images saved, then scored."""
-    key = {"config": ctx.config.key(), "method": name, "users": [u.user_id for u in users]}
+def _shared_key(config: PrefGenEvalConfig) -> dict[str, Any]:
+    """What every method's images and scores depend on, whatever PrefGen model is tested."""
+    return {"data_dir": str(config.data_dir) if config.data_dir else None,
+            "base_model": config.base_model, "n_prompts": config.n_prompts,
+            "n_seeds": config.n_seeds, "steps": config.steps, "guidance": config.guidance,
+            "seed": config.seed, "judge_images": config.judge_images,
+            "judge_samples": config.judge_samples, "n_scorer_users": config.n_scorer_users,
+            "n_reference": config.n_reference}
+
+
+def model_identity(config: PrefGenEvalConfig, spec: str | None = None) -> Any:
+    """What the PrefGen model on disk is now (its files' names, sizes and times)."""
+    from finexl.from_models import files_identity
+    from finexl.prefgen.user_generation import prefgen_model_dir
+
+    if config.stand_in and spec is None:
+        return "stand-in"
+    spec = spec or config.model
+    return [spec, files_identity(prefgen_model_dir(spec))]
+
+
+def _method(ctx: _Context, name: str, users: Sequence[M.EvalUser], make, *,
+            model: Any = None, **extra: Any) -> dict[str, Any]:
+    """Run (or reuse) one method: images saved, then scored.
+
+    Saved results are reused when the shared settings, the users, the method's own settings
+    (``extra``) and, for methods that use a PrefGen model, that model's files agree; so the
+    baselines that need no PrefGen model survive a new model.
+    """
+    key = {"shared": _shared_key(ctx.config), "method": name,
+           "users": [u.user_id for u in users], "model": model, **extra}
     json_path = ctx.out / "methods" / f"{name}.json"
     images_path = ctx.out / "methods" / f"{name}.npy"
     saved = _load_json(json_path, key)
@@ -331,11 +388,11 @@ def run_prefgen_eval(config: PrefGenEvalConfig, *, progress: bool = False) -> di
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
-    personalizer = _personalizer(config)
+    personalizer = _personalizer(config) if config.personal else None
     users_dir = ensure_agents(config, progress)
-    users = load_eval_users(users_dir, "heldout", config.n_users)
+    users = load_eval_users(users_dir, "heldout", config.n_users, config.n_reference)
     judges = _judges(config, users_dir, out, progress)
-    scorer, scorer_record = _scorer(config, users_dir, users)
+    scorer, scorer_record = _scorer(config, users_dir, users, out)
     settings = SamplingSettings(config.steps, config.guidance, config.batch_size)
     plan = prompt_plan(config.n_prompts, config.n_seeds, seed=config.seed)
     pipe = load_pipeline(config.base_model)
@@ -349,10 +406,10 @@ def run_prefgen_eval(config: PrefGenEvalConfig, *, progress: bool = False) -> di
                    M.ProfileCache(), scorer, load_encoder("mini", cache=False), progress)
     ablation_users = users[: config.n_ablation_users]
     steps = _method_steps(ctx, ablation_users, users_dir)
-    for name, method_users, make in track(steps, total=len(steps), description="methods",
-                                          enabled=progress):
-        _method(ctx, name, method_users, make)
-    loop = _loop(ctx)
+    for name, method_users, make, extra in track(steps, total=len(steps), description="methods",
+                                                 enabled=progress):
+        _method(ctx, name, method_users, make, **extra)
+    loop = _loop(ctx) if config.personal else {}
     result = assemble(ctx, loop, scorer_record, time.perf_counter() - started)
     _save_json(out / RESULTS_FILE, result)
     from finexl.eval.prefgen.report import lambda_curve_png
@@ -367,6 +424,14 @@ def _method_steps(ctx: _Context, ablation_users: list[M.EvalUser], users_dir: Pa
     def branch(personalizer, method_users, **kwargs):
         return lambda: M.with_user_branch(ctx.pipe, personalizer, ctx.profiles, method_users,
                                           plan, settings, **kwargs)
+
+    def reuse(source: str, method_users):
+        """The images another method already made for these (its first) users."""
+        def make():
+            images = _load_images(ctx.out / "methods" / f"{source}.npy")[: len(method_users)]
+            seconds = ctx.results[source]["seconds_per_user"]
+            return M.MethodImages(images, seconds, {"same_images_as": source})
+        return make
 
     def tile_base(method_users):
         return lambda: M.MethodImages(np.repeat(ctx.base[None], len(method_users), axis=0), 0.0,
@@ -385,32 +450,50 @@ def _method_steps(ctx: _Context, ablation_users: list[M.EvalUser], users_dir: Pa
                                        config.shift_strength)
         return make
 
-    steps = [("base", users, tile_base(users)),
-             ("ceiling", users, lambda: M.with_styles_applied(ctx.base, users, seed=config.seed)),
-             ("prefgen", users, branch(ctx.personalizer, users)),
-             ("e_img", users, branch(ctx.personalizer, users, drop=("g_sem", "e_core"))),
-             ("predicted_words", users, words("predicted", users)),
-             ("true_words", users, words("true", users))]
+    shared: list = [("base", users, tile_base(users), {}),
+                    ("ceiling", users,
+                     lambda: M.with_styles_applied(ctx.base, users, seed=config.seed), {}),
+                    ("true_words", users, words("true", users),
+                     {"strength": config.shift_strength})]
     if config.lora_users:
         lora_users = users[: config.lora_users]
         work = ctx.out / "lora"
         work.mkdir(parents=True, exist_ok=True)
-        steps.append(("base_lora_users", lora_users, tile_base(lora_users)))
-        steps.append(("lora", lora_users, lambda: M.with_lora(
+        shared.append(("base_lora_users", lora_users, tile_base(lora_users), {}))
+        shared.append(("lora", lora_users, lambda: M.with_lora(
             config.base_model, lora_users, plan, settings, steps=config.lora_steps, work_dir=work,
-            progress=ctx.progress)))
-    for part in ("e_core", "e_img", "g_sem"):
+            progress=ctx.progress), {"lora_steps": config.lora_steps}))
+    if not config.personal:
+        return shared
+    model = {"model": model_identity(config)}
+    steps = [("prefgen", users, branch(ctx.personalizer, users), model),
+             ("e_img", users, branch(ctx.personalizer, users,
+                                     drop=tuple(p for p in ctx.parts if p != "e_img")), model),
+             ("predicted_words", users, words("predicted", users),
+              {**model, "strength": config.shift_strength}), *shared]
+    if not config.ablations:
+        return steps
+    for part in ctx.parts:
         steps.append((f"no_{part}", ablation_users,
-                      branch(ctx.personalizer, ablation_users, drop=(part,))))
+                      branch(ctx.personalizer, ablation_users, drop=(part,)), model))
+    available = min(len(u.liked) + len(u.more_liked) for u in ablation_users)
     for count in config.reference_counts:
-        steps.append((f"refs_{count}", ablation_users,
-                      branch(ctx.personalizer, ablation_users, n_liked=count)))
+        if count > available:
+            continue  # the users have fewer liked images; the report lists what ran
+        # The default number of references is the full profile: PrefGen's images.
+        make = (reuse("prefgen", ablation_users)
+                if count == min(len(u.liked) for u in ablation_users)
+                else branch(ctx.personalizer, ablation_users, n_liked=count))
+        steps.append((f"refs_{count}", ablation_users, make, model))
     for scale in config.lambdas:
-        steps.append((f"lambda_{scale:g}", ablation_users,
-                      branch(ctx.personalizer, ablation_users, scale=scale)))
+        # λ = 0 is the base model bit for bit (tested), λ = 1 is PrefGen: both reused.
+        make = (tile_base(ablation_users) if scale == 0 else reuse("prefgen", ablation_users)
+                if scale == 1 else branch(ctx.personalizer, ablation_users, scale=scale))
+        steps.append((f"lambda_{scale:g}", ablation_users, make, model))
     for name, folder in config.variants:
         steps.append((name, ablation_users,
-                      branch(_personalizer(config, folder, name), ablation_users)))
+                      branch(_personalizer(config, folder, name), ablation_users),
+                      {"model": model_identity(config, folder)}))
     return steps
 
 
@@ -418,7 +501,8 @@ def _loop(ctx: _Context) -> dict[str, Any]:
     from finexl.eval.prefgen.loop import run_loop
 
     path = ctx.out / "loop.json"
-    key = {"config": ctx.config.key(), "users": [u.user_id for u in ctx.users]}
+    key = {"shared": _shared_key(ctx.config), "model": model_identity(ctx.config),
+           "users": [u.user_id for u in ctx.users]}
     saved = _load_json(path, key)
     if saved is not None:
         return saved["loop"]
@@ -452,7 +536,8 @@ def assemble(ctx: _Context, loop: dict[str, Any], scorer: dict[str, Any], second
         "users": [{"user_id": u.user_id, "liked": list(u.liked_attributes),
                    "disliked": list(u.disliked_attributes)} for u in ctx.users],
         "settings": config.key(),
-        "evaluated": "stand-in (untrained branch)" if config.stand_in else config.model,
+        "evaluated": ("baselines only" if not config.personal else
+                      "stand-in (untrained branch)" if config.stand_in else config.model),
         "machine": machine(),
         "seconds": round(seconds, 1),
     }
@@ -467,7 +552,8 @@ def command_line(config: PrefGenEvalConfig) -> str:
     flags = {"data_dir": "--data", "model": "--model", "n_users": "--users",
              "n_ablation_users": "--ablation-users", "n_prompts": "--prompts",
              "n_seeds": "--seeds", "steps": "--steps", "lora_users": "--lora-users",
-             "lora_steps": "--lora-steps", "shift_strength": "--shift-strength", "seed": "--seed"}
+             "lora_steps": "--lora-steps", "shift_strength": "--shift-strength", "seed": "--seed",
+             "n_reference": "--references"}
     words = ["finexl", "eval", "prefgen", "--out", str(config.out_dir)]
     for name, flag in flags.items():
         value = getattr(config, name)
@@ -475,6 +561,10 @@ def command_line(config: PrefGenEvalConfig) -> str:
             words += [flag, str(value)]
     if config.stand_in:
         words.append("--stand-in")
+    if not config.ablations:
+        words.append("--no-ablations")
+    if not config.personal:
+        words.append("--baselines-only")
     for name, folder in config.variants:
         words += ["--variant", f"{name}={folder}"]
     return " ".join(shlex.quote(w) for w in words)
