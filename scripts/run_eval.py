@@ -229,6 +229,11 @@ def _results_markdown(command, encoder_id, args, scenario1, finetuned, scenario2
             lines.append(f"- **{name}**: " + ", ".join(f"{k}: {v}" if not isinstance(v, float)
                                                         else f"{k}: {v:.2f}"
                                                         for k, v in values.items()))
+    prefgen = Path("docs/eval/prefgen.json")
+    if prefgen.is_file():  # the PrefGen loop: a known-answer benchmark (finexl eval prefgen)
+        from finexl.eval.prefgen.report import results_section
+
+        lines += ["", results_section(json.loads(prefgen.read_text(encoding="utf-8")))]
     return "\n".join(lines) + "\n"
 
 
