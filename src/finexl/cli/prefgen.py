@@ -6,9 +6,137 @@ The group lives here; its commands are in this module and in siblings that attac
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 
 @click.group("prefgen")
 def prefgen() -> None:
     """Personalize a generator from a person's liked and disliked images (PrefGen)."""
+
+
+@prefgen.command("agents")
+@click.option("--n", "n_users", required=True, type=click.IntRange(1),
+              help="How many simulated users to write.")
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path),
+              help="Folder for users.jsonl, the users' images and agents.json.")
+@click.option("--pool", "pool_dir", type=click.Path(path_type=Path),
+              help="Folder of the generated base-image pool (default: OUT/pool); shared by"
+                   " several agent folders, made once.")
+@click.option("--pool-size", default=544, show_default=True, type=click.IntRange(32),
+              help="Base images to generate for the pool (a pool can grow later).")
+@click.option("--model", default="builtin:tiny", show_default=True,
+              help="The generator that draws the pool.")
+@click.option("--liked", "n_liked", default=8, show_default=True, type=click.IntRange(1, 16))
+@click.option("--disliked", "n_disliked", default=8, show_default=True,
+              type=click.IntRange(0, 16))
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+def agents_command(n_users, out_dir, pool_dir, pool_size, model, n_liked, n_disliked, seed,
+                   quiet):
+    """Simulated users with liked/disliked attributes, written as users.jsonl + images.
+
+    Resumable: run the same command again after an interruption. The pool of base images
+    is generated first (about a second per image on one CPU thread) and reused.
+    """
+    from finexl.prefgen.agents import write_agents
+    from finexl.prefgen.pool import build_pool
+
+    pool_dir = (pool_dir or out_dir / "pool").expanduser().resolve()
+    pool = build_pool(pool_dir, pool_size, model=model, progress=not quiet)
+    users = write_agents(out_dir, pool, str(pool_dir), n_users, seed=seed, n_liked=n_liked,
+                         n_disliked=n_disliked, progress=not quiet)
+    click.echo(f"{n_users} simulated users in {users} (pool: {len(pool.usable())} usable of"
+               f" {len(pool)} images in {pool_dir})")
+
+
+@prefgen.command("train")
+@click.option("--data", required=True, type=click.Path(path_type=Path),
+              help="An agents folder (finexl prefgen agents): its pool and held-out pairs.")
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path),
+              help="The PrefGen model folder to write (resumable).")
+@click.option("--stages", default="vqa,probe,align,adapter", show_default=True,
+              help="Comma-separated stages to run, in order.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--base-model", default="builtin:tiny", show_default=True)
+@click.option("--vqa-steps", default=1500, show_default=True, type=click.IntRange(0))
+@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1))
+@click.option("--no-vqa", is_flag=True, help="Ablation: keep the extractor untrained.")
+@click.option("--layer-rule", default="probe", show_default=True,
+              type=click.Choice(["probe", "last"]),
+              help="probe: the written rule on probe accuracies; last: the last layer (ablation).")
+@click.option("--align-loss", default="mmd", show_default=True,
+              type=click.Choice(["mmd", "mse", "cosine", "none"]))
+@click.option("--align-steps", default=1500, show_default=True, type=click.IntRange(1))
+@click.option("--compare-align-losses", is_flag=True,
+              help="Also fit g with the other losses and report their held-out word recall.")
+@click.option("--adapter-steps", default=0, show_default=True, type=click.IntRange(0),
+              help="User-branch training steps (0 skips the adapter stage).")
+@click.option("--adapter-batch-size", default=16, show_default=True, type=click.IntRange(1))
+@click.option("--drop", multiple=True, type=click.Choice(["g_sem", "e_core", "e_img"]),
+              help="Ablation: zero this part of e_u for the user branch (repeatable).")
+@click.option("--heldout-users", default=100, show_default=True, type=click.IntRange(1))
+@click.option("--probe-users", default=100, show_default=True, type=click.IntRange(2))
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+def train_command(data, out_dir, stages, seed, base_model, vqa_steps, batch_size, no_vqa,
+                  layer_rule, align_loss, align_steps, compare_align_losses, adapter_steps,
+                  adapter_batch_size, drop, heldout_users, probe_users, quiet):
+    """Train a PrefGen model: stages vqa, probe, align, adapter (each resumable)."""
+    from finexl.prefgen.train import TrainConfig, train
+
+    config = TrainConfig(
+        data=str(data), out=str(out_dir), seed=seed, base_model=base_model,
+        vqa_steps=vqa_steps, batch_size=batch_size, no_vqa=no_vqa, layer_rule=layer_rule,
+        align_loss=align_loss, align_steps=align_steps,
+        compare_align_losses=compare_align_losses, adapter_steps=adapter_steps,
+        adapter_batch_size=adapter_batch_size, drop=tuple(drop), heldout_users=heldout_users,
+        probe_users=probe_users)
+    results = train(config, stages=tuple(s.strip() for s in stages.split(",") if s.strip()),
+                    progress=not quiet)
+    vqa = results.get("vqa", {}).get("heldout")
+    if vqa:
+        click.echo(f"held-out VQA accuracy: {vqa['binary_accuracy']}; list F1"
+                   f" {vqa['list_micro_f1']}")
+    if "probe" in results:
+        click.echo(f"layers: e_core {results['probe']['core_layers']}, e_sem"
+                   f" {results['probe']['sem_layers']}")
+    click.echo(f"PrefGen model in {out_dir} (reports in {out_dir}/reports)")
+
+
+def _folder_images(folder: Path, what: str) -> list:
+    from finexl.imaging.decode import load_images
+    from finexl.pairs import list_images
+
+    listing = list_images(folder, what, follow_outside=False)
+    return load_images(list(listing.images.values()))
+
+
+@prefgen.command("profile")
+@click.option("--liked", "liked_dir", required=True, type=click.Path(path_type=Path),
+              help="Folder of images the person likes (2-16 work best).")
+@click.option("--disliked", "disliked_dir", type=click.Path(path_type=Path),
+              help="Folder of images the person dislikes (optional).")
+@click.option("--out", "out_path", required=True, type=click.Path(path_type=Path),
+              help="Where to write the profile (NAME.user.safetensors).")
+@click.option("--model", "model_spec", default="builtin:prefgen-tiny", show_default=True,
+              help="The PrefGen model (builtin:prefgen-tiny or a folder from prefgen train).")
+@click.option("--json", "json_path", type=click.Path(path_type=Path),
+              help="Also write likes, dislikes and the model fingerprint as JSON.")
+def profile_command(liked_dir, disliked_dir, out_path, model_spec, json_path):
+    """Read a person's taste from liked/disliked images: print it in words, save e_u."""
+    import json
+
+    from finexl.prefgen.model import PrefGenModel
+    from finexl.store.files import write_atomic
+
+    liked = _folder_images(liked_dir, "liked")
+    disliked = _folder_images(disliked_dir, "disliked") if disliked_dir else []
+    model = PrefGenModel.load(model_spec)
+    profile = model.profile(liked, disliked)
+    profile.save(out_path)
+    if json_path is not None:
+        write_atomic(json_path, json.dumps(profile.summary(), indent=1).encode())
+    click.echo(profile.describe())
+    click.echo(f"profile of {len(liked)} liked and {len(disliked)} disliked images written to"
+               f" {out_path} (PrefGen model {model.fingerprint})")

@@ -1,4 +1,31 @@
-"""PrefGen: personalize the generator from liked and disliked images (see docs/PREFGEN.md).
+"""PrefGen: personalize the generator from liked and disliked images (docs/PREFGEN.md).
+
+Interface notes for the helpers building on this package (kept small on purpose):
+
+- ``vocabulary``: ``ATTRIBUTES`` (name, kind content|style, group, slot/value, ``text`` for
+  the mini text space), ``contradicts(a, b)``, ``compatible(liked, disliked)``,
+  ``apply_styles(image, names, rng)``.
+- ``pool`` / ``agents`` / ``users``: the generated base-image pool, simulated users
+  (``AgentSampler``, ``agent_at``, ``render_agent``, ``write_agents``), ``load_users(folder)``.
+  An agents folder holds ``agents.json`` (held-out style pairs, pool path), ``users.jsonl``
+  (with a ``split`` and per-image ``sources``: pool index, seed, styles) and ``img/``.
+- Extractor contract (tiny here, a real VLM in ``vlm_features``): images marked liked or
+  disliked + a question -> read-out (last-token) state of every layer + answers. The tiny
+  one is ``extractor.TinyPreferenceExtractor(features, kinds, form, attribute,
+  candidates) -> ExtractorOutput(states (b, layers, hidden), binary, lists)``; question
+  forms and their text templates are in ``vqa`` (``FORMS``, ``TEMPLATES``).
+- ``probes``: ``inter_user_accuracy``, ``intra_user_accuracy``, ``choose_layers`` (the
+  written rule), ``ProbeReport``; ``losses.mmd_loss`` (pure, batched, masked).
+- ``model.PrefGenModel.load("builtin:prefgen-tiny" | folder)``: ``.profile(liked,
+  disliked) -> profile.UserProfile``; ``.fingerprint``, ``.base_model``,
+  ``.embedding_parts`` (``{"g_sem": 512, "e_core": 128, "e_img": 128}`` for the shipped
+  model), ``.branch_dir`` (the user branch folder, written by ``loaders.save_user_branch``).
+- ``profile.UserProfile``: ``user_embedding(drop=())`` -> 1-D float32 e_u = [g_sem; e_core;
+  e_img] with dropped parts zeroed; ``save``/``load`` ``*.user.safetensors``; ``check(
+  model_fingerprint=, base_model=)`` raises a one-line FinexlError for a foreign profile.
+- ``train``: ``TrainConfig`` (every ablation switch: ``no_vqa``, ``layer_rule``,
+  ``align_loss``, ``drop``) and ``train(config, stages=...)``; ``adapter_batches`` feeds
+  ``train_branch.train_branch``.
 
 Between the helpers who build it (what each side may rely on):
 
@@ -21,4 +48,6 @@ Between the helpers who build it (what each side may rely on):
   and uses ``model_fingerprint``, ``base_model`` and ``user_embedding()``; the branch file
   of a PrefGen model folder is ``<folder>/prefgen_user_branch.safetensors``
   (``loaders.USER_BRANCH_WEIGHTS``), written by ``loaders.save_user_branch``.
+
+Nothing here runs on import.
 """

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -138,6 +139,7 @@ def get(name: str) -> Attribute:
 COLOUR_REPLACING: frozenset[str] = frozenset({"sepia", "black and white"})
 
 
+@lru_cache(maxsize=None)
 def contradicts(a: str, b: str) -> bool:
     """Whether attributes ``a`` and ``b`` cannot both show in one image (``a == b`` is not)."""
     if a == b:

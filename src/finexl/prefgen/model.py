@@ -1,0 +1,252 @@
+"""A PrefGen model folder: everything that turns liked/disliked images into a profile.
+
+Layout (``builtin:prefgen-tiny`` is ``src/finexl/prefgen/builtin/``)::
+
+    config.json                  format, base model, vocabulary, layer bands, e_u layout
+    vision/                      the frozen copy of mini's vision tower (transformers)
+    extractor/                   the preference extractor (config + safetensors)
+    align/                       g, the alignment MLP (absent when trained with align none)
+    text_table.safetensors       attribute phrases embedded by mini's text tower
+    probes.json, probes.png      per-layer probe accuracies, the chosen bands
+    user_branch/                 prefgen_user_branch.safetensors (stock IP-Adapter layout)
+
+``fingerprint`` is a hash of ``config.json`` and the extractor, vision and align weights:
+the parts that decide e_u. A profile records it, so a profile made by one model is refused
+by another. The user branch is not in the hash (retraining the branch on the same e_u keeps
+profiles valid; the branch records the fingerprint it was trained for).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from finexl.errors import FinexlError
+
+MODEL_FORMAT = "finexl-prefgen"
+MODEL_VERSION = 1
+BUILTIN_SPEC = "builtin:prefgen-tiny"
+BUILTIN_DIR = Path(__file__).resolve().parent / "builtin"
+CONFIG = "config.json"
+FINGERPRINTED = ("config.json", "vision", "extractor", "align", "text_table.safetensors")
+BRANCH_DIR = "user_branch"
+
+
+def resolve_model_dir(spec: str | Path) -> Path:
+    """The folder a model spec names (``builtin:prefgen-tiny`` or a path), checked."""
+    if str(spec) == BUILTIN_SPEC:
+        folder = BUILTIN_DIR
+    elif str(spec).startswith("builtin:"):
+        raise FinexlError(f"unknown PrefGen model {spec!r}; the shipped one is {BUILTIN_SPEC}")
+    else:
+        folder = Path(spec).expanduser()
+    if not (folder / CONFIG).is_file():
+        raise FinexlError(f"PrefGen model {spec!r}: {folder} has no {CONFIG} (make one with"
+                          f" `finexl prefgen train`, or use {BUILTIN_SPEC})")
+    return folder
+
+
+def fingerprint(folder: str | Path) -> str:
+    """16 hex digits over the files that decide e_u (names and bytes, in sorted order)."""
+    folder = Path(folder)
+    digest = hashlib.sha256()
+    for name in FINGERPRINTED:
+        path = folder / name
+        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else (
+            [path] if path.is_file() else [])
+        for file in files:
+            digest.update(file.relative_to(folder).as_posix().encode() + b"\0")
+            digest.update(file.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+@dataclass
+class ReadOut:
+    """What the extractor read from a batch of users (one row each)."""
+
+    states: np.ndarray  # (b, layers, hidden) read-out states of the profile question
+    like_probs: np.ndarray  # (b, attributes)
+    dislike_probs: np.ndarray
+    e_img: np.ndarray  # (b, image_embed_dim)
+
+
+class PrefGenModel:
+    """A loaded PrefGen model: image tower, extractor, g, text table, layer bands."""
+
+    def __init__(self, folder: Path, config: dict[str, Any], tower, extractor, align,
+                 text_names: list[str], text_table: np.ndarray, spec: str) -> None:
+        self.folder = folder
+        self.config = config
+        self.tower = tower
+        self.extractor = extractor
+        self.align = align
+        self.text_names = text_names
+        self.text_table = text_table
+        self.spec = spec
+        self.attributes: list[str] = list(config["attributes"])
+        self.fingerprint = fingerprint(folder)
+
+    @property
+    def base_model(self) -> str:
+        return self.config["base_model"]
+
+    @property
+    def embedding_parts(self) -> dict[str, int]:
+        return dict(self.config["embedding_parts"])
+
+    @property
+    def user_embedding_dim(self) -> int:
+        return int(sum(self.embedding_parts.values()))
+
+    @property
+    def branch_dir(self) -> Path | None:
+        folder = self.folder / BRANCH_DIR
+        return folder if folder.is_dir() else None
+
+    @classmethod
+    def load(cls, spec: str | Path = BUILTIN_SPEC) -> PrefGenModel:
+        """Load a model folder or ``builtin:prefgen-tiny`` (CPU, eval mode)."""
+        import torch
+        from safetensors.numpy import load_file
+
+        from finexl.prefgen.align import AlignMLP
+        from finexl.prefgen.extractor import TinyPreferenceExtractor
+        from finexl.prefgen.features import ImageTower
+
+        folder = resolve_model_dir(spec)
+        try:
+            config = json.loads((folder / CONFIG).read_text(encoding="utf-8"))
+        except ValueError as exc:
+            raise FinexlError(f"{folder / CONFIG} is not valid JSON ({exc})") from exc
+        if config.get("format") != MODEL_FORMAT:
+            raise FinexlError(f"{folder} is not a PrefGen model (config.json format"
+                              f" {config.get('format')!r})")
+        if config.get("version") != MODEL_VERSION:
+            raise FinexlError(f"{folder} is PrefGen model version {config.get('version')};"
+                              f" this finexl reads version {MODEL_VERSION}")
+        torch.set_grad_enabled(True)
+        from diffusers.utils import logging as diffusers_logging
+        from transformers.utils import logging as transformers_logging
+
+        diffusers_logging.disable_progress_bar()
+        transformers_logging.disable_progress_bar()
+        try:
+            tower = ImageTower.load(folder / "vision")
+            extractor = TinyPreferenceExtractor.from_pretrained(str(folder / "extractor")).eval()
+            align = (AlignMLP.from_pretrained(str(folder / "align")).eval()
+                     if (folder / "align").is_dir() else None)
+            table = load_file(str(folder / "text_table.safetensors"))["table"]
+        except (OSError, ValueError, KeyError) as exc:
+            raise FinexlError(f"PrefGen model {folder} is incomplete or damaged ({exc})") from exc
+        return cls(folder, config, tower, extractor, align, list(config["text_names"]), table,
+                   str(spec))
+
+    # reading users ------------------------------------------------------------------------
+    def reference_pixels(self, images: Sequence) -> np.ndarray:
+        """PIL images or arrays -> uint8 ``(n, s, s, 3)`` at the generator's size ``s``.
+
+        References are brought to the size the extractor was trained on (the tiny world's
+        32x32) before the tower's own resize, so a large photo looks to it like a
+        generated image does.
+        """
+        from PIL import Image
+
+        size = int(self.config["reference_size"])
+        out = []
+        for image in images:
+            if isinstance(image, np.ndarray):
+                array = image if image.dtype == np.uint8 else (
+                    np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8)
+                image = Image.fromarray(array[..., :3])
+            image = image.convert("RGB")
+            if image.size != (size, size):
+                image = image.resize((size, size), Image.Resampling.BICUBIC)
+            out.append(np.asarray(image, np.uint8))
+        return np.stack(out)
+
+    def read(self, liked_features: Sequence[np.ndarray],
+             disliked_features: Sequence[np.ndarray]) -> ReadOut:
+        """Run the profile question and both list questions for users given as features.
+
+        ``liked_features[i]``: ``(n_i, feature_dim)``; users are run one at a time when
+        their counts differ, batched when they agree.
+        """
+        import torch
+
+        from finexl.prefgen.extractor import (
+            DISLIKED_IMAGE,
+            LIKED_IMAGE,
+            LIST_DISLIKED,
+            LIST_LIKED,
+        )
+
+        states, likes, dislikes, images = [], [], [], []
+        with torch.no_grad():
+            for liked, disliked in zip(liked_features, disliked_features):
+                refs = np.concatenate([liked, disliked]).astype(np.float32)
+                kinds = [LIKED_IMAGE] * len(liked) + [DISLIKED_IMAGE] * len(disliked)
+                feats = torch.from_numpy(refs)[None].repeat(2, 1, 1)
+                kind = torch.tensor(kinds)[None].repeat(2, 1)
+                form = torch.tensor([LIST_LIKED, LIST_DISLIKED])
+                out = self.extractor(feats, kind, form, torch.tensor([-1, -1]))
+                probs = torch.sigmoid(out.lists).numpy()
+                states.append(out.states[0].numpy())
+                likes.append(probs[0])
+                dislikes.append(probs[1])
+                dim = self.tower.dim
+                images.append(liked[:, :dim])
+        from finexl.prefgen.profile import medoid
+
+        e_img = np.stack([emb[medoid(emb)] for emb in images])
+        return ReadOut(np.stack(states), np.stack(likes), np.stack(dislikes), e_img)
+
+    def embeddings(self, read: ReadOut) -> dict[str, np.ndarray]:
+        """``g_sem``, ``e_core``, ``e_img`` (and ``e_sem``) for a batch of read-outs."""
+        from finexl.prefgen.align import g_sem
+
+        core = read.states[:, self.config["core_layers"]].mean(axis=1)
+        sem = read.states[:, self.config["sem_layers"]].mean(axis=1)
+        points, text_dim = int(self.config["align_points"]), int(self.config["text_dim"])
+        return {"g_sem": g_sem(self.align, sem, points, text_dim), "e_core": core,
+                "e_img": read.e_img, "e_sem": sem}
+
+    def profile(self, liked: Sequence, disliked: Sequence = (), *, threshold: float = 0.5,
+                liked_features: np.ndarray | None = None,
+                disliked_features: np.ndarray | None = None):
+        """A :class:`~finexl.prefgen.profile.UserProfile` from liked (and disliked) images.
+
+        ``liked``/``disliked``: PIL images or ``(h, w, 3)`` arrays. Precomputed tower
+        features may be passed instead (evaluation loops).
+        """
+        from finexl.prefgen.align import nearest_words
+        from finexl.prefgen.profile import UserProfile
+
+        if liked_features is None:
+            if len(liked) == 0:
+                raise FinexlError("a profile needs at least one liked image")
+            liked_features = self.tower.features(self.reference_pixels(liked))
+        if disliked_features is None:
+            disliked_features = (self.tower.features(self.reference_pixels(disliked))
+                                 if len(disliked) else
+                                 np.zeros((0, self.tower.feature_dim), np.float32))
+        read = self.read([liked_features], [disliked_features])
+        parts = self.embeddings(read)
+        like, dislike = read.like_probs[0], read.dislike_probs[0]
+
+        def words(probs):
+            order = np.argsort(-probs)
+            return [(self.attributes[i], float(probs[i])) for i in order if probs[i] >= threshold]
+
+        aligned = (nearest_words(parts["g_sem"][:1], self.text_names, self.text_table, k=3)[0]
+                   if self.align is not None else [])
+        return UserProfile(g_sem=parts["g_sem"][0], e_core=parts["e_core"][0],
+                           e_img=parts["e_img"][0], likes=words(like), dislikes=words(dislike),
+                           aligned_words=aligned, model_fingerprint=self.fingerprint,
+                           base_model=self.base_model, n_liked=len(liked_features),
+                           n_disliked=len(disliked_features))

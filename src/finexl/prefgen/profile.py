@@ -1,0 +1,155 @@
+"""A user's profile: the user embedding e_u, its parts, and the taste in words.
+
+``e_u = [g(e_sem) ; e_core ; e_img]`` (PREFGEN.md section 1.4):
+
+- ``g_sem``: the aligned semantic part, ``g(e_sem)`` flattened (``points x text_dim``).
+- ``e_core``: mean read-out state over the layers best at telling users apart.
+- ``e_img``: the ``mini`` image embedding of one liked image, the **medoid** of the liked
+  set (the liked image whose embedding is closest to the mean of all liked embeddings): the
+  most typical liked image, so one odd image in the folder is not what the branch sees.
+
+A profile is saved as ``*.user.safetensors``: the three parts as tensors, and JSON metadata
+(likes and dislikes with scores, the nearest words of ``g(e_sem)``, the fingerprint of the
+PrefGen model that made it and its base model). Using it with another PrefGen model or
+another base model is a one-line error (:meth:`UserProfile.check`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from finexl.errors import FinexlError
+
+PROFILE_FORMAT = "finexl-user-profile"
+PROFILE_VERSION = 1
+PARTS = ("g_sem", "e_core", "e_img")
+SUFFIX = ".user.safetensors"
+
+
+@dataclass
+class UserProfile:
+    """What PrefGen read from one user's liked and disliked images.
+
+    ``likes`` / ``dislikes``: ``(word, probability)`` from the extractor's list answers,
+    most probable first; ``aligned_words``: ``(word, cosine)`` nearest to ``g(e_sem)``.
+    """
+
+    g_sem: np.ndarray
+    e_core: np.ndarray
+    e_img: np.ndarray
+    likes: list[tuple[str, float]]
+    dislikes: list[tuple[str, float]]
+    aligned_words: list[tuple[str, float]]
+    model_fingerprint: str
+    base_model: str
+    n_liked: int = 0
+    n_disliked: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in PARTS:
+            setattr(self, name, np.asarray(getattr(self, name), np.float32).reshape(-1))
+
+    @property
+    def parts(self) -> dict[str, int]:
+        """Length of each part of e_u, in order."""
+        return {name: int(getattr(self, name).size) for name in PARTS}
+
+    def user_embedding(self, drop: tuple[str, ...] | list[str] = ()) -> np.ndarray:
+        """The 1-D float32 e_u; parts named in ``drop`` are zeros (ablations)."""
+        unknown = set(drop) - set(PARTS)
+        if unknown:
+            raise ValueError(f"cannot drop {sorted(unknown)}; parts are {', '.join(PARTS)}")
+        return np.concatenate([np.zeros_like(getattr(self, n)) if n in drop else getattr(self, n)
+                               for n in PARTS]).astype(np.float32)
+
+    def summary(self) -> dict[str, Any]:
+        """At least ``{"likes": [...], "dislikes": [...], "model": fingerprint}``."""
+        return {"likes": [w for w, _ in self.likes], "dislikes": [w for w, _ in self.dislikes],
+                "model": self.model_fingerprint, "base_model": self.base_model,
+                "like_scores": {w: round(p, 4) for w, p in self.likes},
+                "dislike_scores": {w: round(p, 4) for w, p in self.dislikes},
+                "aligned_words": {w: round(s, 4) for w, s in self.aligned_words},
+                "n_liked": self.n_liked, "n_disliked": self.n_disliked,
+                "embedding_parts": self.parts}
+
+    def describe(self) -> str:
+        """Two or three lines of taste in words, for the terminal."""
+        def words(pairs):
+            return ", ".join(f"{w} ({p:.2f})" for w, p in pairs) or "nothing clear"
+
+        return (f"likes: {words(self.likes)}\n"
+                f"dislikes: {words(self.dislikes)}\n"
+                f"aligned g(e_sem) nearest words: {words(self.aligned_words)}")
+
+    def check(self, *, model_fingerprint: str | None = None, base_model: str | None = None,
+              source: str = "the profile") -> None:
+        """Raise a one-line ``FinexlError`` if this profile belongs to another model."""
+        if model_fingerprint is not None and model_fingerprint != self.model_fingerprint:
+            raise FinexlError(f"{source} was made with PrefGen model {self.model_fingerprint},"
+                              f" not {model_fingerprint}; make it again with `finexl prefgen"
+                              f" profile --model` of the model you use")
+        if base_model is not None and base_model != self.base_model:
+            raise FinexlError(f"{source} is for base model {self.base_model!r}, not"
+                              f" {base_model!r}")
+
+    def save(self, path: str | Path) -> Path:
+        """Write ``*.user.safetensors`` atomically; returns the path."""
+        from safetensors.numpy import save
+
+        from finexl.store.files import write_atomic
+
+        path = Path(path)
+        meta = {k: v for k, v in self.summary().items()}
+        meta.update(format=PROFILE_FORMAT, version=PROFILE_VERSION,
+                    likes=[[w, p] for w, p in self.likes],
+                    dislikes=[[w, p] for w, p in self.dislikes],
+                    aligned_words=[[w, s] for w, s in self.aligned_words], extra=self.extra)
+        tensors = {name: getattr(self, name) for name in PARTS}
+        write_atomic(path, save(tensors, metadata={"finexl": json.dumps(meta)}))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> UserProfile:
+        """Read a profile; a missing, foreign or damaged file is a one-line ``FinexlError``."""
+        from safetensors import SafetensorError, safe_open
+
+        path = Path(path)
+        if not path.is_file():
+            raise FinexlError(f"user profile {path} does not exist; make one with `finexl"
+                              f" prefgen profile --liked DIR --out {path.name}`")
+        try:
+            with safe_open(str(path), framework="numpy") as handle:
+                meta = json.loads((handle.metadata() or {}).get("finexl", "null"))
+                tensors = {name: handle.get_tensor(name) for name in PARTS
+                           if name in handle.keys()}
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise FinexlError(f"{path} is not a readable user profile ({exc})") from exc
+        if not isinstance(meta, dict) or meta.get("format") != PROFILE_FORMAT:
+            raise FinexlError(f"{path} is a safetensors file but not a finexl user profile")
+        if meta.get("version") != PROFILE_VERSION:
+            raise FinexlError(f"{path} is profile format version {meta.get('version')}; this"
+                              f" finexl reads version {PROFILE_VERSION}")
+        missing = [name for name in PARTS if name not in tensors]
+        if missing:
+            raise FinexlError(f"{path} lacks the tensors {', '.join(missing)}")
+        return cls(**tensors,
+                   likes=[(w, float(p)) for w, p in meta["likes"]],
+                   dislikes=[(w, float(p)) for w, p in meta["dislikes"]],
+                   aligned_words=[(w, float(s)) for w, s in meta["aligned_words"]],
+                   model_fingerprint=meta["model"], base_model=meta["base_model"],
+                   n_liked=int(meta.get("n_liked", 0)), n_disliked=int(meta.get("n_disliked", 0)),
+                   extra=meta.get("extra") or {})
+
+
+def medoid(embeddings: np.ndarray) -> int:
+    """Index of the row closest (cosine) to the mean direction of ``embeddings``."""
+    embeddings = np.asarray(embeddings, np.float32)
+    mean = embeddings.mean(axis=0)
+    mean = mean / max(float(np.linalg.norm(mean)), 1e-12)
+    return int(np.argmax(embeddings @ mean))

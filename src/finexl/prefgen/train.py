@@ -1,0 +1,484 @@
+"""``finexl prefgen train``: the four stages that make a PrefGen model folder.
+
+1. **vqa**: the extractor learns preference VQA on training agents whose images come from
+   the image bank (:mod:`finexl.prefgen.features`); answer accuracy is measured on
+   held-out agents rendered afresh (``reports/vqa.json``). ``no_vqa`` keeps the randomly
+   initialised extractor (the ablation).
+2. **probe**: inter- and intra-user probes on every layer, on probing agents; the layer
+   rule picks the ``e_core`` and ``e_sem`` bands (``probes.json``, ``probes.png``);
+   ``layer_rule="last"`` uses the last layer for both (the ablation).
+3. **align**: g is fitted from training agents' ``e_sem`` to their liked-attribute text
+   embeddings (mmd, mse, cosine or none); held-out word recall is reported
+   (``reports/align.json``). After this stage the folder is a usable PrefGen model
+   (profiles can be made); ``config.json`` is written last, atomically.
+4. **adapter**: the user branch, by ``finexl.prefgen.train_branch.train_branch`` (owned by
+   the branch code), on batches of (e_u of a training agent, a new image it likes, its
+   prompt); saved in ``user_branch/``.
+
+Every stage records its settings in ``work/<stage>.done.json`` and is skipped when rerun
+with the same settings; the vqa stage also checkpoints every ``checkpoint_every`` steps and
+resumes from the last checkpoint. Changing a stage's settings reruns it and the stages
+after it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from finexl.errors import FinexlError
+from finexl.progress import track
+
+STAGES = ("vqa", "probe", "align", "adapter")
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a ``prefgen train`` run (ablation switches included)."""
+
+    data: str
+    out: str
+    seed: int = 0
+    base_model: str = "builtin:tiny"
+    pool: str | None = None  # default: the pool named in the agents folder's agents.json
+    # image bank
+    bank_per_set: dict[int, int] | None = None
+    # vqa
+    no_vqa: bool = False
+    vqa_steps: int = 1500
+    batch_size: int = 32
+    lr: float = 1e-3
+    hidden_size: int = 128
+    num_layers: int = 6
+    num_heads: int = 4
+    intermediate_size: int = 256
+    checkpoint_every: int = 100
+    # evaluation users (held-out split, fresh renders)
+    heldout_users: int = 100
+    eval_liked: int = 8
+    eval_disliked: int = 8
+    # probe
+    probe_users: int = 100
+    probe_sessions: int = 4
+    layer_rule: str = "probe"
+    # align
+    align_loss: str = "mmd"
+    align_points: int = 4
+    align_steps: int = 1500
+    align_users: int = 3000
+    compare_align_losses: bool = False
+    # adapter (the user branch; see train_branch.BranchTrainingArgs)
+    adapter_steps: int = 0
+    adapter_batch_size: int = 16
+    adapter_lr: float = 1e-4
+    adapter_args: dict[str, Any] = field(default_factory=dict)
+    drop: tuple[str, ...] = ()  # e_u parts zeroed for the branch (ablations)
+
+    def stage_settings(self, stage: str) -> dict[str, Any]:
+        """The settings a stage's result depends on (its own and every earlier stage's)."""
+        keys = {
+            "vqa": ["data", "seed", "pool", "bank_per_set", "no_vqa", "vqa_steps", "batch_size",
+                    "lr", "hidden_size", "num_layers", "num_heads", "intermediate_size"],
+            "probe": ["probe_users", "probe_sessions", "layer_rule"],
+            "align": ["align_loss", "align_points", "align_steps", "align_users"],
+            "adapter": ["base_model", "adapter_steps", "adapter_batch_size", "adapter_lr",
+                        "adapter_args", "drop"],
+        }
+        settings: dict[str, Any] = {}
+        for name in STAGES[:STAGES.index(stage) + 1]:
+            settings.update({k: getattr(self, k) for k in keys[name]})
+        return json.loads(json.dumps(settings, default=list))
+
+
+# ---------------------------------------------------------------------------------------------
+# Shared state
+
+
+class Run:
+    """The objects every stage uses, loaded once: pool, sampler, bank, tower."""
+
+    def __init__(self, config: TrainConfig, *, progress: bool = True) -> None:
+        from finexl.prefgen.agents import AGENTS_FILE, AgentSampler
+        from finexl.prefgen.features import ImageTower, build_bank
+        from finexl.prefgen.pool import load_pool
+
+        self.config = config
+        self.progress = progress
+        self.out = Path(config.out).expanduser()
+        self.work = self.out / "work"
+        self.work.mkdir(parents=True, exist_ok=True)
+        data = Path(config.data).expanduser()
+        agents_file = data / AGENTS_FILE
+        if not agents_file.is_file():
+            raise FinexlError(f"{data} has no {AGENTS_FILE}; make the training agents with"
+                              f" `finexl prefgen agents --out {data}`")
+        self.agents_config = json.loads(agents_file.read_text(encoding="utf-8"))
+        self.pool = load_pool(config.pool or self.agents_config["pool"])
+        held_out = [tuple(p) for p in self.agents_config["held_out_pairs"]]
+        self.sampler = AgentSampler(self.pool, held_out)
+        self.tower = ImageTower.from_mini()
+        self.bank = build_bank(self.work / "bank", self.pool, self.tower, seed=config.seed,
+                               per_set=config.bank_per_set, progress=progress)
+        self._heldout = None
+
+    def done(self, stage: str) -> dict[str, Any] | None:
+        path = self.work / f"{stage}.done.json"
+        if not path.is_file():
+            return None
+        record = json.loads(path.read_text(encoding="utf-8"))
+        return record if record.get("settings") == self.config.stage_settings(stage) else None
+
+    def mark_done(self, stage: str, result: dict[str, Any]) -> None:
+        from finexl.store.files import write_atomic
+
+        record = {"settings": self.config.stage_settings(stage), "result": result}
+        write_atomic(self.work / f"{stage}.done.json", json.dumps(record, indent=1).encode())
+        reports = self.out / "reports"
+        reports.mkdir(exist_ok=True)
+        write_atomic(reports / f"{stage}.json", json.dumps(result, indent=1).encode())
+
+    def heldout_episodes(self):
+        """Held-out agents with freshly rendered references and candidates (cached)."""
+        from finexl.prefgen.vqa import held_out_agents, rendered_episodes
+
+        if self._heldout is None:
+            c = self.config
+            agents = held_out_agents(self.sampler, c.heldout_users, c.seed)
+            self._heldout = rendered_episodes(self.sampler, self.tower, agents, c.eval_liked,
+                                              c.eval_disliked, seed=c.seed + 1,
+                                              progress=self.progress)
+        return self._heldout
+
+
+def _save_torch(path: Path, payload: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Stage 1: vqa
+
+
+def stage_vqa(run: Run) -> dict[str, Any]:
+    from finexl.prefgen import vocabulary as vocab
+    from finexl.prefgen.extractor import TinyPreferenceExtractor
+    from finexl.prefgen.vqa import BankEpisodes, evaluate, vqa_loss
+
+    c = run.config
+    torch.manual_seed(c.seed)
+    model = TinyPreferenceExtractor(run.tower.feature_dim, vocab.names(), c.hidden_size,
+                                    c.num_layers, c.num_heads, c.intermediate_size)
+    steps = 0 if c.no_vqa else c.vqa_steps
+    optimiser = torch.optim.AdamW(model.parameters(), lr=c.lr, weight_decay=1e-2)
+    warmup = max(1, min(50, steps // 10))
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda k: min(1.0, (k + 1) / warmup)
+                                                 * 0.5 * (1 + np.cos(np.pi * min(k, steps)
+                                                                     / max(steps, 1))))
+    checkpoint = run.work / "vqa.checkpoint.pt"
+    start, losses = 0, []
+    if checkpoint.is_file():
+        state = torch.load(checkpoint, weights_only=False)
+        if state["settings"] == c.stage_settings("vqa"):
+            model.load_state_dict(state["model"])
+            optimiser.load_state_dict(state["optimiser"])
+            schedule.load_state_dict(state["schedule"])
+            start, losses = state["step"], state["losses"]
+    episodes = BankEpisodes(run.sampler, run.bank)
+    model.train()
+    for step in track(range(start, steps), total=steps - start, description="vqa",
+                      enabled=run.progress):
+        # Each step's batch depends only on (seed, step), so a resumed run sees the same data.
+        rng = np.random.default_rng([c.seed, step, 11])
+        loss, info = vqa_loss(model, episodes.batch(rng, c.batch_size))
+        optimiser.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(list(model.parameters()), 1.0)
+        optimiser.step()
+        schedule.step()
+        losses.append(info["loss"])
+        if (step + 1) % c.checkpoint_every == 0 and step + 1 < steps:
+            _save_torch(checkpoint, {"settings": c.stage_settings("vqa"), "step": step + 1,
+                                     "model": model.state_dict(), "losses": losses,
+                                     "optimiser": optimiser.state_dict(),
+                                     "schedule": schedule.state_dict()})
+    model.eval()
+    model.save_pretrained(str(run.out / "extractor"))
+    accuracy = evaluate(model, run.heldout_episodes(), vocab.names(), seed=c.seed)
+    checkpoint.unlink(missing_ok=True)
+    window = losses[-100:]
+    return {"steps": steps, "final_loss": float(np.mean(window)) if window else None,
+            "heldout": accuracy.to_dict(),
+            "loss_curve": [float(np.mean(losses[i:i + 50])) for i in range(0, len(losses), 50)]}
+
+
+def load_stage_extractor(run: Run):
+    from finexl.prefgen.extractor import TinyPreferenceExtractor
+
+    return TinyPreferenceExtractor.from_pretrained(str(run.out / "extractor")).eval()
+
+
+# ---------------------------------------------------------------------------------------------
+# Stage 2: probe
+
+
+@torch.no_grad()
+def profile_states(model, episodes, batch: int = 64) -> np.ndarray:
+    """Read-out states ``(n, layers, hidden)`` of the profile question for episodes of equal size."""
+    from finexl.prefgen import vocabulary as vocab
+    from finexl.prefgen.vqa import PROFILE_FORM, make_batch
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for start in range(0, len(episodes), batch):
+        part = episodes[start:start + batch]
+        b = make_batch(part, [PROFILE_FORM] * len(part), vocab.names(), rng)
+        rows.append(model(b.features, b.kinds, b.form, b.attribute, b.candidates).states.numpy())
+    return np.concatenate(rows)
+
+
+def stage_probe(run: Run) -> dict[str, Any]:
+    from finexl.prefgen import vocabulary as vocab
+    from finexl.prefgen.extractor import SCORE
+    from finexl.prefgen.probes import (
+        ProbeReport,
+        choose_layers,
+        inter_user_accuracy,
+        intra_user_accuracy,
+    )
+    from finexl.prefgen.vqa import BankEpisodes, held_out_agents, make_batch
+
+    c = run.config
+    model = load_stage_extractor(run)
+    episodes = BankEpisodes(run.sampler, run.bank)
+    agents = []
+    for agent in held_out_agents(run.sampler, 4 * c.probe_users, c.seed, split="probe"):
+        if len(agents) == c.probe_users:
+            break
+        if episodes.episode(agent, 2, 2, np.random.default_rng(0)) is not None:
+            agents.append(agent)
+    sessions, users, session_ids = [], [], []
+    for s in range(c.probe_sessions):
+        rng = np.random.default_rng([c.seed, s, 23])
+        for u, agent in enumerate(agents):
+            sessions.append(episodes.episode(agent, 6, 6, rng))
+            users.append(u)
+            session_ids.append(s)
+    inter_states = profile_states(model, sessions)
+    inter = inter_user_accuracy(inter_states, np.array(users), np.array(session_ids), seed=c.seed)
+    # Intra-user: the score question about a liked-type or disliked-type new image.
+    rng = np.random.default_rng([c.seed, 29])
+    first = [e for e, s in zip(sessions, session_ids) if s == 0]
+    states, liked, owners = [], [], []
+    with torch.no_grad():
+        for repeat in range(4):
+            b = make_batch(first, [SCORE] * len(first), vocab.names(), rng)
+            out = model(b.features, b.kinds, b.form, b.attribute, b.candidates)
+            states.append(out.states.numpy())
+            liked.append(b.binary_target.numpy().astype(int))
+            owners.append(np.arange(len(first)))
+    intra = intra_user_accuracy(np.concatenate(states), np.concatenate(liked),
+                                np.concatenate(owners), seed=c.seed)
+    core, sem = choose_layers(inter, intra, rule=c.layer_rule)
+    report = ProbeReport(inter.tolist(), intra.tolist(), core, sem, c.layer_rule,
+                         chance_inter=1 / len(agents), chance_intra=0.5, n_users=len(agents))
+    report.save(run.out / "probes.json", run.out / "probes.png")
+    return report.to_dict()
+
+
+# ---------------------------------------------------------------------------------------------
+# Stage 3: align
+
+
+def _band_states(states: np.ndarray, layers: list[int]) -> np.ndarray:
+    return states[:, layers].mean(axis=1)
+
+
+def stage_align(run: Run) -> dict[str, Any]:
+    from safetensors.numpy import save_file
+
+    from finexl.prefgen.align import g_sem, text_table, train_align, word_recall
+    from finexl.prefgen.vqa import BankEpisodes
+
+    c = run.config
+    model = load_stage_extractor(run)
+    probes = json.loads((run.out / "probes.json").read_text())
+    core, sem = probes["core_layers"], probes["sem_layers"]
+    names, table = text_table()
+    episodes = BankEpisodes(run.sampler, run.bank)
+    rng = np.random.default_rng([c.seed, 31])
+    train_eps = []
+    while len(train_eps) < c.align_users:
+        agent = run.sampler.sample(rng, "train", "align")
+        episode = episodes.episode(agent, 6, 6, rng)
+        if episode is not None:
+            train_eps.append(episode)
+    e_sem = _band_states(profile_states(model, train_eps), sem)
+    liked = [e.agent.liked for e in train_eps]
+    heldout = run.heldout_episodes()
+    heldout_sem = _band_states(profile_states(model, heldout), sem)
+    heldout_liked = [e.agent.liked for e in heldout]
+    text_dim = table.shape[1]
+    result: dict[str, Any] = {"loss": c.align_loss, "text_space": "mini text tower",
+                              "heldout_word_recall": {}}
+    losses = ("mmd", "mse", "cosine") if c.compare_align_losses else (c.align_loss,)
+    chosen = None
+    for loss in losses:
+        fitted = train_align(e_sem, liked, names, table, loss=loss, points=c.align_points,
+                             steps=c.align_steps, seed=c.seed, progress=run.progress)
+        if fitted.model is not None:
+            points = g_sem(fitted.model, heldout_sem, c.align_points, text_dim)
+            result["heldout_word_recall"][loss] = word_recall(points, heldout_liked, names, table)
+            # Diversity: mean pairwise distance between held-out users' mapped means.
+            means = points.reshape(len(points), c.align_points, text_dim).mean(axis=1)
+            result.setdefault("heldout_spread", {})[loss] = float(
+                np.mean(np.linalg.norm(means[:, None] - means[None], axis=-1)))
+        if loss == c.align_loss:
+            chosen = fitted
+    align_dir = run.out / "align"
+    if chosen is not None and chosen.model is not None:
+        chosen.model.save_pretrained(str(align_dir))
+        result["final_loss"] = float(np.mean(chosen.losses[-100:]))
+    elif align_dir.exists():
+        import shutil
+
+        shutil.rmtree(align_dir)
+    save_file({"table": table}, str(run.out / "text_table.safetensors"))
+    write_model_config(run, core, sem, text_dim, names)
+    return result
+
+
+def write_model_config(run: Run, core: list[int], sem: list[int], text_dim: int,
+                       names: list[str]) -> dict[str, Any]:
+    """``config.json`` of the model folder (written last: its presence means usable)."""
+    from finexl.prefgen import vocabulary as vocab
+    from finexl.prefgen.model import MODEL_FORMAT, MODEL_VERSION
+    from finexl.store.files import write_atomic
+
+    c = run.config
+    run.tower.save(run.out / "vision")
+    g_width = c.align_points * text_dim
+    config = {
+        "format": MODEL_FORMAT, "version": MODEL_VERSION, "base_model": c.base_model,
+        "attributes": vocab.names(), "text_names": names, "text_dim": text_dim,
+        "text_space": "mini text tower (finexl.encoders mini, projection_dim 128)",
+        "align_loss": c.align_loss, "align_points": c.align_points,
+        "core_layers": core, "sem_layers": sem, "layer_rule": c.layer_rule,
+        "reference_size": int(run.pool.images.shape[1]),
+        "feature_dim": run.tower.feature_dim, "image_embed_dim": run.tower.dim,
+        "embedding_parts": {"g_sem": g_width, "e_core": c.hidden_size, "e_img": run.tower.dim},
+        "e_img": "medoid of the liked images' mini embeddings",
+        "no_vqa": c.no_vqa,
+        "training": {k: v for k, v in asdict(c).items() if k not in ("out",)},
+    }
+    write_atomic(run.out / "config.json", json.dumps(config, indent=1, default=list).encode())
+    return config
+
+
+# ---------------------------------------------------------------------------------------------
+# Stage 4: adapter (the user branch, trained by train_branch)
+
+
+def adapter_batches(model, run: Run, batch_size: int, seed: int, drop: tuple[str, ...] = ()):
+    """``data(start)`` for ``train_branch``: batches (e_u, pixels in [0, 1], prompts).
+
+    Each batch: training agents (references from the bank -> e_u by the model) and, per
+    agent, a freshly rendered new image it likes (its liked content, its liked styles, no
+    distractor) with that pool image's prompt. Batch k depends only on (seed, k).
+    """
+    from finexl.prefgen.agents import render_image
+    from finexl.prefgen.profile import PARTS
+    from finexl.prefgen.vqa import BankEpisodes
+
+    episodes = BankEpisodes(run.sampler, run.bank)
+
+    def data(start: int):
+        k = start
+        while True:
+            rng = np.random.default_rng([seed, k, 37])
+            chosen = []
+            while len(chosen) < batch_size:
+                agent = run.sampler.sample(rng, "train", "adapter")
+                n_liked, n_disliked = int(rng.integers(2, 9)), int(rng.integers(0, 9))
+                episode = episodes.episode(agent, n_liked, n_disliked, rng)
+                if episode is not None:
+                    chosen.append(episode)
+            e_u, pixels, prompts = [], [], []
+            for episode in chosen:
+                read = model.read([episode.liked], [episode.disliked])
+                parts = model.embeddings(read)
+                e_u.append(np.concatenate([np.zeros_like(parts[p][0]) if p in drop
+                                           else parts[p][0] for p in PARTS]))
+                agent = episode.agent
+                candidates = run.sampler.matches(agent.content("liked"), agent.content("disliked"))
+                index = int(candidates[int(rng.integers(len(candidates)))])
+                image = render_image(run.pool, index, agent.styles("liked"), rng)
+                pixels.append(image.pixels)
+                prompts.append(run.pool.records[index]["prompt"])
+            yield (torch.from_numpy(np.stack(e_u)).float(),
+                   torch.from_numpy(np.stack(pixels)).permute(0, 3, 1, 2).float(), prompts)
+            k += 1
+
+    return data
+
+
+def stage_adapter(run: Run) -> dict[str, Any]:
+    from finexl.prefgen.model import BRANCH_DIR, PrefGenModel
+    from finexl.prefgen.train_branch import BranchTrainingArgs, train_branch
+
+    c = run.config
+    if c.adapter_steps < 1:
+        return {"skipped": "adapter_steps is 0"}
+    model = PrefGenModel.load(run.out)
+    args = BranchTrainingArgs(
+        output_dir=str(run.out / BRANCH_DIR), pretrained_model_name_or_path=c.base_model,
+        max_train_steps=c.adapter_steps, train_batch_size=c.adapter_batch_size,
+        learning_rate=c.adapter_lr, seed=c.seed, resume_from_checkpoint="latest",
+        checkpointing_steps=max(1, min(100, c.adapter_steps)), checkpoints_total_limit=2,
+        prefgen_model=model.fingerprint, embedding_parts=model.embedding_parts,
+        **c.adapter_args)
+    result = train_branch(adapter_batches(model, run, c.adapter_batch_size, c.seed, c.drop),
+                          args, progress=run.progress)
+    return {"steps": result.global_step, "resumed_from": result.resumed_from,
+            "losses": result.losses[-5:], "branch": str(result.branch_path)}
+
+
+STAGE_FUNCTIONS = {"vqa": stage_vqa, "probe": stage_probe, "align": stage_align,
+                   "adapter": stage_adapter}
+
+
+def train(config: TrainConfig, *, stages: tuple[str, ...] = STAGES, progress: bool = True
+          ) -> dict[str, Any]:
+    """Run (or resume) the requested stages in order; returns each stage's result."""
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown:
+        raise FinexlError(f"unknown stage(s) {unknown}; stages are {', '.join(STAGES)}")
+    if config.layer_rule not in ("probe", "last"):
+        raise FinexlError(f"--layer-rule must be probe or last, got {config.layer_rule!r}")
+    if config.align_loss not in ("mmd", "mse", "cosine", "none"):
+        raise FinexlError(f"--align-loss must be mmd, mse, cosine or none, got"
+                          f" {config.align_loss!r}")
+    bad = set(config.drop) - {"g_sem", "e_core", "e_img"}
+    if bad:
+        raise FinexlError(f"--drop takes g_sem, e_core, e_img; got {sorted(bad)}")
+    run = Run(config, progress=progress)
+    results = {}
+    for stage in STAGES:
+        if stage not in stages:
+            continue
+        done = run.done(stage)
+        if done is not None:
+            results[stage] = done["result"]
+            continue
+        results[stage] = STAGE_FUNCTIONS[stage](run)
+        run.mark_done(stage, results[stage])
+        # A rerun stage invalidates the stages after it.
+        for later in STAGES[STAGES.index(stage) + 1:]:
+            (run.work / f"{later}.done.json").unlink(missing_ok=True)
+    return results
