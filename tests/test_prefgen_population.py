@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 from test_generate_user import world  # noqa: F401  (the tiny generator + user branch fixture)
+from test_prefgen_train import trained  # noqa: F401  (a tiny trained PrefGen model)
 from tiny_vlm import save_tiny_llava
 
 from finexl.errors import FinexlError
@@ -177,3 +178,28 @@ def test_cli_extract_and_its_errors(tiny_llava_dir, users_dir, tmp_path):
     result = runner.invoke(main, [*args, "--layers", "two"])
     assert result.exit_code == 1
     assert result.output.startswith("finexl: error: --layers 'two'")
+
+
+def test_profile_all_equals_one_profile_per_user_and_resumes(trained, tmp_path):  # noqa: F811
+    from finexl.imaging.decode import load_images
+    from finexl.prefgen.model import PrefGenModel
+    from finexl.prefgen.population import ProfileSettings, profile_population
+    from finexl.prefgen.profile import UserProfile
+    from finexl.prefgen.users import load_users
+
+    root = trained[0]
+    release_workers()
+    settings = ProfileSettings(str(root / "model"))
+    run = profile_population(root / "agents", tmp_path / "profiles", settings)
+    users = load_users(root / "agents")
+    assert sorted(run.made) == sorted(u.user_id for u in users)
+    model = PrefGenModel.load(root / "model")
+    for user in users[:2]:
+        saved = UserProfile.load(tmp_path / "profiles" / f"{user.user_id}.user.safetensors")
+        direct = model.profile(load_images(user.liked), load_images(user.disliked))
+        np.testing.assert_allclose(saved.user_embedding(), direct.user_embedding(), atol=1e-6)
+        assert saved.model_fingerprint == model.fingerprint
+    again = profile_population(root / "agents", tmp_path / "profiles", settings)
+    assert again.made == [] and len(again.kept) == len(users)
+    with pytest.raises(FinexlError, match="no config.json"):
+        profile_population(root / "agents", tmp_path / "p2", ProfileSettings(str(tmp_path)))

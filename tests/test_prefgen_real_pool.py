@@ -89,3 +89,22 @@ def test_a_tiny_diffusers_folder_draws_the_pool(sd_dir, tmp_path):
     assert pool.images.std() > 0
     config = json.loads((tmp_path / "pool" / "pool.json").read_text())
     assert config["vocabulary"] == "real-v1" and config["model"] == str(sd_dir)
+
+
+def test_cli_agents_with_a_diffusers_model(sd_dir, tmp_path):
+    from click.testing import CliRunner
+
+    from finexl.cli import main
+    from finexl.prefgen.users import load_users
+
+    args = ["prefgen", "agents", "--model", str(sd_dir), "--n", "3", "--out",
+            str(tmp_path / "agents"), "--pool-size", "352", "--steps", "1", "--size", "32",
+            "--store-size", "16", "--batch-size", "32", "--liked", "2", "--disliked", "1", "-q"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "3 simulated users" in result.output and "352 usable of 352" in result.output
+    config = json.loads((tmp_path / "agents" / "pool" / "pool.json").read_text())
+    assert config["vocabulary"] == "real-v1" and config["store_size"] == 16
+    assert len(load_users(tmp_path / "agents")) == 3
+    again = CliRunner().invoke(main, args)  # resumable: nothing to redo
+    assert again.exit_code == 0, again.output

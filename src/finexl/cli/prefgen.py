@@ -27,14 +27,29 @@ def prefgen() -> None:
 @click.option("--pool-size", default=544, show_default=True, type=click.IntRange(32),
               help="Base images to generate for the pool (a pool can grow later).")
 @click.option("--model", default="builtin:tiny", show_default=True,
-              help="The generator that draws the pool.")
+              help="The generator that draws the pool: builtin:tiny, or any diffusers model"
+                   " (folder, checkpoint, cached hub id), which draws from the larger"
+                   " real-image vocabulary (docs/PREFGEN.md, With real models).")
+@click.option("--device", default="cpu", show_default=True,
+              help="Where a diffusers --model runs (cpu, cuda, cuda:1, auto).")
+@click.option("--dtype", default="float32", show_default=True,
+              type=click.Choice(["float32", "float16", "bfloat16"]))
+@click.option("--steps", type=click.IntRange(1), help="Denoising steps of a diffusers --model"
+              " (default 30).")
+@click.option("--guidance", type=float, help="Guidance of a diffusers --model (default 7.5).")
+@click.option("--size", type=click.IntRange(8), help="Generation size of a diffusers --model"
+              " (default: the model's).")
+@click.option("--store-size", default=256, show_default=True, type=click.IntRange(8),
+              help="Side the pool keeps a diffusers --model's images at.")
+@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(1),
+              help="Images per diffusers pipeline call.")
 @click.option("--liked", "n_liked", default=8, show_default=True, type=click.IntRange(1, 16))
 @click.option("--disliked", "n_disliked", default=8, show_default=True,
               type=click.IntRange(0, 16))
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
-def agents_command(n_users, out_dir, pool_dir, pool_size, model, n_liked, n_disliked, seed,
-                   quiet):
+def agents_command(n_users, out_dir, pool_dir, pool_size, model, device, dtype, steps,
+                   guidance, size, store_size, batch_size, n_liked, n_disliked, seed, quiet):
     """Simulated users with liked/disliked attributes, written as users.jsonl + images.
 
     Resumable: run the same command again after an interruption. The pool of base images
@@ -44,7 +59,15 @@ def agents_command(n_users, out_dir, pool_dir, pool_size, model, n_liked, n_disl
     from finexl.prefgen.pool import build_pool
 
     pool_dir = (pool_dir or out_dir / "pool").expanduser().resolve()
-    pool = build_pool(pool_dir, pool_size, model=model, progress=not quiet)
+    if model == "builtin:tiny":
+        pool = build_pool(pool_dir, pool_size, model=model, progress=not quiet)
+    else:
+        from finexl.prefgen.real_pool import build_real_pool
+
+        pool = build_real_pool(pool_dir, pool_size, model=model,
+                               steps=steps or 30, guidance=7.5 if guidance is None else guidance,
+                               size=size, store_size=store_size, batch_size=batch_size,
+                               device=device, dtype=dtype, progress=not quiet)
     users = write_agents(out_dir, pool, str(pool_dir), n_users, seed=seed, n_liked=n_liked,
                          n_disliked=n_disliked, progress=not quiet)
     click.echo(f"{n_users} simulated users in {users} (pool: {len(pool.usable())} usable of"

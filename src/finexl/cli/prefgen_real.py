@@ -216,6 +216,28 @@ def train_vlm_command(users_dir, quiet, **options):
                f" {last:.3f}) in {result.lora_dir}")
 
 
+@prefgen.command("profile-all")
+@click.option("--users", "users_dir", required=True, type=click.Path(path_type=Path),
+              help="Folder with users.jsonl and the users' images.")
+@click.option("--model", "prefgen_model", default="builtin:prefgen-tiny", show_default=True,
+              help="The PrefGen model (builtin:prefgen-tiny or a prefgen train folder).")
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path),
+              help="Folder for <user>.user.safetensors and index.jsonl (a rerun resumes).")
+@click.option("--split", type=click.Choice(["train", "probe", "heldout"]),
+              help="Only users of this split.")
+@_population_options
+def profile_all_command(users_dir, prefgen_model, out_dir, split, users_per_task, use_ray,
+                        gpus_per_task, quiet):
+    """Profile every user of a users.jsonl (finexl prefgen profile for each), resumable."""
+    from finexl.prefgen.population import ProfileSettings, profile_population
+
+    with _executor(use_ray, gpus_per_task) as executor:
+        run = profile_population(users_dir, out_dir, ProfileSettings(prefgen_model), split=split,
+                                 executor=executor, users_per_task=users_per_task,
+                                 progress=not quiet)
+    _report(run, "profiled")
+
+
 def _read_bands(path: Path) -> tuple[tuple[int, ...], tuple[int, ...]]:
     import json
 

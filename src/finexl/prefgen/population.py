@@ -210,6 +210,55 @@ def release_workers() -> None:
     """Drop the models this process keeps loaded for population tasks."""
     _worker_extractor.cache_clear()
     _worker_pipeline.cache_clear()
+    _worker_prefgen.cache_clear()
+
+
+# --- profiling every user --------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ProfileSettings:
+    """Which PrefGen model profiles the users (plain data)."""
+
+    prefgen_model: str = "builtin:prefgen-tiny"
+
+
+def profile_population(users_dir: str | Path, out_dir: str | Path,
+                       settings: ProfileSettings | None = None, *, split: str | None = None,
+                       executor: Any = None, users_per_task: int = 16,
+                       progress: bool = False) -> PopulationRun:
+    """``finexl prefgen profile`` for every user: ``<user>.user.safetensors`` + index.jsonl.
+
+    The PrefGen model is resolved in the driver first (one line if it is missing); each
+    worker loads it once. ``generate_population`` reads the folder this writes.
+    """
+    from finexl.prefgen.model import resolve_model_dir
+
+    settings = settings or ProfileSettings()
+    resolve_model_dir(settings.prefgen_model)
+    jobs = user_jobs(users_dir, out_dir, PROFILE_SUFFIX, split=split)
+    return run_population(jobs, profile_users_task, settings, out_dir, executor=executor,
+                          users_per_task=users_per_task, description="profiling users",
+                          progress=progress)
+
+
+def profile_users_task(jobs: Sequence[UserJob], settings: ProfileSettings) -> list[str]:
+    """Profile a batch of users and save each profile atomically (runs in a worker)."""
+    from finexl.imaging.decode import load_images
+
+    model = _worker_prefgen(settings.prefgen_model)
+    done = []
+    for job in jobs:
+        profile = model.profile(load_images(job.liked), load_images(job.disliked))
+        profile.save(job.out)  # atomic
+        done.append(job.user_id)
+    return done
+
+
+@functools.lru_cache(maxsize=1)
+def _worker_prefgen(spec: str) -> Any:
+    from finexl.prefgen.model import PrefGenModel
+
+    return PrefGenModel.load(spec)
 
 
 # --- generating for every user ---------------------------------------------------------------

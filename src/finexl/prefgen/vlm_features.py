@@ -189,6 +189,9 @@ class VLMFeatureExtractor:
         import torch
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
+        from finexl.encoders.clip import check_dtype
+
+        check_dtype(dtype)
         directory = resolve_vlm_directory(spec)
         check_vlm_directory(directory)
         model = AutoModelForImageTextToText.from_pretrained(
@@ -202,7 +205,9 @@ class VLMFeatureExtractor:
                 raise FinexlError(f"LoRA folder {lora_dir} has no adapter_config.json (write it"
                                   " with VLMFeatureExtractor.save_lora)")
             model = PeftModel.from_pretrained(model, lora_dir, is_trainable=False)
-        model.to(device).eval()
+        from finexl.encoders.clip import resolve_device
+
+        model.to(resolve_device(device)).eval()
         return cls(model, processor, model_id=str(spec))
 
     # --- prompts ---

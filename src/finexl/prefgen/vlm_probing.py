@@ -83,7 +83,7 @@ def probe_vlm(extractor: PreferenceExtractor, users: Sequence[Any], *, sessions:
         inter_user_accuracy,
         intra_user_accuracy,
     )
-    from finexl.prefgen.vlm_training import TEMPLATES
+    from finexl.prefgen.vqa import TEMPLATES
 
     if len(users) < 4:
         raise FinexlError(f"probing needs at least 4 users, got {len(users)}")

@@ -10,7 +10,7 @@ gradient accumulation; steps, logs and checkpoints counted in optimizer steps
 model) plus the optimizer and RNG state; ``--resume-from-checkpoint latest``. Run it under
 ``accelerate launch -m finexl.cli prefgen train-vlm ...`` for several GPUs.
 
-Question forms (text as in :data:`TEMPLATES`), drawn per example:
+Question forms (the tiny extractor's text, ``prefgen.vqa.TEMPLATES``), drawn per example:
 
 - ``likes`` / ``dislikes``: an attribute the user has (yes) or one from the other list (no);
 - ``list_liked`` / ``list_disliked``: the attribute words, comma-separated;
@@ -33,16 +33,10 @@ import numpy as np
 
 from finexl.errors import FinexlError
 from finexl.prefgen.vlm_features import PreferenceQuery
+from finexl.prefgen.vqa import TEMPLATES  # the tiny extractor's questions, word for word
 
 logger = logging.getLogger(__name__)
 
-TEMPLATES = {
-    "likes": "Does this user like {attribute}? Answer yes or no.",
-    "dislikes": "Does this user dislike {attribute}? Answer yes or no.",
-    "score": "Would this user like the new image? Answer + or -.",
-    "list_liked": "What does this user like? List the attributes.",
-    "list_disliked": "What does this user dislike? List the attributes.",
-}
 LORA_DIR = "lora"
 TRAINING_FILE = "training.json"
 

@@ -1,0 +1,157 @@
+"""Run PrefGen's real-model commands end to end on tiny random models, on this CPU.
+
+What a GPU user runs with their own VLM and Stable Diffusion folders (docs/PREFGEN.md, "With
+real models"), here with a tiny random LLaVA (2-layer 32-wide Llama, 8-px CLIP) and a tiny
+random StableDiffusionPipeline, both built from configs, saved and loaded back by path, so
+every loading and training code path runs with no download. The numbers it prints say that
+the commands run and how long they take here; a random model has nothing to learn, so no
+accuracy from this run means anything.
+
+    python scripts/prefgen_real_models_check.py --work /tmp/prefgen-real --json docs/prefgen_real_check.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))  # the tiny model builders the tests use
+
+
+def run(step: str, command: list[str], timings: dict, env: dict) -> str:
+    start = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+    timings[step] = round(time.perf_counter() - start, 1)
+    if done.returncode != 0:
+        sys.exit(f"{step} failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    line = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
+    print(f"{step}: {timings[step]} s  {line}")
+    return line
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work", type=Path, default=Path("/tmp/prefgen-real"))
+    parser.add_argument("--json", type=Path, help="Write the timings and outputs here.")
+    parser.add_argument("--ray", action="store_true", help="Also run extract as Ray tasks.")
+    args = parser.parse_args()
+    work = args.work
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    env = dict(os.environ, OMP_NUM_THREADS="1", ACCELERATE_CONFIG_FILE=os.devnull,
+               PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT / "src"),
+                                                        os.environ.get("PYTHONPATH")])))
+    finexl = [sys.executable, "-m", "finexl.cli"]
+    timings: dict[str, float] = {}
+    outputs: dict[str, str] = {}
+
+    import torch
+    from conftest import _sd_components
+    from diffusers import StableDiffusionPipeline
+    from PIL import Image
+    from tiny_vlm import save_tiny_llava
+
+    torch.set_num_threads(1)
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    # The tiny SD's 16-token text encoder truncates every pool prompt; say it once here.
+    diffusers_logging.set_verbosity_error()
+    transformers_logging.set_verbosity_error()
+    print("note: the tiny SD reads only the first 16 bytes of each prompt")
+    start = time.perf_counter()
+    vlm = save_tiny_llava(work / "models" / "tiny-llava")
+    sd = work / "models" / "tiny-sd"
+    StableDiffusionPipeline(**_sd_components()).save_pretrained(sd)
+    timings["build tiny models"] = round(time.perf_counter() - start, 1)
+
+    # 1. Real preference data: a Pick-a-Pic-style parquet (comparisons, images as bytes).
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(0)
+
+    def jpeg(seed: int) -> bytes:
+        pixels = np.random.default_rng(seed).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+        buffer = io.BytesIO()
+        Image.fromarray(pixels).save(buffer, format="JPEG")
+        return buffer.getvalue()
+
+    rows = {"user_id": [], "caption": [], "jpg_0": [], "jpg_1": [], "label_0": [],
+            "label_1": []}
+    for user in range(6):
+        for k in range(6):
+            first = int(rng.random() < 0.5)
+            rows["user_id"].append(user)
+            rows["caption"].append(f"prompt {k}")
+            rows["jpg_0"].append(jpeg(user * 100 + k))
+            rows["jpg_1"].append(jpeg(user * 100 + 50 + k))
+            rows["label_0"].append(float(first))
+            rows["label_1"].append(float(1 - first))
+    (work / "pickapic").mkdir()
+    pq.write_table(pa.table(rows), work / "pickapic" / "train-0000.parquet")
+    outputs["import"] = run("prefgen import", [*finexl, "prefgen", "import",
+                                               str(work / "pickapic"), "--out",
+                                               str(work / "users"), "-q"], timings, env)
+
+    # 2. Simulated users with a real diffusers model: pool + agents.
+    from finexl.prefgen.agents import write_agents
+    from finexl.prefgen.real_pool import build_real_pool
+
+    start = time.perf_counter()
+    pool = build_real_pool(work / "pool", 400, model=str(sd), steps=2, size=32, store_size=32,
+                           batch_size=32)
+    write_agents(work / "agents", pool, str(work / "pool"), 24, n_liked=3, n_disliked=3)
+    timings["real-model pool (400 images) + 24 agents"] = round(time.perf_counter() - start, 1)
+
+    # 3. Preference-VQA LoRA under accelerate launch, resumed once.
+    accelerate = shutil.which("accelerate") or sys.exit("the accelerate command is missing")
+    train = [accelerate, "launch", "--cpu", "--num_processes", "1", "--num_machines", "1",
+             "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "finexl.cli",
+             "prefgen", "train-vlm", "--users", str(work / "agents"), "--vlm", str(vlm),
+             "--output-dir", str(work / "vlm-lora"), "--checkpointing-steps", "2",
+             "--lora-rank", "4", "--train-batch-size", "2", "--learning-rate", "3e-3",
+             "--resume-from-checkpoint", "latest", "--logging-steps", "2", "-q"]
+    outputs["train-vlm"] = run("accelerate launch prefgen train-vlm (4 steps)",
+                               [*train, "--max-train-steps", "4"], timings, env)
+    outputs["train-vlm resumed"] = run("  resumed to 8 steps", [*train, "--max-train-steps", "8"],
+                                       timings, env)
+    lora = work / "vlm-lora" / "lora"
+
+    # 4. Probe every layer, then extract e_core / e_sem for every user.
+    outputs["probe-vlm"] = run("prefgen probe-vlm", [
+        *finexl, "prefgen", "probe-vlm", "--users", str(work / "agents"), "--vlm", str(vlm),
+        "--lora", str(lora), "--out", str(work / "probes"), "--sessions", "2", "--refs", "2",
+        "-q"], timings, env)
+    extract = [*finexl, "prefgen", "extract", "--users", str(work / "agents"), "--vlm",
+               str(vlm), "--lora", str(lora), "--bands", str(work / "probes" / "probes.json"),
+               "-q"]
+    outputs["extract"] = run("prefgen extract (local)", [*extract, "--out",
+                                                        str(work / "features")], timings, env)
+    outputs["extract again"] = run("  rerun (resumes)", [*extract, "--out",
+                                                         str(work / "features")], timings, env)
+    if args.ray:
+        outputs["extract --ray"] = run("prefgen extract --ray", [
+            *extract, "--out", str(work / "features-ray"), "--ray", "--users-per-task", "6"],
+            timings, env)
+    summary = {"machine": f"{os.cpu_count()} CPUs, torch {torch.__version__}",
+               "seconds": timings, "outputs": outputs,
+               "command": "python scripts/prefgen_real_models_check.py" + (
+                   " --ray" if args.ray else "")}
+    if args.json:
+        args.json.write_text(json.dumps(summary, indent=1) + "\n")
+    print(json.dumps(summary["seconds"], indent=1))
+
+
+if __name__ == "__main__":
+    main()
