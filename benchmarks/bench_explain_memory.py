@@ -37,8 +37,12 @@ import numpy as np
 from PIL import Image
 import torch
 torch.set_num_threads(1)
-from finexl.decompose import DecompositionSettings
 from finexl.pipeline import ExplainConfig, explain
+try:  # the settings object of the current code; --src may name code from before it
+    from finexl.decompose import DecompositionSettings
+    fewer_resamples = {"decomposition": DecompositionSettings(n_bootstrap=20)}
+except ImportError:
+    fewer_resamples = {"n_bootstrap": 20}
 
 args = json.loads(sys.argv[1])
 concepts = ["red", "blue", "dark", "bright"]
@@ -50,9 +54,8 @@ for side in ("base", "personal"):
             small / side / f"{i}.png")
 def run(base, personal, batch, cache):
     return explain(base, personal, ExplainConfig(
-        encoder=args["encoder"], concepts=concepts,
-        decomposition=DecompositionSettings(n_bootstrap=20), batch_size=batch,
-        cache=cache))
+        encoder=args["encoder"], concepts=concepts, batch_size=batch, cache=cache,
+        **fewer_resamples))
 run(small / "base", small / "personal", args["batch"], False)   # load and warm up everything
 page = os.sysconf("SC_PAGE_SIZE")
 rss_before = int(open("/proc/self/statm").read().split()[1]) * page

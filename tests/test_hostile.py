@@ -24,10 +24,13 @@ from toy_encoder import ToyEncoder
 
 from finexl import limits, pairs
 from finexl.catalog import Catalog
+from finexl.decompose import DecompositionSettings
 from finexl.errors import FinexlError
 from finexl.imaging import decode
 from finexl.pairs import check_images, list_images, load_images, load_pairs
 from finexl.pipeline import ExplainConfig, embed_pair_differences, explain
+
+FEW_RESAMPLES = DecompositionSettings(n_bootstrap=20)
 
 
 def _one_line(error: pytest.ExceptionInfo, *words: str) -> None:
@@ -381,7 +384,8 @@ def test_links_out_of_the_folder_devices_and_fifos_are_reported(tmp_path):
     assert "outside it (0002.png); followed" in notes
     assert "0004.png, 0005.png" in notes and "skipped" in notes
     result = explain(base, personal, ExplainConfig(concepts=CONCEPTS, cache=False,
-                                                   n_bootstrap=20), encoder=ToyEncoder())
+                                                   decomposition=FEW_RESAMPLES),
+                     encoder=ToyEncoder())
     assert any("outside it (0002.png)" in note for note in result.notes)
     assert any("0004.png, 0005.png" in note for note in result.notes)
     cli = run_cli_subprocess("explain", "--base", str(base), "--personal", str(personal), "--no-cache",
@@ -416,7 +420,8 @@ def _explain_cached(base, personal, root: Path):
     from finexl.encoders.base import CachedEncoder
     from finexl.store.cache import Store
 
-    return explain(base, personal, ExplainConfig(concepts=CONCEPTS, cache=root, n_bootstrap=20),
+    return explain(base, personal, ExplainConfig(concepts=CONCEPTS, cache=root,
+                                                 decomposition=FEW_RESAMPLES),
                    encoder=CachedEncoder(ToyEncoder(), Store(root / "embeddings")))
 
 
@@ -434,7 +439,8 @@ def test_a_read_only_cache_falls_back_to_memory_with_one_warning(tmp_path, monke
 
     base, personal = _folders(tmp_path, lambda im: _darken(im, 0.6))
     reference = explain(base, personal, ExplainConfig(concepts=CONCEPTS, cache=False,
-                                                      n_bootstrap=20), encoder=ToyEncoder())
+                                                      decomposition=FEW_RESAMPLES),
+                     encoder=ToyEncoder())
     real_connect = rows.SqliteFile._connect
 
     def read_only_connect(self):
