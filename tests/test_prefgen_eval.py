@@ -84,6 +84,11 @@ def test_metrics_see_liked_styles_and_prompt_colours(judges):
     assert unchanged.liked_present < 0.15 and unchanged.prompt_fidelity == 1.0
     assert unchanged.mask_iou == 1.0 and unchanged.between_users == pytest.approx(0, abs=1e-5)
     assert good.between_users > 0.05
+    # Dark objects read as another colour; the styled fidelity accepts the colour the same
+    # styles give the base image.
+    assert good.prompt_fidelity_styled is None
+    assert score_method(judges, users, followed, base, plan,
+                        styled=followed).prompt_fidelity_styled == 1.0
     assert good.per_attribute["dark"]["likers"] >= 0.75
     assert good.per_attribute["dark"]["dislikers"] < 0.25
 

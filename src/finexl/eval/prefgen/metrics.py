@@ -49,7 +49,11 @@ class MethodMetrics:
     image of the same prompt and seed); ``*_single`` the single-image judges.
     ``prompt_fidelity``: share of images drawing every colour the prompt names, over users
     whose liked styles keep colours (sepia and black and white replace them);
-    ``prompt_fidelity_all`` over every user. ``mask_iou``: overlap of the object mask with
+    ``prompt_fidelity_all`` over every user; ``prompt_fidelity_styled`` over every user,
+    also accepting the colour read from the same base image with the user's liked styles
+    applied (the ceiling images): dark, faded or tinted styles change what the colour
+    judge reads, and a user who likes them should get the prompt's colour as those styles
+    render it. ``mask_iou``: overlap of the object mask with
     the base image's (content kept). ``diversity``: mean pairwise RMS pixel distance among a
     user's images (collapse check); ``between_users``: the same among different users'
     images of one prompt and seed (do users get different images?).
@@ -61,6 +65,7 @@ class MethodMetrics:
     disliked_present_single: float
     prompt_fidelity: float | None
     prompt_fidelity_all: float | None
+    prompt_fidelity_styled: float | None
     mask_iou: float | None
     diversity: float
     between_users: float | None
@@ -127,8 +132,13 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float | None:
 
 
 def score_method(judges: JudgeSet, users: Sequence[UserTaste], images: np.ndarray,
-                 base: np.ndarray, plan: Sequence[PlannedImage]) -> MethodMetrics:
-    """Every metric of one method (see :class:`MethodMetrics`)."""
+                 base: np.ndarray, plan: Sequence[PlannedImage],
+                 styled: np.ndarray | None = None) -> MethodMetrics:
+    """Every metric of one method (see :class:`MethodMetrics`).
+
+    ``styled``: the ceiling images of the same users ``(n_users, n_plan, h, w, 3)``, for
+    ``prompt_fidelity_styled`` (None: that figure is not measured).
+    """
     from finexl.prefgen.vocabulary import COLOUR_REPLACING
 
     if images.shape[:2] != (len(users), len(plan)) or base.shape[0] != len(plan):
@@ -138,7 +148,7 @@ def score_method(judges: JudgeSet, users: Sequence[UserTaste], images: np.ndarra
     liked: dict[str, list] = {"paired": [[], []], "single": [[], []]}
     disliked: dict[str, list] = {"paired": [[], []], "single": [[], []]}
     attribute_hits: dict[str, dict[str, list[float]]] = {}
-    fidelity_all, fidelity_kept, ious, diversity = [], [], [], []
+    fidelity_all, fidelity_kept, fidelity_styled, ious, diversity = [], [], [], [], []
     for u, user in enumerate(users):
         for form in ("paired", "single"):
             for table, attributes in ((liked, user.liked), (disliked, user.disliked)):
@@ -154,15 +164,22 @@ def score_method(judges: JudgeSet, users: Sequence[UserTaste], images: np.ndarra
             attribute_hits.setdefault(attribute, {"likers": [], "dislikers": [], "others": []})
             attribute_hits[attribute][role].append(float(present_all[:, j].mean()))
         readings = [read_content(image) for image in images[u]]
+        styled_readings = ([read_content(image) for image in styled[u]] if styled is not None
+                           else [None] * len(plan))
         keeps_colour = not set(user.liked) & COLOUR_REPLACING
-        for reading, base_reading, planned in zip(readings, base_readings, plan):
-            named = [(reading.colour, planned.colour), (reading.background, planned.background)]
-            named = [(seen, wanted) for seen, wanted in named if wanted is not None]
-            if named:
-                ok = all(seen == wanted for seen, wanted in named)
+        for reading, base_reading, styled_reading, planned in zip(readings, base_readings,
+                                                                  styled_readings, plan):
+            wanted = [("colour", planned.colour), ("background", planned.background)]
+            wanted = [(slot, value) for slot, value in wanted if value is not None]
+            if wanted:
+                ok = all(getattr(reading, slot) == value for slot, value in wanted)
                 fidelity_all.append(ok)
                 if keeps_colour:
                     fidelity_kept.append(ok)
+                if styled_reading is not None:
+                    fidelity_styled.append(all(
+                        getattr(reading, slot) in (value, getattr(styled_reading, slot))
+                        for slot, value in wanted))
             iou = _iou(reading.mask, base_reading.mask)
             if iou is not None:
                 ious.append(iou)
@@ -178,6 +195,7 @@ def score_method(judges: JudgeSet, users: Sequence[UserTaste], images: np.ndarra
         disliked_present_single=_share(*disliked["single"]),
         prompt_fidelity=float(np.mean(fidelity_kept)) if fidelity_kept else None,
         prompt_fidelity_all=float(np.mean(fidelity_all)) if fidelity_all else None,
+        prompt_fidelity_styled=float(np.mean(fidelity_styled)) if fidelity_styled else None,
         mask_iou=float(np.mean(ious)) if ious else None,
         diversity=float(np.nanmean(diversity)),
         between_users=float(np.nanmean(between)) if between else None,

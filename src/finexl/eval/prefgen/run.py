@@ -33,6 +33,7 @@ from finexl.eval.prefgen.judges import JudgeSet, StyleJudge, calibrate, content_
 from finexl.eval.prefgen.metrics import PlannedImage, UserTaste, preference_similarity, score_method
 
 RESULTS_FILE = "prefgen.json"
+METRICS_VERSION = 2  # bump when scoring changes: saved images are rescored, not remade
 HEADLINE = ("prefgen", "base", "e_img", "predicted_words", "true_words", "lora")
 
 
@@ -305,7 +306,10 @@ def _score(ctx: _Context, name: str, made: M.MethodImages, users: Sequence[M.Eva
     from finexl.imaging.transforms import to_image
 
     tastes = [UserTaste(u.user_id, u.liked_attributes, u.disliked_attributes) for u in users]
-    metrics = score_method(ctx.judges, tastes, made.images, ctx.base, ctx.plan)
+    ceiling = ctx.out / "methods" / "ceiling.npy"
+    styled = (made.images if name == "ceiling" else
+              _load_images(ceiling)[: len(users)] if ceiling.is_file() else None)
+    metrics = score_method(ctx.judges, tastes, made.images, ctx.base, ctx.plan, styled)
     p_liked, similarity = [], []
     for u, user in enumerate(users):
         p_liked.append(float(ctx.scorer.probability(user.liked, user.disliked,
@@ -355,14 +359,24 @@ def _method(ctx: _Context, name: str, users: Sequence[M.EvalUser], make, *,
            "users": [u.user_id for u in users], "model": model, **extra}
     json_path = ctx.out / "methods" / f"{name}.json"
     images_path = ctx.out / "methods" / f"{name}.npy"
-    saved = _load_json(json_path, key)
+    made_path = ctx.out / "methods" / f"{name}.made.json"
+    saved = _load_json(json_path, {**key, "metrics_version": METRICS_VERSION})
     if saved is not None and images_path.is_file():
         ctx.results[name] = saved["metrics"]
         return saved["metrics"]
-    made = make()
-    _save_images(images_path, made.images)
+    made_record = _load_json(made_path, key)
+    if made_record is not None and images_path.is_file():
+        # The images are still valid; only the scoring changed since they were made.
+        made = M.MethodImages(_load_images(images_path), made_record["seconds_per_user"],
+                              made_record["info"])
+    else:
+        made = make()
+        _save_images(images_path, made.images)
+        _save_json(made_path, {"settings": key, "seconds_per_user": made.seconds_per_user,
+                               "info": made.info})
     record = _score(ctx, name, made, users)
-    _save_json(json_path, {"settings": key, "metrics": record})
+    _save_json(json_path, {"settings": {**key, "metrics_version": METRICS_VERSION},
+                           "metrics": record})
     ctx.results[name] = record
     return record
 
@@ -536,11 +550,29 @@ def assemble(ctx: _Context, loop: dict[str, Any], scorer: dict[str, Any], second
         "users": [{"user_id": u.user_id, "liked": list(u.liked_attributes),
                    "disliked": list(u.disliked_attributes)} for u in ctx.users],
         "settings": config.key(),
+        "model_reports": model_reports(config),
         "evaluated": ("baselines only" if not config.personal else
                       "stand-in (untrained branch)" if config.stand_in else config.model),
         "machine": machine(),
         "seconds": round(seconds, 1),
     }
+
+
+def model_reports(config: PrefGenEvalConfig) -> dict[str, Any]:
+    """The evaluated PrefGen model's own training reports (``reports/*.json``), if any:
+    VQA accuracy, probes, and the alignment losses compared at the alignment stage."""
+    if not config.personal or config.stand_in:
+        return {}
+    from finexl.prefgen.user_generation import prefgen_model_dir
+
+    folder = prefgen_model_dir(config.model) / "reports"
+    reports = {}
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else ():
+        try:
+            reports[path.stem] = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError:
+            continue
+    return reports
 
 
 def command_line(config: PrefGenEvalConfig) -> str:
