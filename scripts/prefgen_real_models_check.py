@@ -104,15 +104,12 @@ def main() -> None:
                                                str(work / "pickapic"), "--out",
                                                str(work / "users"), "-q"], timings, env)
 
-    # 2. Simulated users with a real diffusers model: pool + agents.
-    from finexl.prefgen.agents import write_agents
-    from finexl.prefgen.real_pool import build_real_pool
-
-    start = time.perf_counter()
-    pool = build_real_pool(work / "pool", 400, model=str(sd), steps=2, size=32, store_size=32,
-                           batch_size=32)
-    write_agents(work / "agents", pool, str(work / "pool"), 24, n_liked=3, n_disliked=3)
-    timings["real-model pool (400 images) + 24 agents"] = round(time.perf_counter() - start, 1)
+    # 2. Simulated users drawn by a real diffusers model (the larger vocabulary).
+    outputs["agents --model"] = run("prefgen agents --model (pool of 352 images, 24 users)", [
+        *finexl, "prefgen", "agents", "--model", str(sd), "--n", "24", "--out",
+        str(work / "agents"), "--pool-size", "352", "--steps", "2", "--size", "32",
+        "--store-size", "32", "--batch-size", "32", "--liked", "3", "--disliked", "3", "-q"],
+        timings, env)
 
     # 3. Preference-VQA LoRA under accelerate launch, resumed once.
     accelerate = shutil.which("accelerate") or sys.exit("the accelerate command is missing")

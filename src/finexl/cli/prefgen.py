@@ -10,6 +10,8 @@ from pathlib import Path
 
 import click
 
+from finexl.errors import FinexlError
+
 
 @click.group("prefgen")
 def prefgen() -> None:
@@ -101,22 +103,48 @@ def agents_command(n_users, out_dir, pool_dir, pool_size, model, device, dtype, 
               help="Ablation: zero this part of e_u for the user branch (repeatable).")
 @click.option("--heldout-users", default=100, show_default=True, type=click.IntRange(1))
 @click.option("--probe-users", default=100, show_default=True, type=click.IntRange(2))
+@click.option("--config", "config_file", type=click.Path(path_type=Path),
+              help="More TrainConfig settings as a JSON object (e.g. a small model for a"
+                   " smoke run); options given on the command line win.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
-def train_command(data, out_dir, stages, seed, base_model, vqa_steps, batch_size, no_vqa,
-                  layer_rule, align_loss, align_steps, compare_align_losses, adapter_steps,
-                  adapter_batch_size, drop, heldout_users, probe_users, quiet):
-    """Train a PrefGen model: stages vqa, probe, align, adapter (each resumable)."""
+@click.pass_context
+def train_command(ctx, data, out_dir, stages, config_file, quiet, **options):
+    """Train a PrefGen model: stages vqa, probe, align, adapter (each resumable).
+
+    Runs under `accelerate launch -m finexl.cli prefgen train ...` too: the adapter stage
+    (the user branch) is an accelerate run (devices, mixed precision, checkpoints); with more
+    than one process, run the other stages first in one process, then `--stages adapter`.
+    """
+    import json
+    import os
+
+    from click.core import ParameterSource
+
     from finexl.prefgen.train import TrainConfig, train
 
-    config = TrainConfig(
-        data=str(data), out=str(out_dir), seed=seed, base_model=base_model,
-        vqa_steps=vqa_steps, batch_size=batch_size, no_vqa=no_vqa, layer_rule=layer_rule,
-        align_loss=align_loss, align_steps=align_steps,
-        compare_align_losses=compare_align_losses, adapter_steps=adapter_steps,
-        adapter_batch_size=adapter_batch_size, drop=tuple(drop), heldout_users=heldout_users,
-        probe_users=probe_users)
-    results = train(config, stages=tuple(s.strip() for s in stages.split(",") if s.strip()),
-                    progress=not quiet)
+    settings = {}
+    if config_file is not None:
+        try:
+            settings = json.loads(Path(config_file).read_text(encoding="utf-8"))
+            if not isinstance(settings, dict):
+                raise TypeError("not a JSON object")
+            if isinstance(settings.get("bank_per_set"), dict):  # JSON keys are strings
+                settings["bank_per_set"] = {int(k): v
+                                            for k, v in settings["bank_per_set"].items()}
+            TrainConfig(data="", out="", **settings)
+        except (OSError, ValueError, TypeError) as exc:
+            raise FinexlError(f"--config {config_file}: expected a JSON object of prefgen"
+                              f" train settings ({exc})") from exc
+    for name, value in options.items():
+        if config_file is None or ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE:
+            settings[name] = tuple(value) if name == "drop" else value
+    chosen = tuple(s.strip() for s in stages.split(",") if s.strip())
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and set(chosen) - {"adapter"}:
+        raise FinexlError("only the adapter stage runs on several processes; run --stages"
+                          " vqa,probe,align without accelerate launch (or with"
+                          " --num_processes 1) first, then launch --stages adapter")
+    config = TrainConfig(data=str(data), out=str(out_dir), **settings)
+    results = train(config, stages=chosen, progress=not quiet)
     vqa = results.get("vqa", {}).get("heldout")
     if vqa:
         click.echo(f"held-out VQA accuracy: {vqa['binary_accuracy']}; list F1"
