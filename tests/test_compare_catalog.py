@@ -93,3 +93,38 @@ def test_catalog_rejects_what_is_not_an_explanation(tmp_path):
     broken.write_text("not a database")
     with pytest.raises(FinexlError, match="not a finexl catalog"):
         Catalog(broken).models()
+
+
+def test_catalog_never_ranks_across_encoders_or_prompt_sets(three_models, tmp_path):
+    # Issue 13, item 7: weights from another encoder or other prompts are not comparable.
+    _, result = three_models
+    catalog = Catalog(tmp_path / "catalog.sqlite")
+    warm = result.models["warm"].to_dict()
+    other_encoder = json.loads(json.dumps(warm))
+    other_encoder["encoder"]["id"] = "other:encoder@1"
+    for concept in other_encoder["concepts"]:
+        concept["weight"] *= 10  # a larger number in another space means nothing here
+    other_prompts = json.loads(json.dumps(warm))
+    for pair in other_prompts["pairs"]:
+        pair["prompt"] = "something else entirely"
+    catalog.add("warm", warm)
+    catalog.add("warm-other-encoder", other_encoder)
+    catalog.add("warm-other-prompts", other_prompts)
+    hits = catalog.query("warm")
+    assert len(hits) == 3
+    assert len({h.group for h in hits}) == 3
+    assert all(h.group for h in hits)
+    # Each group is contiguous: no ranking interleaves the groups.
+    order = [h.group for h in hits]
+    assert order == sorted(order, key=order.index)
+
+
+def test_catalog_keeps_explanations_without_intervals(three_models, tmp_path):
+    _, result = three_models
+    data = result.models["warm"].to_dict()
+    for concept in data["concepts"]:
+        concept["ci95"] = None
+    catalog = Catalog(tmp_path / "catalog.sqlite")
+    catalog.add("warm", data)
+    (hit,) = catalog.query("warm")
+    assert hit.ci95 is None

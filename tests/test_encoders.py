@@ -247,3 +247,32 @@ def test_contract_on_tiny_siglip(version, tmp_path):
     tokens = raw._tokenizer(["a"], padding=raw.family.text_padding, truncation=True,
                             max_length=raw.max_text_length)
     assert len(tokens["input_ids"][0]) == 16
+
+
+def test_fingerprint_sees_a_change_in_the_middle_of_the_weights(tmp_path, monkeypatch):
+    # Issue 13, item 7: a partial fine-tune that rewrites only the middle of a weights file
+    # (same size, first and last MiB untouched) must not reuse stale embeddings.
+    from finexl.encoders import loader
+    from finexl.store.memo import FileMemo
+
+    weights = tmp_path / "model.safetensors"
+    data = bytearray(3 * (1 << 20))
+    weights.write_bytes(bytes(data))
+    (tmp_path / "config.json").write_text("{}")
+    before = loader.fingerprint(tmp_path)
+    data[len(data) // 2] = 1
+    weights.write_bytes(bytes(data))
+    assert loader.fingerprint(tmp_path) != before
+    # Kept fast by the file-identity memo: an unchanged file is not read again.
+    memo = FileMemo(None)
+    memo.racy_window_ns = 0
+    first = loader.fingerprint(tmp_path, memo)
+    real_open = loader.Path.open
+
+    def no_weights(path, *args, **kwargs):
+        if path.suffix == ".safetensors":
+            pytest.fail("weights read again")
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(loader.Path, "open", no_weights)
+    assert loader.fingerprint(tmp_path, memo) == first

@@ -468,7 +468,6 @@ def test_explain_with_the_vlm_proposer_end_to_end(tmp_path, proposer_name):
 
     import numpy as np
 
-    pytest.importorskip("finexl.pairs", reason="the pairs module has not landed yet")
     from toy_encoder import ToyEncoder
 
     from finexl.pipeline import ExplainConfig, explain

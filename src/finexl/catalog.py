@@ -2,13 +2,16 @@
 
 One row per (model, concept) with its weight and interval, plus the whole explanation
 JSON. Weights are only comparable between explanations that share an encoder and
-prompts, so queries group by encoder and say so.
+prompts, so every hit carries its ``group`` (encoder and prompt set) and a query returns
+the hits group by group, never one ranking across groups.
 """
 
 from __future__ import annotations
 
 import difflib
+import hashlib
 import json
+import math
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -59,15 +62,24 @@ class CatalogHit:
     model: str
     concept: str
     weight: float
-    ci95: tuple[float, float]
+    ci95: tuple[float, float] | None  # None: the explanation had no bootstrap
     significant: bool
     encoder_id: str
     similarity: float  # 1.0 for the exact concept, else how close the stored concept is
+    group: str = ""  # encoder and prompt set: weights compare only within one group
 
     def to_dict(self) -> dict[str, Any]:
         return {"model": self.model, "concept": self.concept, "weight": self.weight,
-                "ci95": list(self.ci95), "significant": self.significant,
-                "encoder_id": self.encoder_id, "similarity": round(self.similarity, 4)}
+                "ci95": None if self.ci95 is None else list(self.ci95),
+                "significant": self.significant, "encoder_id": self.encoder_id,
+                "similarity": round(self.similarity, 4), "group": self.group}
+
+
+def comparability_group(explanation: dict[str, Any]) -> str:
+    """Encoder id and a digest of the prompt set: explanations whose weights compare."""
+    prompts = sorted({str(p.get("prompt")) for p in explanation.get("pairs", [])})
+    digest = hashlib.sha256(json.dumps(prompts).encode()).hexdigest()[:8]
+    return f"{explanation['encoder']['id']} · prompts {digest} ({len(prompts)})"
 
 
 class Catalog:
@@ -123,8 +135,10 @@ class Catalog:
                 " explanation) VALUES (?, ?, ?, ?, ?)",
                 (name, explanation["encoder"]["id"], explanation["n_pairs"],
                  int(explanation["significant_difference"]), json.dumps(explanation)))
-            rows = [(name, c["concept"], concept_key(c["concept"]), c["weight"], c["ci95"][0],
-                     c["ci95"][1], int(c["significant"])) for c in explanation["concepts"]]
+            # No interval (no bootstrap) is stored as (-inf, inf): nothing is known about it.
+            rows = [(name, c["concept"], concept_key(c["concept"]), c["weight"],
+                     *(c["ci95"] if c.get("ci95") is not None else (-math.inf, math.inf)),
+                     int(c["significant"])) for c in explanation["concepts"]]
             db.executemany("INSERT OR REPLACE INTO scores VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
         return len(rows)
 
@@ -137,10 +151,13 @@ class Catalog:
             return [row[0] for row in db.execute("SELECT DISTINCT concept_key FROM scores")]
 
     def query(self, concept: str, top: int = 10, *, min_similarity: float = 0.6) -> list[CatalogHit]:
-        """The models with the largest weight on ``concept``.
+        """The models with the largest weight on ``concept``, group by group.
 
-        When no stored concept matches exactly, the closest stored concepts by text
-        similarity stand in (each hit says how similar its concept is).
+        Weights of explanations made with different encoders or prompt sets are not
+        comparable, so hits are ordered by group (the group holding the best hit first) and
+        by weight within a group; ``top`` applies per group. When no stored concept matches
+        exactly, the closest stored concepts by text similarity stand in (each hit says how
+        similar its concept is).
         """
         wanted = concept_key(concept)
         known = self.concepts()
@@ -155,11 +172,16 @@ class Catalog:
         with self._connect() as db:
             rows = db.execute(
                 f"SELECT s.model, s.concept, s.concept_key, s.weight, s.ci_low, s.ci_high,"
-                f" s.significant, m.encoder_id FROM scores s JOIN models m ON m.name = s.model"
+                f" s.significant, m.encoder_id, m.explanation FROM scores s"
+                f" JOIN models m ON m.name = s.model"
                 f" WHERE s.concept_key IN ({marks})", list(matches)).fetchall()
-        hits = [CatalogHit(model, name, weight, (low, high), bool(sig), encoder, matches[key])
-                for model, name, key, weight, low, high, sig, encoder in rows]
+        hits = [CatalogHit(model, name, weight,
+                           None if math.isinf(low) else (low, high), bool(sig), encoder,
+                           matches[key], comparability_group(json.loads(explanation)))
+                for model, name, key, weight, low, high, sig, encoder, explanation in rows]
         best: dict[str, CatalogHit] = {}
         for hit in sorted(hits, key=lambda h: (-h.similarity, -h.weight)):
             best.setdefault(hit.model, hit)
-        return sorted(best.values(), key=lambda h: (-h.similarity, -h.weight))[:top]
+        ranked = sorted(best.values(), key=lambda h: (-h.similarity, -h.weight))
+        groups = list(dict.fromkeys(hit.group for hit in ranked))
+        return [hit for group in groups for hit in [h for h in ranked if h.group == group][:top]]

@@ -62,7 +62,8 @@ MINI_DESCRIPTION = ("mini: finexl's small offline encoder, trained on this proje
                     " reported as unknown, not scored)")
 # Files read in full by the fingerprint: configs, preprocessing and tokenizer files.
 _TEXT_SUFFIXES = (".json", ".txt", ".model", ".tiktoken")
-_EDGE_BYTES = 1 << 20
+_CHUNK_BYTES = 1 << 20
+WEIGHTS_HASH_KIND = "weights-sha256/1"  # the file memo's name for a whole-file sha256
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?(@[\w./-]+)?$")
 _ALTERNATIVES = ("pass 'auto', 'mini' (the shipped encoder), a local transformers CLIP/SigLIP directory,"
                  " or a Hugging Face model id already in the local cache")
@@ -105,14 +106,15 @@ def load_encoder(spec: str, *, device: str = "cpu", dtype: str = "float32", batc
     check_dtype(dtype)
     device = resolve_device(device)
     choice = choose_encoder(spec)
-    directory, encoder_id = resolve_spec(choice.spec)
+    store = open_store(cache, subdir="embeddings")
+    directory, encoder_id = resolve_spec(choice.spec, memo=store.memo)
     if dtype != "float32":
         # Half precision changes the numbers: its embeddings are cached apart.
         encoder_id = f"{encoder_id}+{dtype}"
     encoder = ClipEncoder(directory, encoder_id=encoder_id, device=device, dtype=dtype,
                           batch_size=batch_size, spec=choice.spec)
     encoder.description = choice.description
-    return CachedEncoder(encoder, open_store(cache, subdir="embeddings"), progress=progress)
+    return CachedEncoder(encoder, store, progress=progress)
 
 
 @dataclass(frozen=True)
@@ -154,17 +156,21 @@ def _in_hub_cache(repo_id: str) -> bool:
     return True
 
 
-def resolve_spec(spec: str) -> tuple[Path, str]:
-    """The model directory ``spec`` names and its encoder id (no weights are loaded)."""
+def resolve_spec(spec: str, memo=None) -> tuple[Path, str]:
+    """The model directory ``spec`` names and its encoder id (no weights are loaded).
+
+    ``memo`` (a ``store.memo.FileMemo``) remembers the weights files' hashes by file
+    identity, so an unchanged checkpoint is not read again.
+    """
     if not isinstance(spec, str) or not spec.strip():
         raise FinexlError(f"encoder {spec!r} is empty; {_ALTERNATIVES}")
     if spec == AUTO_SPEC:
         spec = choose_encoder(spec).spec
     if spec == MINI_SPEC:
-        return _resolve_mini()
+        return _resolve_mini(memo)
     path = Path(spec).expanduser()
     if path.exists() or _written_as_path(spec):
-        return _resolve_directory(spec, path)
+        return _resolve_directory(spec, path, memo)
     if _HUB_ID.match(spec):
         return _resolve_hub_id(spec)
     raise FinexlError(f"encoder {spec!r} is neither an existing path nor a Hugging Face model id;"
@@ -176,23 +182,38 @@ def mini_directory() -> Path:
     return Path(str(resources.files("finexl.encoders") / "mini"))
 
 
-def fingerprint(directory: Path) -> str:
+def _file_sha256(path: Path, memo=None) -> str:
+    """sha256 of the whole file, remembered in ``memo`` by the file's identity (size, times,
+    inode), so an unchanged multi-GB checkpoint is read once, not on every run."""
+    from finexl.store.memo import file_identity
+
+    identity = file_identity(path)
+    if memo is not None:
+        (known,) = memo.get(WEIGHTS_HASH_KIND, [identity])
+        if known is not None:
+            return known
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(_CHUNK_BYTES), b""):
+            digest.update(chunk)
+    value = digest.hexdigest()
+    if memo is not None:
+        memo.put(WEIGHTS_HASH_KIND, [identity], [value])
+    return value
+
+
+def fingerprint(directory: Path, memo=None) -> str:
     """sha256 hex digest identifying a model directory's weights and preprocessing.
 
-    Config, preprocessor and tokenizer files are hashed in full; each weights file by its
-    name, size and the sha256 of its first and last MiB, so multi-GB checkpoints are
-    fingerprinted in milliseconds (a change confined to the middle of a file with the same
-    size is the one edit this misses).
+    Every file is hashed in full: a fine-tune that changes only the middle of a weights
+    file changes the fingerprint (and so the embedding cache's keys). Weights files'
+    hashes are remembered in ``memo`` (the embedding store's file-identity memo), so a
+    rerun on an unchanged checkpoint costs a ``stat``, not a read.
     """
     digest = hashlib.sha256()
     for path in sorted(p for p in directory.iterdir() if p.is_file() and not p.name.startswith(".")):
         if path.suffix in WEIGHT_SUFFIXES:
-            size = path.stat().st_size
-            with path.open("rb") as handle:
-                head = hashlib.sha256(handle.read(_EDGE_BYTES)).hexdigest()
-                handle.seek(max(0, size - _EDGE_BYTES))
-                tail = hashlib.sha256(handle.read(_EDGE_BYTES)).hexdigest()
-            digest.update(f"weights\0{path.name}\0{size}\0{head}\0{tail}\0".encode())
+            digest.update(f"weights\0{path.name}\0{_file_sha256(path, memo)}\0".encode())
         elif path.suffix in _TEXT_SUFFIXES:
             digest.update(f"file\0{path.name}\0".encode())
             digest.update(hashlib.sha256(path.read_bytes()).hexdigest().encode())
@@ -205,7 +226,7 @@ def _written_as_path(spec: str) -> bool:
             or spec.count("/") > 1 or spec.endswith("/"))
 
 
-def _resolve_mini() -> tuple[Path, str]:
+def _resolve_mini(memo=None) -> tuple[Path, str]:
     directory = mini_directory()
     if not directory.is_dir() or not any(p.suffix in WEIGHT_SUFFIXES for p in directory.iterdir()):
         raise FinexlError(
@@ -213,17 +234,17 @@ def _resolve_mini() -> tuple[Path, str]:
             " with `python scripts/train_mini.py --out src/finexl/encoders/mini`, or pass"
             " --encoder with a local CLIP directory or a Hugging Face id in the local cache"
         )
-    return directory, f"clip:{MINI_SPEC}@{fingerprint(directory)[:12]}"
+    return directory, f"clip:{MINI_SPEC}@{fingerprint(directory, memo)[:12]}"
 
 
-def _resolve_directory(spec: str, path: Path) -> tuple[Path, str]:
+def _resolve_directory(spec: str, path: Path, memo=None) -> tuple[Path, str]:
     if not path.exists():
         raise FinexlError(f"encoder {spec!r}: no such file or directory; {_ALTERNATIVES}")
     if not path.is_dir():
         raise FinexlError(f"encoder {spec!r} is a file, expected a model directory with"
                           f" config.json; {_ALTERNATIVES}")
     directory = path.resolve()
-    return directory, f"clip:{directory.name}@{fingerprint(directory)[:12]}"
+    return directory, f"clip:{directory.name}@{fingerprint(directory, memo)[:12]}"
 
 
 def _resolve_hub_id(spec: str) -> tuple[Path, str]:

@@ -89,12 +89,16 @@ def print_catalog_hits(concept: str, hits, console: Console) -> None:
     if not hits:
         console.print(Text(f"no model in the catalog has a concept like {concept!r}"))
         return
-    table = Table(show_edge=False, header_style="bold")
-    for name, justify in (("model", "left"), ("concept", "left"), ("weight", "right"),
-                          ("95% CI", "right"), ("encoder", "left")):
-        table.add_column(name, justify=justify)
-    for hit in hits:
-        shown = hit.concept if hit.similarity == 1.0 else f"{hit.concept} (~{hit.similarity:.2f})"
-        table.add_row(Text(hit.model), Text(shown), f"{hit.weight:.3f}",
-                      _interval(hit.ci95), Text(hit.encoder_id))
-    console.print(table)
+    groups = list(dict.fromkeys(hit.group for hit in hits))
+    if len(groups) > 1:
+        console.print(Text(f"{len(groups)} groups of explanations made with different encoders"
+                           " or prompts: weights compare only within a group"), style="yellow")
+    for group in groups:
+        table = Table(show_edge=False, header_style="bold", title=group, title_justify="left")
+        for name, justify in (("model", "left"), ("concept", "left"), ("weight", "right"),
+                              ("95% CI", "right")):
+            table.add_column(name, justify=justify)
+        for hit in (h for h in hits if h.group == group):
+            shown = hit.concept if hit.similarity == 1.0 else f"{hit.concept} (~{hit.similarity:.2f})"
+            table.add_row(Text(hit.model), Text(shown), f"{hit.weight:.3f}", _interval(hit.ci95))
+        console.print(table)
