@@ -46,7 +46,7 @@ Between the helpers who build it (what each side may rely on):
   this for precomputed ``e_u``; ``content_weight`` (e.g. 1.0) adds the layout term.
 - Generation (``user_generation``) reads a profile with ``profile.UserProfile.load(path)``
   and uses ``model_fingerprint``, ``base_model`` and ``user_embedding()``; the branch file
-  of a PrefGen model folder is ``<folder>/prefgen_user_branch.safetensors``
+  of a PrefGen model folder is ``<folder>/user_branch/prefgen_user_branch.safetensors``
   (``loaders.USER_BRANCH_WEIGHTS``), written by ``loaders.save_user_branch``.
 
 Nothing here runs on import.
