@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -184,7 +186,38 @@ def test_fast_evaluation_with_the_stand_in_and_its_rerun_through_the_cli(agents_
     text = markdown(result, command=command_line(config))
     assert "| `prefgen` |" in text and "Command: `finexl eval prefgen --out" in text
     assert "--stand-in" in text and "## The loop" in text
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "RESULTS.md").write_text("# Results\n\nearlier text\n")
+    outcome = CliRunner().invoke(main, ["eval", "prefgen", "--out", str(out), "--report-only",
+                                        "--markdown", str(docs / "PREFGEN_RESULTS.md")])
+    assert outcome.exit_code == 0, outcome.output
+    assert (docs / "PREFGEN_RESULTS.md").read_text().startswith("# PrefGen measured")
+    assert json.loads((docs / "eval" / "prefgen.json").read_text())["complete"] is True
+    results = (docs / "RESULTS.md").read_text()
+    assert "earlier text" in results and "known-answer benchmark for FineXL" in results
+    CliRunner().invoke(main, ["eval", "prefgen", "--out", str(out), "--report-only",
+                              "--markdown", str(docs / "PREFGEN_RESULTS.md")])
+    assert (docs / "RESULTS.md").read_text() == results  # the section is replaced, not added
     outcome = CliRunner().invoke(main, ["eval", "prefgen", "--out", str(tmp_path / "x"),
                                         "--data", str(tmp_path / "missing"), "--stand-in"])
     assert outcome.exit_code == 1 and "is not a folder" in outcome.output
     assert not (tmp_path / "x" / "prefgen.json").exists()
+
+
+@pytest.mark.slow
+def test_evaluation_runs_on_the_shipped_prefgen_tiny(agents_dir, tmp_path, one_torch_thread):
+    from finexl.eval.prefgen.run import PrefGenEvalConfig, run_prefgen_eval
+    from finexl.prefgen.user_generation import prefgen_model_dir
+
+    if not (prefgen_model_dir("builtin:prefgen-tiny") / "config.json").is_file():
+        pytest.skip("builtin:prefgen-tiny is not shipped in this checkout")
+    config = PrefGenEvalConfig(
+        out_dir=tmp_path / "out", data_dir=agents_dir, n_users=2, n_ablation_users=2,
+        n_prompts=2, n_seeds=1, steps=4, lora_users=0, judge_images=40, judge_samples=16,
+        n_scorer_users=16, reference_counts=(2,), lambdas=(0.0, 1.0), n_reference=3)
+    result = run_prefgen_eval(config)
+    assert result["evaluated"] == "builtin:prefgen-tiny"
+    for name in ("prefgen", "e_img", "predicted_words", "no_e_core", "no_e_img", "no_g_sem"):
+        assert 0 <= result["methods"][name]["liked_present"] <= 1
+    assert result["model_reports"]

@@ -53,15 +53,23 @@ def _variant(ctx, param, values):
 @click.option("--markdown", type=click.Path(path_type=Path),
               help="Also write the report here (e.g. docs/PREFGEN_RESULTS.md), with a copy of"
                    " prefgen.json in eval/ beside it and the loop's section in RESULTS.md there.")
+@click.option("--report-only", is_flag=True,
+              help="Only write the report (and --markdown) from OUT/prefgen.json, as it is"
+                   " (also after a run stopped early).")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 def eval_prefgen(out_dir, data_dir, model, stand_in, n_users, n_ablation_users, n_prompts,
                  n_seeds, steps, lora_users, lora_steps, shift_strength, n_reference,
-                 no_ablations, baselines_only, variants, markdown, seed, quiet):
+                 no_ablations, baselines_only, variants, markdown, report_only, seed, quiet):
     """PrefGen on held-out users: baselines, ablations, judges, and FineXL's recovery."""
-    from finexl.eval.prefgen.report import checks, update_results
+    from finexl.eval.prefgen.report import checks, lambda_curve_png, update_results
     from finexl.eval.prefgen.report import markdown as render
-    from finexl.eval.prefgen.run import PrefGenEvalConfig, command_line, run_prefgen_eval
+    from finexl.eval.prefgen.run import (
+        PrefGenEvalConfig,
+        command_line,
+        read_result,
+        run_prefgen_eval,
+    )
     from finexl.store.files import write_text_atomic
 
     config = PrefGenEvalConfig(
@@ -70,14 +78,19 @@ def eval_prefgen(out_dir, data_dir, model, stand_in, n_users, n_ablation_users, 
         lora_users=lora_users, lora_steps=lora_steps, shift_strength=shift_strength,
         variants=variants, seed=seed, n_reference=n_reference, ablations=not no_ablations,
         personal=not baselines_only)
-    result = run_prefgen_eval(config, progress=not quiet)
+    if report_only:
+        result = read_result(Path(out_dir))
+        lambda_curve_png(result, Path(out_dir) / "lambda_curve.png")
+    else:
+        result = run_prefgen_eval(config, progress=not quiet)
     curve = Path(out_dir) / "lambda_curve.png"
-    text = render(result, command=command_line(config), curve=curve.name)
-    write_text_atomic(Path(out_dir) / "PREFGEN_RESULTS.md", text)
+    command = result.get("command") or command_line(config)
+    write_text_atomic(Path(out_dir) / "PREFGEN_RESULTS.md",
+                      render(result, command=command, curve=curve.name))
     if markdown is not None:
         markdown = Path(markdown)
         image = f"{markdown.stem}_lambda_curve.png"
-        write_text_atomic(markdown, render(result, command=command_line(config), curve=image))
+        write_text_atomic(markdown, render(result, command=command, curve=image))
         if curve.is_file():
             shutil.copyfile(curve, markdown.parent / image)
         (markdown.parent / "eval").mkdir(parents=True, exist_ok=True)

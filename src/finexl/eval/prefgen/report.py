@@ -123,6 +123,15 @@ def _recall(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) else None
 
 
+def _users_folder_lines(result: dict[str, Any]) -> list[str]:
+    folder = result.get("users_folder") or {}
+    if "command" not in folder:
+        return []
+    pool = folder["agents"].get("pool")
+    return [(f"Users: `{folder['command']}` (pool `{pool}`: `builtin:tiny` images, the pool"
+            f" `finexl prefgen agents` makes), passed as `--data DIR`."), ""]
+
+
 def markdown(result: dict[str, Any], *, command: str, curve: str = "lambda_curve.png") -> str:
     """The whole PREFGEN_RESULTS.md text."""
     methods = result["methods"]

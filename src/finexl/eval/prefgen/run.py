@@ -65,8 +65,8 @@ class PrefGenEvalConfig:
     n_scorer_users: int = 200
     judge_images: int = 120  # pool images the judges are fitted (half) and tested (half) on
     judge_samples: int = 200  # styled images per attribute, for fitting and again for testing
-    pool_size: int = 256  # only when agents are built here
-    n_agents: int = 600  # only when agents are built here
+    pool_size: int = 544  # only when agents are built here (prefgen agents' default)
+    n_agents: int = 400  # only when agents are built here: about 40 held-out users
     seed: int = 0
 
     def key(self) -> dict[str, Any]:
@@ -149,11 +149,13 @@ def ensure_agents(config: PrefGenEvalConfig, progress: bool) -> Path:
     from finexl.prefgen.pool import build_pool
 
     pool_dir = Path(config.out_dir) / "pool"
+    # The pool as `finexl prefgen agents` makes it (its own steps), 16 liked images per user
+    # so the reference-count ablation reaches 16.
     pool = build_pool(pool_dir, config.pool_size, model=config.base_model, seed=config.seed,
-                      steps=config.steps, guidance=config.guidance, progress=progress)
+                      progress=progress)
     agents_dir = Path(config.out_dir) / "agents"
     write_agents(agents_dir, pool, str(pool_dir.resolve()), config.n_agents, seed=config.seed,
-                 progress=progress)
+                 n_liked=16, n_disliked=8, progress=progress)
     return agents_dir
 
 
@@ -243,6 +245,7 @@ class _Context:
     scorer: Any
     encoder: Any
     progress: bool
+    users_dir: Path
     results: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
@@ -417,14 +420,26 @@ def run_prefgen_eval(config: PrefGenEvalConfig, *, progress: bool = False) -> di
         base = M.base_images(pipe, plan, settings)
         _save_images(base_path, base)
     ctx = _Context(config, out, plan, settings, users, judges, base, pipe, personalizer,
-                   M.ProfileCache(), scorer, load_encoder("mini", cache=False), progress)
+                   M.ProfileCache(), scorer, load_encoder("mini", cache=False), progress,
+                   users_dir)
     ablation_users = users[: config.n_ablation_users]
     steps = _method_steps(ctx, ablation_users, users_dir)
-    for name, method_users, make, extra in track(steps, total=len(steps), description="methods",
-                                                 enabled=progress):
-        _method(ctx, name, method_users, make, **extra)
-    loop = _loop(ctx) if config.personal else {}
-    result = assemble(ctx, loop, scorer_record, time.perf_counter() - started)
+    # The headline methods and the loop first, ablations after; prefgen.json is rewritten
+    # after every stage, so a run stopped early still leaves what it measured.
+    ablation = [step for step in steps if step[0] not in HEADLINE + ("ceiling", "base_lora_users")]
+    headline = [step for step in steps if step not in ablation]
+    loop: dict[str, Any] = {}
+    for stage in track(headline + [None] + ablation, total=len(steps) + 1, description="methods",
+                       enabled=progress):
+        if stage is None:
+            loop = _loop(ctx) if config.personal else {}
+        else:
+            name, method_users, make, extra = stage
+            _method(ctx, name, method_users, make, **extra)
+        result = assemble(ctx, loop, scorer_record, time.perf_counter() - started)
+        result["complete"] = False
+        _save_json(out / RESULTS_FILE, result)
+    result["complete"] = True
     _save_json(out / RESULTS_FILE, result)
     from finexl.eval.prefgen.report import lambda_curve_png
 
@@ -547,15 +562,39 @@ def assemble(ctx: _Context, loop: dict[str, Any], scorer: dict[str, Any], second
                    "n_test_per_class": judges_record["judges"]["n_test_per_class"]},
         "scorer": scorer,
         "plan": [asdict(p) for p in ctx.plan],
+        "users_folder": users_folder_record(ctx.users_dir),
         "users": [{"user_id": u.user_id, "liked": list(u.liked_attributes),
                    "disliked": list(u.disliked_attributes)} for u in ctx.users],
         "settings": config.key(),
+        "command": command_line(config),
         "model_reports": model_reports(config),
         "evaluated": ("baselines only" if not config.personal else
                       "stand-in (untrained branch)" if config.stand_in else config.model),
         "machine": machine(),
         "seconds": round(seconds, 1),
     }
+
+
+def read_result(out_dir: Path) -> dict[str, Any]:
+    """``OUT/prefgen.json`` of an earlier run."""
+    path = Path(out_dir) / RESULTS_FILE
+    if not path.is_file():
+        raise FinexlError(f"{path} does not exist; run finexl eval prefgen --out {out_dir} first")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise FinexlError(f"{path} is not valid JSON ({exc})") from exc
+
+
+def users_folder_record(users_dir: Path) -> dict[str, Any]:
+    """How the users folder was made (its agents.json), and the command that makes it."""
+    path = Path(users_dir) / "agents.json"
+    if not path.is_file():
+        return {"path": str(users_dir)}
+    record = json.loads(path.read_text(encoding="utf-8"))
+    command = (f"finexl prefgen agents --n {record['n']} --liked {record['n_liked']}"
+               f" --disliked {record['n_disliked']} --seed {record['seed']} --out DIR")
+    return {"path": str(users_dir), "agents": record, "command": command}
 
 
 def model_reports(config: PrefGenEvalConfig) -> dict[str, Any]:
