@@ -309,7 +309,7 @@ def case_generate_race(work: Path, env: dict) -> tuple[Outcome, str]:
                                                           first_prompts else first_prompts),
                              *common), env)
     line = (f"exit codes {sorted(codes)}; loser: {loser.splitlines()[0] if loser else '-'};"
-            f" metadata and PNGs all from the winner: {consistent}; a later run with the other"
+            f" metadata.jsonl lists the winner's prompts: {consistent}; a later run with the other"
             f" prompts: exit {after.exit_code}, {after.line}")
     return Outcome(max(codes), line, 0.0, after.seconds), \
         "two `finexl generate` runs, different prompts, one --out, started together"

@@ -410,6 +410,7 @@ def fresh_warnings(monkeypatch):
     from finexl.store import cache
 
     monkeypatch.setattr(cache, "_WARNED", set())
+    monkeypatch.setattr(cache, "_UNUSABLE", {})
 
 
 def _cache_warnings(caplog) -> list[str]:
@@ -527,6 +528,31 @@ def test_a_cache_locked_by_another_process_falls_back_after_the_timeout(
     assert result.concepts
     warnings = _cache_warnings(caplog)
     assert len(warnings) == 1 and "locked by another process for over 0.2 s" in warnings[0]
+
+
+def test_a_second_store_on_a_locked_folder_does_not_wait_again(tmp_path, monkeypatch, caplog,
+                                                               fresh_warnings):
+    from finexl.store import rows
+    from finexl.store.cache import Store
+
+    root = tmp_path / "cache"
+    first, second = Store(root), Store(root)
+    first.put_rows(["x"], np.zeros((1, 2), np.float32))
+    monkeypatch.setattr(rows, "BUSY_TIMEOUT_S", 0.2)
+    holder = sqlite3.connect(root / rows.ROWS_FILE, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    writes = []
+    real_write = rows.SqliteFile.write
+    monkeypatch.setattr(rows.SqliteFile, "write",
+                        lambda self, *a: (writes.append(1), real_write(self, *a)))
+    try:
+        first.put_rows(["y"], np.ones((1, 2), np.float32))
+        second.put_rows(["z"], np.ones((1, 2), np.float32))
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert len(writes) == 1  # only the first store tried the file
+    assert second.get_rows(["z"])[0] is not None and len(_cache_warnings(caplog)) == 1
 
 
 def test_a_bug_in_the_store_is_not_swallowed(tmp_path, fresh_warnings):

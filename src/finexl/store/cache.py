@@ -33,6 +33,9 @@ from finexl.store.rows import ROWS_FILE, ROWS_SCHEMA, RowTable, SqliteFile
 logger = logging.getLogger(__name__)
 
 _WARNED: set[str] = set()  # the kinds of cache problem already reported by this process
+# Folders found unusable, with what was wrong: another Store on the same folder (a run opens
+# several) goes to memory at once instead of waiting out the same lock again.
+_UNUSABLE: dict[Path, BaseException] = {}
 
 
 def unusable_reason(exc: BaseException) -> str | None:
@@ -99,11 +102,18 @@ class Store:
             logger.warning("the cache folder %s %s (%s); this run goes on without the cache and"
                            " recomputes what it needs (pass --no-cache to skip the cache)",
                            self.root, reason, detail)
+        if self.root is not None:
+            _UNUSABLE[self.root] = exc
         if self._database is not None:
             self._database.close()
         self.root, self._database, self._rows = None, None, None
         self.memo = FileMemo(None)
         return True
+
+    def _check_usable(self) -> None:
+        """Go to memory if another Store found this folder unusable during this run."""
+        if self.root is not None and self.root in _UNUSABLE:
+            self._fall_back(_UNUSABLE[self.root])
 
     def _path(self, key: str, suffix: str) -> Path:
         if self.root is None:
@@ -113,6 +123,7 @@ class Store:
     # embedding rows -----------------------------------------------------------------
     def get_rows(self, keys: Sequence[str]) -> list[np.ndarray | None]:
         """Look up a batch of row vectors; ``None`` marks each miss."""
+        self._check_usable()
         found = self._memory
         if self._rows is not None:
             try:
@@ -128,6 +139,7 @@ class Store:
 
     def put_rows(self, keys: Sequence[str], rows: np.ndarray | Sequence[np.ndarray]) -> None:
         """Store a batch of row vectors, one per key, in one transaction."""
+        self._check_usable()
         if len(keys) != len(rows):
             raise ValueError(f"{len(keys)} keys for {len(rows)} rows")
         if self._rows is not None:
@@ -149,6 +161,7 @@ class Store:
     # content hashes of files ------------------------------------------------------------
     def get_file_hashes(self, kind: str, identities: Sequence[FileIdentity]) -> list[str | None]:
         """``FileMemo.get``: the remembered ``kind`` hash of each file, ``None`` if changed."""
+        self._check_usable()
         try:
             return self.memo.get(kind, identities)
         except Exception as exc:
@@ -159,6 +172,7 @@ class Store:
     def put_file_hashes(self, kind: str, identities: Sequence[FileIdentity],
                         hashes: Sequence[str]) -> int:
         """``FileMemo.put``: remember hashes under the identities taken before reading."""
+        self._check_usable()
         try:
             return self.memo.put(kind, identities, hashes)
         except Exception as exc:
@@ -183,6 +197,7 @@ class Store:
 
     def put_json(self, key: str, value: Any) -> None:
         """Store a JSON-serialisable ``value`` under ``key`` (written atomically)."""
+        self._check_usable()
         if self.root is not None:
             try:
                 write_text_atomic(self._path(key, ".json"), json.dumps(value, ensure_ascii=False))
