@@ -618,3 +618,141 @@ def test_pillows_warning_gives_way_to_the_one_line(tmp_path, monkeypatch):
         load_images([path])
     _one_line(error, "80x80 = 6,400", "limit of 6,000")
     assert not [w for w in caught if issubclass(w.category, Image.DecompressionBombWarning)]
+
+
+# PrefGen's entry points: the same bounds ------------------------------------------------------
+
+def _preference_folder(folder: Path, n: int) -> Path:
+    folder.mkdir(parents=True)
+    for k in range(n):
+        Image.new("RGB", (16, 16), (20 * k, 100, 150)).save(folder / f"{k}.png")
+    return folder
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_a_liked_folder_reads_nothing_outside_it_and_says_what_it_skipped(tmp_path, caplog):
+    from finexl.pairs import load_preference_folder
+
+    liked = _preference_folder(tmp_path / "liked", 3)
+    secret = tmp_path / "secret.png"
+    Image.new("RGB", (16, 16), "red").save(secret)
+    (liked / "link.png").symlink_to(secret)
+    os.mkfifo(liked / "pipe.png")
+    images = load_preference_folder(liked, "liked")
+    assert len(images) == 3  # not the secret, not the FIFO
+    said = " ".join(r.getMessage() for r in caplog.records)
+    assert "outside it (link.png); left out" in said and "pipe.png" in said
+
+
+def test_a_liked_folder_is_bounded_in_count_and_pixels(tmp_path, monkeypatch):
+    from finexl.pairs import load_preference_folder
+
+    liked = _preference_folder(tmp_path / "liked", 3)
+    monkeypatch.setenv("FINEXL_MAX_PREFERENCE_IMAGES", "2")
+    with pytest.raises(FinexlError) as error:
+        load_preference_folder(liked, "liked")
+    _one_line(error, "the liked folder", "3 is over the limit of 2",
+              "FINEXL_MAX_PREFERENCE_IMAGES")
+    monkeypatch.delenv("FINEXL_MAX_PREFERENCE_IMAGES")
+    monkeypatch.setenv("FINEXL_MAX_IMAGE_PIXELS", "100")
+    with pytest.raises(FinexlError, match="0.png is 16x16 = 256 pixels"):
+        load_preference_folder(liked, "liked")
+
+
+def test_prefgen_profile_refuses_a_too_large_liked_folder_before_loading_a_model(tmp_path,
+                                                                                 monkeypatch):
+    import finexl.prefgen.model as model_module
+
+    liked = _preference_folder(tmp_path / "liked", 3)
+    monkeypatch.setattr(model_module.PrefGenModel, "load",
+                        classmethod(lambda cls, *a, **k: pytest.fail("model loaded")))
+    result = run_cli("prefgen", "profile", "--liked", str(liked), "--out",
+                     str(tmp_path / "me.user.safetensors"),
+                     env={"FINEXL_MAX_PREFERENCE_IMAGES": "2"})
+    assert_one_line_error(result, "FINEXL_MAX_PREFERENCE_IMAGES")
+
+
+def _users_folder(tmp_path: Path, record: dict) -> Path:
+    folder = tmp_path / "users"
+    _preference_folder(folder / "img", 3)
+    (folder / "users.jsonl").write_text(json.dumps(record) + "\n")
+    return folder
+
+
+def test_users_jsonl_is_bounded(tmp_path, monkeypatch):
+    from finexl.prefgen.users import load_users
+
+    record = {"user_id": "u1", "liked": ["img/0.png", "img/1.png"], "disliked": ["img/2.png"],
+              "prompts": {"img/0.png": "a red circle on grass"}}
+    folder = _users_folder(tmp_path, record)
+    assert len(load_users(folder)) == 1
+    monkeypatch.setenv("FINEXL_MAX_PREFERENCE_IMAGES", "1")
+    with pytest.raises(FinexlError) as error:
+        load_users(folder)
+    _one_line(error, "users.jsonl line 1 (user u1) 'liked'", "2 is over the limit of 1")
+    monkeypatch.delenv("FINEXL_MAX_PREFERENCE_IMAGES")
+    monkeypatch.setenv("FINEXL_MAX_PROMPT_CHARS", "10")
+    with pytest.raises(FinexlError, match="line 1 .user u1.: the prompt is 21 characters"):
+        load_users(folder)
+    monkeypatch.delenv("FINEXL_MAX_PROMPT_CHARS")
+    size = (folder / "users.jsonl").stat().st_size
+    monkeypatch.setenv("FINEXL_MAX_TEXT_FILE_BYTES", str(size - 1))
+    monkeypatch.setattr(Path, "open", lambda *a, **k: pytest.fail("the file was read"))
+    with pytest.raises(FinexlError, match="users file .*FINEXL_MAX_TEXT_FILE_BYTES"):
+        load_users(folder)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_users_jsonl_naming_a_fifo_is_one_line_not_a_hang(tmp_path):
+    from finexl.prefgen.users import load_users
+
+    folder = _users_folder(tmp_path, {"user_id": "u1", "liked": ["img/pipe.png"]})
+    os.mkfifo(folder / "img" / "pipe.png")
+    with pytest.raises(FinexlError) as error:
+        load_users(folder)
+    _one_line(error, "'img/pipe.png' is not a regular file")
+
+
+def test_imported_histories_are_bounded(tmp_path, monkeypatch):
+    import io
+
+    from finexl.prefgen.histories import import_histories
+
+    root = tmp_path / "hist"
+    root.mkdir()
+    buffer = io.BytesIO()
+    Image.new("RGB", (40, 30), "blue").save(buffer, format="PNG")
+    monkeypatch.setenv("FINEXL_MAX_IMAGE_PIXELS", "1000")
+    from finexl.prefgen import histories
+
+    # Image bytes embedded in a table row (Pick-a-Pic's jpg_0/jpg_1), checked from the header.
+    with pytest.raises(FinexlError) as error:
+        histories._check_image(buffer.getvalue(), "t.parquet row 1 jpg_1")
+    _one_line(error, "row 1 jpg_1", "40x30 pixels", "limit of 1,000")
+    (root / "images").mkdir()
+    Image.new("RGB", (40, 30), "blue").save(root / "images" / "a.png")
+    (root / "h.jsonl").write_text(json.dumps(
+        {"user_id": "u", "liked": ["images/a.png"], "disliked": []}) + "\n")
+    with pytest.raises(FinexlError) as error:
+        import_histories(root, tmp_path / "out", min_liked=1)
+    _one_line(error, "h.jsonl row 1", "a.png is 40x30 = 1,200 pixels")
+    monkeypatch.delenv("FINEXL_MAX_IMAGE_PIXELS")
+    monkeypatch.setenv("FINEXL_MAX_PROMPT_CHARS", "5")
+    (root / "h.jsonl").write_text(json.dumps(
+        {"user_id": "u", "liked": ["images/a.png"], "disliked": [],
+         "prompts": ["a long caption"]}) + "\n")
+    with pytest.raises(FinexlError, match="h.jsonl row 1: the prompt is 14 characters"):
+        import_histories(root, tmp_path / "out2", min_liked=1)
+
+
+def test_a_concurrent_prefgen_import_into_the_same_folder_is_refused(tmp_path):
+    from filelock import FileLock
+
+    from finexl.output_lock import LOCK_NAME
+
+    out = tmp_path / "out"
+    out.mkdir()
+    with FileLock(out / LOCK_NAME):  # another import in progress
+        result = run_cli("prefgen", "import", str(tmp_path), "--out", str(out))
+    assert_one_line_error(result, "another finexl prefgen import is writing into")
+    assert [p.name for p in out.iterdir()] == [LOCK_NAME]

@@ -14,6 +14,8 @@ concept phrase             200 characters               ``FINEXL_MAX_CONCEPT_CHA
 VLM answer text            100,000 characters           ``FINEXL_MAX_VLM_ANSWER_CHARS``
 VLM HTTP response body     2,000,000 bytes              ``FINEXL_MAX_VLM_RESPONSE_BYTES``
 text file (JSONL, lists)   200,000,000 bytes            ``FINEXL_MAX_TEXT_FILE_BYTES``
+liked or disliked images   256 per user                 ``FINEXL_MAX_PREFERENCE_IMAGES``
+user profile file          64,000,000 bytes             ``FINEXL_MAX_PROFILE_BYTES``
 =========================  ===========================  ==============================
 
 50 megapixels admits a 48 MP phone photo and an 8K frame; it decodes to 150 MB of RGB.
@@ -63,8 +65,17 @@ MAX_VLM_RESPONSE_BYTES = Bound("VLM response", 2_000_000, "FINEXL_MAX_VLM_RESPON
                                "bytes")
 MAX_TEXT_FILE_BYTES = Bound("text file", 200_000_000, "FINEXL_MAX_TEXT_FILE_BYTES", "bytes")
 
+# A person's liked (or disliked) images are read together into memory (at the working size):
+# "2-16 work best", so 256 is generous and keeps one user under ~200 MB.
+MAX_PREFERENCE_IMAGES = Bound("number of liked or disliked images", 256,
+                              "FINEXL_MAX_PREFERENCE_IMAGES", "images")
+# A ``*.user.safetensors`` profile holds a few vectors (kilobytes); its tensors are read
+# whole, so a file of gigabytes is refused from its size first.
+MAX_PROFILE_BYTES = Bound("user profile", 64_000_000, "FINEXL_MAX_PROFILE_BYTES", "bytes")
+
 ALL_BOUNDS = (MAX_IMAGE_PIXELS, MAX_PROMPT_CHARS, MAX_CONCEPT_CHARS, MAX_VLM_ANSWER_CHARS,
-              MAX_VLM_RESPONSE_BYTES, MAX_TEXT_FILE_BYTES)
+              MAX_VLM_RESPONSE_BYTES, MAX_TEXT_FILE_BYTES, MAX_PREFERENCE_IMAGES,
+              MAX_PROFILE_BYTES)
 
 # Images are kept at most this many pixels on their shorter side once decoded: above every
 # image encoder's input (CLIP 224/336, SigLIP 384, EVA 448), so an encoder sees what it would
@@ -103,3 +114,12 @@ def check_file_size(path: str | Path, what: str, bound: Bound = MAX_TEXT_FILE_BY
         raise FinexlError(f"{what} {path} is {size:,} bytes, over the limit of {limit:,} for a"
                           f" {bound.name} ({bound.env}); split it or raise the limit")
     return size
+
+
+def check_count(count: int, bound: Bound, where: str) -> int:
+    """``count`` unchanged if it is at most ``bound``, else a one-line FinexlError."""
+    limit = bound.value()
+    if count > limit:
+        raise FinexlError(f"{where}: {count:,} is over the limit of {limit:,} for the"
+                          f" {bound.name} ({bound.env}); use fewer, or raise the limit")
+    return count

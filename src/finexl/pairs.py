@@ -27,18 +27,20 @@ from finexl.imaging.decode import (
 from finexl.limits import (
     MAX_CONCEPT_CHARS,
     MAX_IMAGE_PIXELS,
+    MAX_PREFERENCE_IMAGES,
     MAX_PROMPT_CHARS,
+    check_count,
     check_file_size,
     check_text_length,
 )
 from finexl.prompts_file import METADATA_NAME, read_metadata, read_prompts, write_metadata
 
 __all__ = [
-    "IMAGE_EXTENSIONS", "MAX_CONCEPT_CHARS", "MAX_IMAGE_PIXELS", "MAX_PROMPT_CHARS",
-    "FolderListing", "PairSet", "check_file_size", "check_images",
-    "check_path_text", "check_text_length", "list_images", "load_image_bounded", "load_images",
-    "load_pair_sets", "load_pairs", "natural_sort_key", "open_image_bounded", "read_metadata", "read_prompts",
-    "write_metadata",
+    "IMAGE_EXTENSIONS", "MAX_CONCEPT_CHARS", "MAX_IMAGE_PIXELS", "MAX_PREFERENCE_IMAGES",
+    "MAX_PROMPT_CHARS", "FolderListing", "PairSet", "check_count", "check_file_size",
+    "check_images", "check_path_text", "check_text_length", "list_images", "load_image_bounded",
+    "load_images", "load_pair_sets", "load_pairs", "load_preference_folder", "natural_sort_key",
+    "open_image_bounded", "read_metadata", "read_prompts", "write_metadata",
 ]
 
 logger = logging.getLogger(__name__)
@@ -284,6 +286,27 @@ def list_images(folder: str | Path, what: str, *, follow_outside: bool = True) -
         raise fail(f"the {what} folder {folder} holds no images ({extensions}; subfolders are"
                    f" not scanned){extra}; put the {what} images directly in it")
     return listing
+
+
+def load_preference_folder(folder: str | Path, what: str) -> list:
+    """A person's liked (or disliked) images from ``folder``, read safely, as RGB images.
+
+    Nothing outside ``folder`` is read (links out of it are left out), odd entries are
+    skipped, and each is said in one warning line; at most ``MAX_PREFERENCE_IMAGES`` images,
+    each within ``MAX_IMAGE_PIXELS`` and decoded one at a time at the working size.
+
+    Raises
+    ------
+    FinexlError
+        The folder is missing or empty, holds too many images, or an image is unreadable,
+        too large or has a name that is not UTF-8.
+    """
+    listing = list_images(folder, what, follow_outside=False)
+    for note in listing.notes():
+        logger.warning("%s", note)
+    paths = [listing.images[name] for name in sorted(listing.images, key=natural_sort_key)]
+    check_count(len(paths), MAX_PREFERENCE_IMAGES, f"the {what} folder {folder}")
+    return load_images(paths)
 
 
 def _check_same_names(base: Mapping[str, Path], personal: Mapping[str, Path],

@@ -57,6 +57,16 @@ def agents_command(n_users, out_dir, pool_dir, pool_size, model, device, dtype, 
     Resumable: run the same command again after an interruption. The pool of base images
     is generated first (about a second per image on one CPU thread) and reused.
     """
+    from finexl.output_lock import locked_output
+
+    # A second run into the same folder at the same time is refused, never interleaved.
+    with locked_output(out_dir, "finexl prefgen agents"):
+        _write_agents(out_dir, pool_dir, pool_size, model, device, dtype, steps, guidance, size,
+                      store_size, batch_size, n_users, n_liked, n_disliked, seed, quiet)
+
+
+def _write_agents(out_dir, pool_dir, pool_size, model, device, dtype, steps, guidance, size,
+                  store_size, batch_size, n_users, n_liked, n_disliked, seed, quiet) -> None:
     from finexl.prefgen.agents import write_agents
     from finexl.prefgen.pool import build_pool
 
@@ -156,11 +166,10 @@ def train_command(ctx, data, out_dir, stages, config_file, quiet, **options):
 
 
 def _folder_images(folder: Path, what: str) -> list:
-    from finexl.imaging.decode import load_images
-    from finexl.pairs import list_images
+    from finexl.pairs import load_preference_folder
 
-    listing = list_images(folder, what, follow_outside=False)
-    return load_images(list(listing.images.values()))
+    # Nothing outside the folder, odd entries said, bounded count and pixels.
+    return load_preference_folder(folder, what)
 
 
 @prefgen.command("profile")

@@ -52,10 +52,14 @@ def import_command(folder, out_dir, table, columns, min_liked, max_images, quiet
     user (user_id, liked, disliked[, prompts]) or one row a comparison as in Pick-a-Pic
     (user_id, caption, label_0, label_1, jpg_0/jpg_1 bytes or image_0/image_1 paths).
     """
+    from finexl.output_lock import locked_output
     from finexl.prefgen.histories import import_histories
 
-    summary = import_histories(folder, out_dir, table=table, columns=column_mapping(columns),
-                               min_liked=min_liked, max_images=max_images, progress=not quiet)
+    # A second import into the same folder at the same time is refused, never interleaved.
+    with locked_output(out_dir, "finexl prefgen import"):
+        summary = import_histories(folder, out_dir, table=table,
+                                   columns=column_mapping(columns), min_liked=min_liked,
+                                   max_images=max_images, progress=not quiet)
     click.echo(f"{summary.users} users ({summary.layout} layout, {summary.rows} rows):"
                f" {summary.liked_images} liked and {summary.disliked_images} disliked images"
                f" in {summary.out / 'users.jsonl'}")

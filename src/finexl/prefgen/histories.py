@@ -258,12 +258,13 @@ def _add_per_user(history: _History, values: dict[str, Any], root: Path, folder:
     if isinstance(prompts, dict):
         for relative, text in prompts.items():
             if relative in copied:
-                history.prompts[copied[relative]] = str(text)
+                history.prompts[copied[relative]] = _caption(text, where)
     elif isinstance(prompts, list) and len(prompts) == len(values["liked"] or []):
         for relative, text in zip(values["liked"], prompts):
-            history.prompts[copied[relative]] = str(text)
+            history.prompts[copied[relative]] = _caption(text, where)
     elif isinstance(prompts, list):
-        history.extra.setdefault("history_prompts", []).extend(str(t) for t in prompts)
+        history.extra.setdefault("history_prompts", []).extend(_caption(t, where)
+                                                               for t in prompts)
 
 
 def _add_pairwise(history: _History, values: dict[str, Any], root: Path, folder: Path,
@@ -286,20 +287,45 @@ def _add_pairwise(history: _History, values: dict[str, Any], root: Path, folder:
     for side, relative in enumerate(images):
         history.votes[relative] = history.votes.get(relative, 0) + (1 if side == winner else -1)
         if values.get("caption") is not None:
-            history.prompts.setdefault(relative, str(values["caption"]))
+            history.prompts.setdefault(relative, _caption(values["caption"], where))
 
 
 # --- images ----------------------------------------------------------------------------------
 
+def _caption(text: Any, where: str) -> str:
+    """A prompt or caption as text, within ``MAX_PROMPT_CHARS`` (checked as it is read)."""
+    from finexl.limits import MAX_PROMPT_CHARS, check_text_length
+
+    return check_text_length(str(text), MAX_PROMPT_CHARS, where)
+
+
 def _check_image(data: bytes | Path, where: str) -> str:
-    """The image's format as a file suffix, or a FinexlError if it does not decode."""
+    """The image's format as a file suffix, or a FinexlError if it does not decode, is not a
+    regular file, or is over ``MAX_IMAGE_PIXELS`` (checked from its header)."""
     from PIL import Image, UnidentifiedImageError
 
+    from finexl.imaging.decode import open_image_bounded
+    from finexl.limits import MAX_IMAGE_PIXELS
+
+    if isinstance(data, Path):
+        try:
+            with open_image_bounded(data) as image:  # a regular file, within the pixel limit
+                image.verify()
+                kind = (image.format or "png").lower()
+        except FinexlError as exc:
+            raise FinexlError(f"{where}: not a readable image ({exc})") from exc
+        return ".jpg" if kind == "jpeg" else f".{kind}"
     try:
-        with Image.open(io.BytesIO(data) if isinstance(data, bytes) else data) as image:
+        with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+            if width * height > MAX_IMAGE_PIXELS.value():
+                raise FinexlError(f"{where}: the image is {width}x{height} pixels, over the"
+                                  f" limit of {MAX_IMAGE_PIXELS.value():,}"
+                                  f" ({MAX_IMAGE_PIXELS.env})")
             image.verify()
             kind = (image.format or "png").lower()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError,
+            Image.DecompressionBombError) as exc:
         raise FinexlError(f"{where}: not a readable image ({exc})") from exc
     return ".jpg" if kind == "jpeg" else f".{kind}"
 

@@ -123,6 +123,9 @@ class UserProfile:
         if not path.is_file():
             raise FinexlError(f"user profile {path} does not exist; make one with `finexl"
                               f" prefgen profile --liked DIR --out {path.name}`")
+        from finexl.limits import MAX_PROFILE_BYTES, check_file_size
+
+        check_file_size(path, "user profile", MAX_PROFILE_BYTES)  # before a byte is read
         try:
             with safe_open(str(path), framework="numpy") as handle:
                 meta = json.loads((handle.metadata() or {}).get("finexl", "null"))

@@ -22,6 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from finexl.errors import FinexlError
+from finexl.limits import (
+    MAX_PREFERENCE_IMAGES,
+    MAX_PROMPT_CHARS,
+    check_count,
+    check_file_size,
+    check_text_length,
+)
 
 USERS_FILE = "users.jsonl"
 SPLITS = ("train", "probe", "heldout")
@@ -62,7 +69,8 @@ def _inside(folder: Path, relative: Any, where: str) -> Path:
     if not resolved.is_relative_to(folder):
         raise FinexlError(f"{where}: image path {relative!r} leads outside {folder} (a symlink?)")
     if not resolved.is_file():
-        raise FinexlError(f"{where}: image {relative!r} does not exist in {folder}")
+        what = "is not a regular file" if resolved.exists() else "does not exist"
+        raise FinexlError(f"{where}: image {relative!r} {what} in {folder}")
     return resolved
 
 
@@ -99,6 +107,10 @@ def parse_user(line: str, folder: Path, where: str) -> UserRecord:
     prompts = data.get("prompts") or {}
     if not isinstance(prompts, dict):
         raise FinexlError(f"{where} (user {user_id}): 'prompts' must be an object")
+    for key, images in (("liked", liked), ("disliked", disliked)):
+        check_count(len(images), MAX_PREFERENCE_IMAGES, f"{where} (user {user_id}) {key!r}")
+    for prompt in prompts.values():
+        check_text_length(str(prompt), MAX_PROMPT_CHARS, f"{where} (user {user_id})")
     known = {"user_id", "liked", "disliked", "liked_attributes", "disliked_attributes",
              "prompts", "split"}
     return UserRecord(
@@ -131,6 +143,7 @@ def load_users(folder: str | Path, *, split: str | None = None) -> list[UserReco
     if not path.is_file():
         raise FinexlError(f"{root} has no {USERS_FILE}; make one with `finexl prefgen agents`"
                           f" or write one line per user (docs/PREFGEN.md section 2)")
+    check_file_size(path, "users file")  # before a byte is read
     users, seen = [], set()
     with path.open(encoding="utf-8") as handle:
         for number, line in enumerate(handle, 1):
