@@ -4,8 +4,9 @@ For each held-out user, the user's images and the base images of the same prompt
 seeds are written as two folders and explained by FineXL with the style vocabulary's
 phrases as candidate concepts and the signed solver. *Recovery* is the share of the user's
 liked style attributes among the explanation's top-3 concepts (largest positive weights)
-and the share of disliked ones among its negative weights. The random baseline draws as
-many concepts as the explanation named, uniformly from the same candidates.
+and the share of disliked ones among its negative weights. The random baselines draw three
+concepts (for the top 3) and as many as the explanation weighted negatively (for the
+negatives), uniformly from the same candidates.
 
 The users' true attributes are known and never shown to FineXL, so this is also a
 known-answer benchmark for FineXL itself: with a generator that follows taste perfectly
@@ -102,7 +103,10 @@ def recovery(concepts: Sequence[tuple[str, float]], liked: Sequence[str], dislik
                        if k else [], wanted) for _ in range(n_random)]
         return float(np.mean(draws))
 
-    return {"top3": share(positive, liked), "random_top3": random_share(len(positive), liked),
+    # Random top 3: three concepts drawn at random (FineXL may name fewer, or none when the
+    # difference is not above noise; that counts against it). Random negatives: as many
+    # concepts as the explanation gave negative weights.
+    return {"top3": share(positive, liked), "random_top3": random_share(3, liked),
             "negative": share(negative, disliked),
             "random_negative": random_share(len(negative), disliked),
             "top3_concepts": positive, "negative_concepts": negative}

@@ -260,8 +260,9 @@ def markdown(result: dict[str, Any], *, command: str, curve: str = "lambda_curve
                   " solver) explains each held-out user's PrefGen images against the base"
                   " images of the same prompts and seeds. Recovery: share of the user's liked"
                   " styles among the top-3 concepts; of disliked styles among negative"
-                  " weights. Random: as many concepts drawn at random from the same"
-                  " candidates. *Ceiling* runs the same on the ceiling images (the liked"
+                  " weights. Random: three concepts (top 3), or as many as FineXL weighted"
+                  " negatively (negatives), drawn at random from the same candidates; an"
+                  " explanation that finds no difference above noise names nothing and scores 0. *Ceiling* runs the same on the ceiling images (the liked"
                   " styles applied exactly), so it is a known-answer benchmark for FineXL."), "",
                   _table([["PrefGen", _pct(loop.get("recovery_top3")),
                            _pct(loop.get("random_top3")), _pct(loop.get("disliked_negative")),
@@ -330,7 +331,8 @@ def results_section(result: dict[str, Any]) -> str:
         " prompts and seeds) has a right answer. FineXL is given the style vocabulary's phrases"
         " as candidates and the signed solver; *recovery* is the share of the user's liked"
         " styles among its top-3 concepts, and of disliked ones among its negative weights;"
-        " the random baseline names as many concepts at random. On the *ceiling* images (the"
+        " the random baseline draws three concepts (or, for negatives, as many as FineXL"
+        " weighted negatively) at random. On the *ceiling* images (the"
         " liked styles applied exactly to the base images) the answer is fully in the pixels;"
         " on PrefGen's images only as far as PrefGen drew it. Full results, command and"
         " machine: [PREFGEN_RESULTS.md](PREFGEN_RESULTS.md)."),

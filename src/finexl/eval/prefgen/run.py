@@ -432,7 +432,7 @@ def run_prefgen_eval(config: PrefGenEvalConfig, *, progress: bool = False) -> di
     for stage in track(headline + [None] + ablation, total=len(steps) + 1, description="methods",
                        enabled=progress):
         if stage is None:
-            loop = _loop(ctx) if config.personal else {}
+            loop = _loop(ctx)
         else:
             name, method_users, make, extra = stage
             _method(ctx, name, method_users, make, **extra)
@@ -479,9 +479,10 @@ def _method_steps(ctx: _Context, ablation_users: list[M.EvalUser], users_dir: Pa
                                        config.shift_strength)
         return make
 
-    shared: list = [("base", users, tile_base(users), {}),
-                    ("ceiling", users,
+    # The ceiling first: every later method's styled prompt fidelity reads its images.
+    shared: list = [("ceiling", users,
                      lambda: M.with_styles_applied(ctx.base, users, seed=config.seed), {}),
+                    ("base", users, tile_base(users), {}),
                     ("true_words", users, words("true", users),
                      {"strength": config.shift_strength})]
     if config.lora_users:
@@ -526,25 +527,30 @@ def _method_steps(ctx: _Context, ablation_users: list[M.EvalUser], users_dir: Pa
     return steps
 
 
-def _loop(ctx: _Context) -> dict[str, Any]:
+def _loop_on(ctx: _Context, method: str, model: Any) -> dict[str, Any]:
+    """FineXL on one method's images against the base, saved per method."""
     from finexl.eval.prefgen.loop import run_loop
 
-    path = ctx.out / "loop.json"
-    key = {"shared": _shared_key(ctx.config), "model": model_identity(ctx.config),
+    path = ctx.out / f"loop_{method}.json"
+    key = {"shared": _shared_key(ctx.config), "model": model,
            "users": [u.user_id for u in ctx.users]}
     saved = _load_json(path, key)
     if saved is not None:
         return saved["loop"]
-    result = {}
-    for method in ("prefgen", "ceiling"):
-        images = _load_images(ctx.out / "methods" / f"{method}.npy")
-        found = run_loop(ctx.out / "loop" / method, ctx.base, images, ctx.users, ctx.plan,
-                         seed=ctx.config.seed, progress=ctx.progress).to_dict()
-        result[method] = found
-    # The issue's headline keys: the loop on PrefGen's generators.
-    result = {**{k: v for k, v in result["prefgen"].items()}, "ceiling": result["ceiling"]}
-    _save_json(path, {"settings": key, "loop": result})
-    return result
+    images = _load_images(ctx.out / "methods" / f"{method}.npy")
+    found = run_loop(ctx.out / "loop" / method, ctx.base, images, ctx.users, ctx.plan,
+                     seed=ctx.config.seed, progress=ctx.progress).to_dict()
+    _save_json(path, {"settings": key, "loop": found})
+    return found
+
+
+def _loop(ctx: _Context) -> dict[str, Any]:
+    """The loop on PrefGen's images (the issue's headline keys) and on the ceiling's (a
+    known-answer check of FineXL that needs no PrefGen model)."""
+    ceiling = _loop_on(ctx, "ceiling", None)
+    if not ctx.config.personal:
+        return {"ceiling": ceiling}
+    return {**_loop_on(ctx, "prefgen", model_identity(ctx.config)), "ceiling": ceiling}
 
 
 def assemble(ctx: _Context, loop: dict[str, Any], scorer: dict[str, Any], seconds: float
