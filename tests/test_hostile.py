@@ -756,3 +756,12 @@ def test_a_concurrent_prefgen_import_into_the_same_folder_is_refused(tmp_path):
         result = run_cli("prefgen", "import", str(tmp_path), "--out", str(out))
     assert_one_line_error(result, "another finexl prefgen import is writing into")
     assert [p.name for p in out.iterdir()] == [LOCK_NAME]
+
+
+def test_catalog_add_refuses_a_huge_json_before_reading_it(tmp_path):
+    path = tmp_path / "e.json"
+    with open(path, "wb") as handle:
+        handle.truncate(5_000)
+    result = run_cli("catalog", "add", "m", "--json", str(path), "--catalog",
+                     str(tmp_path / "c.sqlite"), env={"FINEXL_MAX_TEXT_FILE_BYTES": "1000"})
+    assert_one_line_error(result, "--json", "5,000 bytes", "FINEXL_MAX_TEXT_FILE_BYTES")

@@ -26,8 +26,10 @@ def catalog_add(name, json_in, catalog_path):
     import json
 
     from finexl.catalog import Catalog
+    from finexl.limits import check_file_size
 
     try:
+        check_file_size(json_in, "--json")  # before a byte is read
         data = json.loads(Path(json_in).read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise FinexlError(f"--json {json_in}: cannot read it as JSON ({exc})") from exc
