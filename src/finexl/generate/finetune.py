@@ -55,18 +55,17 @@ def load_training_data(data_dir: str | Path, *, caption: str | None = None,
     import torch
 
     from finexl.imaging.decode import load_images
-    from finexl.pairs import IMAGE_EXTENSIONS, natural_sort_key, read_metadata
+    from finexl.pairs import list_images, natural_sort_key, read_metadata
 
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise FinexlError(f"training data folder {data_dir} does not exist; pass a folder of"
                           f" images with a metadata.jsonl of captions")
-    names = sorted((p.name for p in data_dir.iterdir() if p.is_file()
-                    and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS),
-                   key=natural_sort_key)
-    if not names:
-        raise FinexlError(f"training data folder {data_dir} holds no images"
-                          f" ({' '.join(sorted(IMAGE_EXTENSIONS))})")
+    # Links out of the folder and odd entries (FIFOs, devices) are said, never silent.
+    listing = list_images(data_dir, "training data")
+    for note in listing.notes():
+        logger.warning("%s", note)
+    names = sorted(listing.images, key=natural_sort_key)
     if caption is not None:
         captions = [caption] * len(names)
     else:
