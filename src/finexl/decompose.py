@@ -280,9 +280,11 @@ def _rejection(index: int, kept: list[int], gram: np.ndarray, rule: str,
 # Clusters, centering and tests
 
 
-# Fewer clusters than this cannot reach p < 0.05 in a sign-flip test and leave a t test
-# under 5 degrees of freedom: pairs are then treated as independent (and the output says so).
-MIN_CLUSTERS = 6
+# Fewer clusters than this leave no between-prompt variance to estimate: pairs are then
+# treated as independent (and the output says so). Three or more are used as they are:
+# treating a few prompts' images as independent pairs flags nuisance concepts far more often
+# than the nominal level (benchmarks/bench_significance.py, docs/BENCHMARKS.md).
+MIN_CLUSTERS = 3
 
 
 def prompt_groups(prompts: Sequence[str | None],
