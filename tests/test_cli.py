@@ -222,3 +222,44 @@ def test_compare_and_catalog_from_the_command_line(tmp_path, tiny_clip_dir, conc
     # compare --add-to-catalog stored both models; "dark" was re-added from its JSON.
     models = {h["model"] for h in hits}
     assert "dark" in models and models <= {"dark", "warm"}  # never vacuous on no hits
+
+
+# The other command groups, in process (each maps its options onto one library call) -------
+
+def test_generate_then_finetune_from_the_command_line(tmp_path, sd_dir, one_torch_thread):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red ball\na blue house\n")
+    out = tmp_path / "images"
+    made = run_cli("generate", "--model", str(sd_dir), "--prompts", str(prompts), "--out",
+                   str(out), "--steps", "2", "--seeds", "2", "--batch-size", "4", "--quiet")
+    assert made.returncode == 0, made.stderr
+    assert made.stdout.startswith("4 images in ")
+    assert len(list(out.glob("*.png"))) == 4 and (out / "metadata.jsonl").is_file()
+    # finetune only takes the tiny model: its errors are still one line, before any training.
+    refused = run_cli("finetune", "--data", str(tmp_path / "nowhere"), "--out",
+                      str(tmp_path / "model"), "--steps", "1", "--quiet")
+    assert_one_line_error(refused, "nowhere")
+
+
+def test_generate_refuses_a_bad_lora_spec_in_one_line(tmp_path):
+    result = run_cli("generate", "--model", "builtin:tiny", "--lora", "x.safetensors:abc",
+                     "--out", str(tmp_path / "o"))
+    assert_one_line_error(result, "abc")
+
+
+def test_demo_from_the_command_line(tmp_path):
+    out = tmp_path / "demo"
+    result = run_cli("demo", "--out", str(out), "--pairs", "6", "--quiet",
+                     env={"FINEXL_CACHE_DIR": str(tmp_path / "cache")})
+    assert result.returncode == 0, result.stderr
+    assert (out / "explanation.json").is_file() and (out / "report.html").is_file()
+    assert "planted" in result.stdout
+    again = run_cli("demo", "--out", str(out), "--pairs", "7", "--quiet",
+                    env={"FINEXL_CACHE_DIR": str(tmp_path / "cache")})
+    assert_one_line_error(again, "other settings")
+
+
+def test_eval_refuses_an_unknown_aspect_in_one_line(tmp_path):
+    result = run_cli("eval", "scenario1", "--aspect", "zorblax", "--out", str(tmp_path),
+                     "--encoder", "mini", "--quiet")
+    assert_one_line_error(result, "zorblax")
