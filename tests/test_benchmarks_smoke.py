@@ -74,6 +74,7 @@ def test_overhead_replays_the_same_encoder_inputs(run_script):
         assert run["forward_replayed_seconds"] > 0 and run["pipeline_seconds"] > 0
 
 
+@pytest.mark.slow  # one interpreter per size; the in-process scripts above are the fast siblings
 def test_explain_scale_runs_each_size_in_a_subprocess(run_script):
     results, table = run_script("bench_explain_scale", "--n-sizes", "4,6", "--v-sizes", "30",
                                 "--v-pairs", "4", "--repeats", "1")

@@ -147,6 +147,7 @@ def ray_executor():
         executor.shutdown()
 
 
+@pytest.mark.slow  # starts a local Ray cluster (a minute here); local runs are tested above
 def test_ray_matches_local_and_fills_the_shared_cache(folders, tiny_clip_dir, tmp_path,
                                                       ray_executor):
     base, personal = folders
@@ -168,6 +169,7 @@ def test_ray_matches_local_and_fills_the_shared_cache(folders, tiny_clip_dir, tm
         np.testing.assert_array_equal(again[name], remote[name])
 
 
+@pytest.mark.slow  # starts a local Ray cluster (a minute here); local runs are tested above
 def test_ray_worker_errors_arrive_as_one_line(folders, tmp_path, ray_executor):
     base, personal = folders
     missing = str(tmp_path / "no-such-encoder")
@@ -177,6 +179,7 @@ def test_ray_worker_errors_arrive_as_one_line(folders, tmp_path, ray_executor):
     assert "\n" not in str(info.value)
 
 
+@pytest.mark.slow  # starts a local Ray cluster (a minute here); local runs are tested above
 def test_ray_executor_leaves_a_running_ray_alone(ray_executor):
     # Ray is already up (the fixture): a second executor joins it and does not stop it.
     from finexl.store.keys import make_key

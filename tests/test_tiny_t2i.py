@@ -148,14 +148,47 @@ def _sepia_folder(folder: Path, count: int = 16, seed: int = 0) -> Path:
 PROBE = ["a red circle on a white background", "a blue star on a yellow background"]
 
 
-def test_full_finetune_moves_outputs_toward_the_data(tiny_pipe, tmp_path):
+@pytest.fixture(scope="module")
+def sepia_data(tmp_path_factory) -> Path:
+    """One sepia training folder for the fine-tuning tests (read-only)."""
+    return _sepia_folder(tmp_path_factory.mktemp("sepia") / "data")
+
+
+@pytest.fixture(scope="module")
+def base_sepia_distance(tiny_pipe) -> float:
+    """How far the untuned model's PROBE images are from sepia (made once)."""
+    return tiny_metrics.sepia_distance(_images(tiny_pipe, PROBE))
+
+
+def test_finetune_writes_models_that_load_and_differ_from_the_base(sepia_data, tmp_path):
+    """The fast sibling of the two tests below: two steps each, no image quality measured."""
+    import torch
+
     from finexl.generate.finetune import finetune
 
-    data = _sepia_folder(tmp_path / "data")
-    result = finetune(data, tmp_path / "model", steps=12, lr=5e-4, batch_size=8,
+    full = finetune(sepia_data, tmp_path / "model", steps=2, lr=5e-4, batch_size=4,
+                    save_steps=(1,))
+    assert full.checkpoints[1] == tmp_path / "model" / "step-00001"
+    record = json.loads((full.out_dir / "finetune.json").read_text())
+    assert record["steps"] == 2 and len(record["losses"]) == 2
+    base = load_pipeline("builtin:tiny").unet.state_dict()
+    tuned = load_pipeline(str(full.out_dir)).unet.state_dict()
+    assert any(not torch.equal(base[name], tuned[name]) for name in base)
+    lora = finetune(sepia_data, tmp_path / "lora", steps=2, lr=2e-3, batch_size=4, lora=True,
+                    lora_rank=4)
+    assert (lora.out_dir / "pytorch_lora_weights.safetensors").is_file()
+    with_lora = load_pipeline("builtin:tiny", loras=[LoraSpec(str(lora.out_dir), 1.0)])
+    assert any("lora" in name for name in with_lora.unet.state_dict())
+
+
+@pytest.mark.slow  # three pipelines' images measured; the fast sibling is above
+def test_full_finetune_moves_outputs_toward_the_data(sepia_data, base_sepia_distance, tmp_path):
+    from finexl.generate.finetune import finetune
+
+    result = finetune(sepia_data, tmp_path / "model", steps=12, lr=5e-4, batch_size=8,
                       save_steps=(6,))
     assert result.checkpoints[6] == tmp_path / "model" / "step-00006"
-    before = tiny_metrics.sepia_distance(_images(tiny_pipe, PROBE))
+    before = base_sepia_distance
     middle = tiny_metrics.sepia_distance(_images(load_pipeline(str(result.checkpoints[6])), PROBE))
     after = tiny_metrics.sepia_distance(_images(load_pipeline(str(result.out_dir)), PROBE))
     assert after < middle < before, (before, middle, after)
@@ -163,15 +196,15 @@ def test_full_finetune_moves_outputs_toward_the_data(tiny_pipe, tmp_path):
     assert record["steps"] == 12 and len(record["losses"]) == 12
 
 
-def test_lora_finetune_loads_as_a_lora(tiny_pipe, tmp_path):
+@pytest.mark.slow  # the fast sibling is test_finetune_writes_models_that_load_and_differ...
+def test_lora_finetune_loads_as_a_lora(sepia_data, base_sepia_distance, tmp_path):
     from finexl.generate.finetune import finetune
 
-    data = _sepia_folder(tmp_path / "data")
-    result = finetune(data, tmp_path / "lora", steps=12, lr=2e-3, batch_size=8, lora=True,
+    result = finetune(sepia_data, tmp_path / "lora", steps=12, lr=2e-3, batch_size=8, lora=True,
                       lora_rank=4)
     assert (result.out_dir / "pytorch_lora_weights.safetensors").is_file()
     tuned = load_pipeline("builtin:tiny", loras=[LoraSpec(str(result.out_dir), 1.0)])
-    before = tiny_metrics.sepia_distance(_images(tiny_pipe, PROBE))
+    before = base_sepia_distance
     after = tiny_metrics.sepia_distance(_images(tuned, PROBE))
     assert after < before, (before, after)
 
