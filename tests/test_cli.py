@@ -29,7 +29,7 @@ def run_cli(*args: str, env: dict | None = None):
 
 def run_cli_subprocess(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     full_env = dict(os.environ, **(env or {}))
-    return subprocess.run([sys.executable, "-m", "finexl.cli", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "finexl.cli", *args], capture_output=True, check=False,
                           text=True, env=full_env, timeout=300)
 
 
