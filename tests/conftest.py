@@ -162,3 +162,11 @@ def lora_file(sd_dir, tmp_path_factory) -> Path:
     directory = tmp_path_factory.mktemp("lora")
     StableDiffusionPipeline.save_lora_weights(directory, unet_lora_layers=layers)
     return directory / "pytorch_lora_weights.safetensors"
+
+
+@pytest.fixture(scope="session")
+def tiny_llava_dir(tmp_path_factory) -> Path:
+    """A tiny random LLaVA saved as a transformers folder (tests/tiny_vlm.py), read-only."""
+    from tiny_vlm import save_tiny_llava
+
+    return save_tiny_llava(tmp_path_factory.mktemp("models") / "tiny-llava")

@@ -10,7 +10,6 @@ import pytest
 from PIL import Image
 from test_generate_user import world  # noqa: F401  (the tiny generator + user branch fixture)
 from test_prefgen_train import trained  # noqa: F401  (a tiny trained PrefGen model)
-from tiny_vlm import save_tiny_llava
 
 from finexl.errors import FinexlError
 from finexl.prefgen.population import (
@@ -23,11 +22,6 @@ from finexl.prefgen.vlm_features import PreferenceQuery, VLMFeatureExtractor
 from finexl.scale import LocalExecutor
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-@pytest.fixture(scope="module")
-def tiny_llava_dir(tmp_path_factory):
-    return save_tiny_llava(tmp_path_factory.mktemp("tiny-llava"))
 
 
 @pytest.fixture
@@ -123,7 +117,7 @@ def test_generate_for_every_profile_resumes_and_matches_one_user_runs(world, tmp
 
     from finexl.generate.run import GenerateConfig, generate
     from finexl.prefgen import user_generation
-    from finexl.prefgen.population import GenerateSettings, generate_population
+    from finexl.prefgen.population import generate_population
 
     profiles_dir = tmp_path / "profiles"
     profiles_dir.mkdir()
@@ -137,8 +131,9 @@ def test_generate_for_every_profile_resumes_and_matches_one_user_runs(world, tmp
     monkeypatch.setattr(user_generation, "read_profile",
                         lambda path: made[Path(path).resolve()])
     release_workers()
-    settings = GenerateSettings(model=world.model, prompts=world.prompts, steps=3, guidance=2.0,
-                                batch_size=2, prefgen_model=world.prefgen, user_scale=1.5)
+    settings = GenerateConfig(model=world.model, out_dir="unused", prompts=world.prompts,
+                              steps=3, guidance=2.0, batch_size=2, prefgen_model=world.prefgen,
+                              user_scale=1.5)
     run = generate_population(profiles_dir, tmp_path / "gen", settings)
     assert sorted(run.made) == ["ann", "bob"]
     alone = generate(GenerateConfig(model=world.model, out_dir=tmp_path / "alone",
@@ -154,8 +149,8 @@ def test_generate_for_every_profile_resumes_and_matches_one_user_runs(world, tmp
     again = generate_population(profiles_dir, tmp_path / "gen", settings)
     assert again.made == [] and sorted(again.kept) == ["ann", "bob"]
     with pytest.raises(FinexlError, match="out of range"):
-        generate_population(profiles_dir, tmp_path / "gen", GenerateSettings(
-            model=world.model, user_scale=9.0))
+        generate_population(profiles_dir, tmp_path / "gen", GenerateConfig(
+            model=world.model, out_dir="unused", user_scale=9.0))
 
 
 

@@ -7,7 +7,6 @@ import re
 import numpy as np
 import pytest
 import torch
-from tiny_vlm import save_tiny_llava
 
 from finexl.errors import FinexlError
 from finexl.prefgen.vlm_features import (
@@ -22,11 +21,6 @@ from finexl.prefgen.vlm_features import (
 )
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-@pytest.fixture(scope="module")
-def tiny_llava_dir(tmp_path_factory):
-    return save_tiny_llava(tmp_path_factory.mktemp("tiny-llava"))
 
 
 def _images(seed: int, n: int):

@@ -11,18 +11,12 @@ import sys
 import numpy as np
 import pytest
 from PIL import Image
-from tiny_vlm import save_tiny_llava
 
 from finexl.errors import FinexlError
 from finexl.prefgen.users import load_users
 from finexl.prefgen.vlm_training import VLMTrainingArgs, draw_batch, train_vlm
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-@pytest.fixture(scope="module")
-def tiny_llava_dir(tmp_path_factory):
-    return save_tiny_llava(tmp_path_factory.mktemp("tiny-llava"))
 
 
 @pytest.fixture(scope="module")

@@ -171,14 +171,15 @@ def generate_all_command(profiles_dir, model, prefgen_model, prompts, out_dir, u
                          prompt_count, n_seeds, steps, guidance, size, batch_size,
                          users_per_task, use_ray, gpus_per_task, device, dtype, quiet):
     """Generate for every user profile in a folder, same prompts and seeds for all."""
-    from finexl.prefgen.population import GenerateSettings, generate_population
+    from finexl.generate.run import GenerateConfig
+    from finexl.prefgen.population import generate_population
 
-    settings = GenerateSettings(
-        model=model, prompts=str(prompts) if prompts else None, prefgen_model=prefgen_model,
+    config = GenerateConfig(
+        model=model, out_dir=out_dir, prompts=prompts, prefgen_model=prefgen_model,
         user_scale=user_scale, n_seeds=n_seeds, prompt_count=prompt_count, steps=steps,
         guidance=guidance, size=size, batch_size=batch_size, device=device, dtype=dtype)
     with _executor(use_ray, gpus_per_task) as executor:
-        run = generate_population(profiles_dir, out_dir, settings, executor=executor,
+        run = generate_population(profiles_dir, out_dir, config, executor=executor,
                                   users_per_task=users_per_task, progress=not quiet)
     _report(run, "generated")
 

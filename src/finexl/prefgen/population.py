@@ -266,25 +266,6 @@ def _worker_prefgen(spec: str) -> Any:
 DONE_FILE = "done.json"
 
 
-@dataclass(frozen=True)
-class GenerateSettings:
-    """``finexl generate --user`` settings shared by every user (plain data)."""
-
-    model: str
-    prompts: str | None = None
-    prefgen_model: str | None = None
-    user_scale: float = 1.0
-    n_seeds: int = 1
-    prompt_count: int | None = None
-    steps: int | None = None
-    guidance: float | None = None
-    size: int | None = None
-    batch_size: int = 4
-    device: str = "cpu"
-    dtype: str = "float32"
-    single_file_config: str | None = None
-
-
 def profile_jobs(profiles_dir: str | Path, out_dir: str | Path) -> list[UserJob]:
     """One generation job per profile in ``profiles_dir``: its ``index.jsonl`` when present
     (as :func:`profile_population` writes), else every ``*.user.safetensors`` file there."""
@@ -312,42 +293,38 @@ def profile_jobs(profiles_dir: str | Path, out_dir: str | Path) -> list[UserJob]
             for user_id, path in pairs]
 
 
-def generate_population(profiles_dir: str | Path, out_dir: str | Path,
-                        settings: GenerateSettings, *, executor: Any = None,
-                        users_per_task: int = 4, progress: bool = False) -> PopulationRun:
+def generate_population(profiles_dir: str | Path, out_dir: str | Path, config: Any, *,
+                        executor: Any = None, users_per_task: int = 4,
+                        progress: bool = False) -> PopulationRun:
     """``finexl generate --user`` for every profile, one folder per user; resumable.
 
-    Each user's folder is an ordinary generated set (PNGs + ``metadata.jsonl``, same prompts
-    and seeds for everyone, so any two users, or a user and the base model, pair up for
-    ``finexl explain``). ``done.json`` marks a finished user.
+    ``config`` is the ``GenerateConfig`` every user shares (model, prompts, seeds, λ,
+    PrefGen model...); its ``out_dir`` and ``user`` are set per user. Each user's folder is an
+    ordinary generated set (PNGs + ``metadata.jsonl``, same prompts and seeds for everyone,
+    so any two users, or a user and the base model, pair up for ``finexl explain``).
+    ``done.json`` marks a finished user.
     """
     from finexl.prefgen.user_generation import check_user_scale
 
-    check_user_scale(settings.user_scale)
+    check_user_scale(config.user_scale)
     jobs = profile_jobs(profiles_dir, out_dir)
-    return run_population(jobs, generate_users_task, settings, out_dir, executor=executor,
+    return run_population(jobs, generate_users_task, config, out_dir, executor=executor,
                           users_per_task=users_per_task, description="generating for users",
                           progress=progress)
 
 
-def generate_users_task(jobs: Sequence[UserJob], settings: GenerateSettings) -> list[str]:
+def generate_users_task(jobs: Sequence[UserJob], config: Any) -> list[str]:
     """Generate every image of a batch of users with one pipeline (runs in a worker)."""
-    from finexl.generate.run import GenerateConfig, generate
+    from dataclasses import replace
+
+    from finexl.generate.run import generate
     from finexl.store.files import write_atomic
 
-    pipe = _worker_pipeline(settings.model, settings.device, settings.dtype,
-                            settings.single_file_config)
+    pipe = _worker_pipeline(config.model, config.device, config.dtype, config.single_file_config)
     done = []
     for job in jobs:
-        folder = Path(job.out).parent
-        config = GenerateConfig(
-            model=settings.model, out_dir=folder, prompts=settings.prompts,
-            prompt_count=settings.prompt_count, n_seeds=settings.n_seeds, steps=settings.steps,
-            guidance=settings.guidance, size=settings.size, batch_size=settings.batch_size,
-            device=settings.device, dtype=settings.dtype,
-            single_file_config=settings.single_file_config, user=job.liked[0],
-            user_scale=settings.user_scale, prefgen_model=settings.prefgen_model)
-        records = generate(config, pipeline=pipe)
+        records = generate(replace(config, out_dir=Path(job.out).parent, user=job.liked[0]),
+                           pipeline=pipe)
         write_atomic(Path(job.out), json.dumps({"user_id": job.user_id, "profile": job.liked[0],
                                                 "images": len(records)}).encode())
         done.append(job.user_id)
