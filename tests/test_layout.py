@@ -5,8 +5,6 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import pytest
-
 SRC = Path(__file__).resolve().parents[1] / "src" / "finexl"
 
 
@@ -130,24 +128,39 @@ def test_no_import_cycles_between_modules():
         assert visit(module, [module]) is None, module
 
 
-# Modules that define torch / diffusers classes need them at import; nothing imports them
-# at module level except the generate and train code that uses them.
+# Rooms that build models (training the encoder, PrefGen) and modules that define torch /
+# diffusers classes need them at import; nothing the command line or the explain path
+# imports at module level does (checked directly below).
+MODEL_ROOMS = {"train", "prefgen"}
 MODEL_MODULES = {"finexl.generate.tiny"}
+HEAVY = ("torch", "transformers", "diffusers", "httpx", "ray", "peft", "accelerate")
 
 
 def test_heavy_libraries_are_not_imported_at_module_level():
-    heavy = {"torch", "transformers", "diffusers", "httpx", "ray", "peft"}
     offenders = []
     for path in SRC.rglob("*.py"):
-        if "train" in path.parts or _module_name(path) in MODEL_MODULES:
+        module = _module_name(path)
+        if room_of(module) in MODEL_ROOMS or module in MODEL_MODULES:
             continue
         tree = ast.parse(path.read_text(encoding="utf-8"))
         for node in tree.body:
             names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
                      [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
-            if any(name.split(".")[0] in heavy for name in names):
-                offenders.append(f"{_module_name(path)}: {names}")
+            if any(name.split(".")[0] in HEAVY for name in names):
+                offenders.append(f"{module}: {names}")
     assert offenders == []
+
+
+def test_the_command_line_imports_no_heavy_library():
+    """``finexl --help`` stays fast: importing every command module loads none of them."""
+    import subprocess
+    import sys
+
+    code = ("import sys, finexl.cli, finexl.pipeline, finexl.decompose; "
+            f"print([m for m in {HEAVY!r} if m in sys.modules])")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True, timeout=300)
+    assert result.stdout.strip() == "[]"
 
 
 def test_every_finexl_import_names_a_module_that_exists():

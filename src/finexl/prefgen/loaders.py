@@ -24,10 +24,11 @@ from typing import Any
 import torch
 
 from finexl.errors import FinexlError
-from finexl.prefgen.user_branch import (
+from finexl.prefgen.user_branch import (  # the layout conversion lives with the processors
     UserBranchConfig,
-    cross_attention_names,
+    from_stock_layout,
     install_user_branch,
+    to_stock_layout,
     unet_of,
     user_branch_state_dict,
 )
@@ -35,64 +36,6 @@ from finexl.prefgen.user_branch import (
 USER_BRANCH_WEIGHTS = "prefgen_user_branch.safetensors"
 USER_BRANCH_CONFIG = "user_branch_config.json"
 _METADATA_KEY = "finexl_user_branch_config"
-# ImageProjection's module names in diffusers and in the IP-Adapter file layout.
-_PROJECTOR_NAMES = (("image_embeds.", "proj."), ("norm.", "norm."))
-
-
-def _stock_ids(unet) -> dict[str, int]:
-    """Processor name -> the number diffusers' loader gives it (1, 3, 5, …)."""
-    return {name: 1 + 2 * k for k, name in enumerate(cross_attention_names(unet))}
-
-
-def to_stock_layout(state: dict[str, torch.Tensor], unet) -> dict[str, torch.Tensor]:
-    """Weights keyed by processor name -> the stock file's flat numbered keys."""
-    ids = _stock_ids(unet)
-    stock = {}
-    for key, value in state.items():
-        if key.startswith("image_proj."):
-            stock["image_proj." + _rename(key[len("image_proj."):], 0, 1)] = value
-            continue
-        name, _, leaf = key.rpartition(".to_")
-        if name not in ids or leaf not in ("k_ip.weight", "v_ip.weight"):
-            raise FinexlError(f"user branch weight {key!r} names no cross-attention layer of"
-                              f" this UNet")
-        stock[f"ip_adapter.{ids[name]}.to_{leaf}"] = value
-    missing = [n for n in ids if f"{n}.to_k_ip.weight" not in state]
-    if missing:
-        raise FinexlError(f"user branch weights miss {len(missing)} cross-attention layers of"
-                          f" this UNet (first: {missing[0]})")
-    return stock
-
-
-def from_stock_layout(stock: dict[str, torch.Tensor], unet) -> dict[str, torch.Tensor]:
-    """The stock file's numbered keys -> weights keyed by processor name, checked to fit."""
-    names = {number: name for name, number in _stock_ids(unet).items()}
-    numbers = {int(k.split(".")[1]) for k in stock if k.startswith("ip_adapter.")}
-    if numbers != set(names):
-        raise FinexlError(f"the user branch file has cross-attention layers {sorted(numbers)[:6]}…"
-                          f" but this UNet has {len(names)} ({sorted(names)[:6]}…); it was made"
-                          f" for another base model")
-    state = {}
-    for key, value in stock.items():
-        group, _, rest = key.partition(".")
-        if group == "image_proj":
-            state["image_proj." + _rename(rest, 1, 0)] = value
-        elif group == "ip_adapter":
-            number, _, leaf = rest.partition(".")
-            if leaf not in ("to_k_ip.weight", "to_v_ip.weight"):
-                raise FinexlError(f"user branch file has an unexpected weight {key!r}")
-            state[f"{names[int(number)]}.{leaf}"] = value
-        else:
-            raise FinexlError(f"user branch file has a weight outside image_proj/ip_adapter:"
-                              f" {key!r}")
-    return state
-
-
-def _rename(key: str, source: int, target: int) -> str:
-    for pair in _PROJECTOR_NAMES:
-        if key.startswith(pair[source]):
-            return pair[target] + key[len(pair[source]):]
-    raise FinexlError(f"user branch projector weight {key!r} is not part of an ImageProjection")
 
 
 def save_user_branch(target: Any, out_dir: str | Path, config: UserBranchConfig, *,
