@@ -38,7 +38,7 @@ DESIGNS = (  # (label, n_prompts, n_seeds)
 EFFECTS = (2.3, 5.3)  # planted contribution / noise floor, as in the demo
 
 
-def selection_study(runs: int, seed: int) -> list[dict]:
+def selection_study(runs: int, seed: int, designs=DESIGNS) -> list[dict]:
     from finexl.decompose import MIN_CLUSTERS, Decomposer, DecompositionSettings
     from finexl.eval.simulation import planted_study
 
@@ -46,7 +46,7 @@ def selection_study(runs: int, seed: int) -> list[dict]:
                 "paper stop (residual, cap 12)": DecompositionSettings(
                     n_bootstrap=0, stop="residual", max_concepts=12)}
     rows = []
-    for label, n_prompts, n_seeds in DESIGNS:
+    for label, n_prompts, n_seeds in designs:
         as_pairs = n_seeds < 0  # the same design, prompts ignored
         n_seeds = abs(n_seeds)
         for effect in EFFECTS:
@@ -94,6 +94,25 @@ def coverage_study(runs: int, n_bootstrap: int, seed: int) -> list[dict]:
     return rows
 
 
+def stop_ablation(demo_dir: Path) -> list[dict]:
+    """The stop setting on real embeddings: ``finexl demo``'s folders explained with the
+    mini encoder under each stop rule and ``e_decomp`` (no cap, no bootstrap)."""
+    from finexl.decompose import DecompositionSettings
+    from finexl.pipeline import ExplainConfig, explain
+
+    rows = []
+    variants = [("significance", e) for e in (0.05, 0.2, 0.4)] + \
+        [("residual", e) for e in (0.05, 0.1, 0.2, 0.3, 0.4, 0.6)]
+    for stop, e_decomp in variants:
+        settings = DecompositionSettings(stop=stop, e_decomp=e_decomp, n_bootstrap=0)
+        result = explain(demo_dir / "base", demo_dir / "personal",
+                         ExplainConfig(encoder="mini", decomposition=settings))
+        rows.append({"stop": stop, "e_decomp": e_decomp, "concepts": len(result.concepts),
+                     "significant": sum(c.significant for c in result.concepts),
+                     "residual": round(result.residual, 3), "stop_reason": result.stop_reason})
+    return rows
+
+
 def main(argv: list[str] | None = None) -> dict:
     import argparse
 
@@ -101,13 +120,21 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--runs", type=int, default=200, help="simulated studies per cell")
     parser.add_argument("--n-bootstrap", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--designs", default="all",
+                        help="'all', or comma-separated indices into DESIGNS (e.g. '2,3')")
+    parser.add_argument("--skip-coverage", action="store_true")
+    parser.add_argument("--demo", type=Path, help="also the stop ablation on this `finexl demo`"
+                        " output folder (only this, with --designs none)")
     parser.add_argument("--out", default="docs/bench/significance.json")
     args = parser.parse_args(argv)
     started = time.perf_counter()
-    selection = selection_study(args.runs, args.seed)
-    coverage = coverage_study(args.runs * 2, args.n_bootstrap, args.seed)
+    designs = DESIGNS if args.designs == "all" else [] if args.designs == "none" else [
+        DESIGNS[int(i)] for i in args.designs.split(",")]
+    selection = selection_study(args.runs, args.seed, designs)
+    coverage = [] if args.skip_coverage else coverage_study(args.runs * 2, args.n_bootstrap, args.seed)
+    ablation = stop_ablation(args.demo) if args.demo else []
     results = {"machine": machine_info(), "runs": args.runs, "n_bootstrap": args.n_bootstrap,
-               "selection": selection, "coverage": coverage,
+               "selection": selection, "coverage": coverage, "stop_ablation": ablation,
                "seconds": round(time.perf_counter() - started, 1)}
     write_results(args.out, results)
     print(markdown_table(["design", "effect", "settings", "runs", "nuisance flagged",
@@ -121,6 +148,12 @@ def main(argv: list[str] | None = None) -> dict:
                          [[r["design"], r["prompt_share"], r["resampled"], r["runs"],
                            f"{100 * r['coverage']:.1f}%", r["median_relative_width"]]
                           for r in coverage]))
+    if ablation:
+        print()
+        print(markdown_table(["stop", "e_decomp", "concepts named", "significant", "residual",
+                              "stop reason"],
+                             [[r["stop"], r["e_decomp"], r["concepts"], r["significant"],
+                               r["residual"], r["stop_reason"]] for r in ablation]))
     return results
 
 
