@@ -42,7 +42,7 @@ def one_round(spec: str, base: Path, personal: Path, cache_dir: Path) -> dict:
     from finexl.encoders.loader import load_encoder
     from finexl.pipeline import ExplainConfig, explain
 
-    config = ExplainConfig(encoder=spec, cache=cache_dir, seed=0)
+    config = ExplainConfig(encoder=spec, cache=cache_dir)  # seed 0: the default
     out = {}
     for phase in ("cold", "warm"):
         holder = {}
@@ -86,7 +86,7 @@ def profile_warm(spec: str, base: Path, personal: Path, cache_dir: Path) -> list
     from finexl.encoders.loader import load_encoder
     from finexl.pipeline import ExplainConfig, explain
 
-    config = ExplainConfig(encoder=spec, cache=cache_dir, seed=0)
+    config = ExplainConfig(encoder=spec, cache=cache_dir)  # seed 0: the default
     return common.profile_buckets(
         lambda: explain(base, personal, config, encoder=load_encoder(spec, cache=cache_dir)),
         BUCKETS, "whole warm run (profiled)")

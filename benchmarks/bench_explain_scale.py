@@ -68,7 +68,7 @@ def run_child(job: dict) -> dict:
     from finexl.store.cache import open_store
 
     cached, counter = common.counted_encoder(job["encoder"], cache=False)
-    config = ExplainConfig(encoder=job["encoder"], vocab_top_k=TOP_K, seed=0)
+    config = ExplainConfig(encoder=job["encoder"], vocab_top_k=TOP_K)  # seed 0: the default
 
     def one_run(base, personal):
         with tempfile.TemporaryDirectory(prefix="finexl-scale-cache-") as cache_dir:
