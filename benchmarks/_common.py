@@ -117,7 +117,8 @@ def known_words(spec: str) -> list[str]:
     from finexl.encoders.loader import load_encoder
 
     encoder = load_encoder(spec, cache=False)
-    words = getattr(encoder.encoder, "known_words", None)
+    known = getattr(encoder.encoder, "known_words", None)  # a KnownVocabulary, or None
+    words = getattr(known, "words", known)
     if not words:
         return list(_OPEN_WORDS)
     return sorted(w for w in words if w.isalpha() and w not in _FUNCTION_WORDS)
