@@ -20,7 +20,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 SMALL = {"hidden_size": 32, "num_layers": 3, "num_heads": 2, "intermediate_size": 64,
          "batch_size": 8, "checkpoint_every": 5, "heldout_users": 6, "eval_liked": 3,
          "eval_disliked": 2, "probe_users": 8, "probe_sessions": 3, "align_users": 30,
-         "align_points": 2, "bank_per_set": {"0": 4, "1": 3, "2": 1}}
+         "align_points": 2, "adapter_users": 8, "bank_per_set": {"0": 4, "1": 3, "2": 1}}
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +46,8 @@ def test_cli_train_with_a_config_file_through_the_adapter_stage(agents, tmp_path
     assert result.exit_code == 0, result.output
     config = json.loads((out / "work" / "vqa.done.json").read_text())["settings"]
     assert config["hidden_size"] == 32 and config["vqa_steps"] == 4  # file + command line
-    assert (out / "user_branch" / "checkpoint-2").is_dir()
+    assert (out / "work" / "branch" / "checkpoint-2").is_dir()
+    assert (out / "prefgen_user_branch.safetensors").is_file()
     # more processes than one: the single-process stages are refused in one line
     result = CliRunner().invoke(main, _train_args(agents, out, stages="vqa,adapter"),
                                 env={"WORLD_SIZE": "2"})

@@ -109,6 +109,11 @@ def _write_agents(out_dir, pool_dir, pool_size, model, device, dtype, steps, gui
 @click.option("--adapter-steps", default=0, show_default=True, type=click.IntRange(0),
               help="User-branch training steps (0 skips the adapter stage).")
 @click.option("--adapter-batch-size", default=16, show_default=True, type=click.IntRange(1))
+@click.option("--adapter-users", default=2000, show_default=True, type=click.IntRange(1),
+              help="Training agents whose e_u the user branch learns from.")
+@click.option("--adapter-arg", "adapter_arg", multiple=True, metavar="NAME=VALUE",
+              help="Another BranchTrainingArgs setting for the adapter stage, e.g."
+                   " content_weight=1.0 (repeatable; the value is read as JSON if it parses).")
 @click.option("--drop", multiple=True, type=click.Choice(["g_sem", "e_core", "e_img"]),
               help="Ablation: zero this part of e_u for the user branch (repeatable).")
 @click.option("--heldout-users", default=100, show_default=True, type=click.IntRange(1))
@@ -147,7 +152,10 @@ def train_command(ctx, data, out_dir, stages, config_file, quiet, **options):
                               f" train settings ({exc})") from exc
     for name, value in options.items():
         if config_file is None or ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE:
-            settings[name] = tuple(value) if name == "drop" else value
+            if name == "adapter_arg":
+                settings["adapter_args"] = _name_values(value)
+            else:
+                settings[name] = tuple(value) if name == "drop" else value
     chosen = tuple(s.strip() for s in stages.split(",") if s.strip())
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and set(chosen) - {"adapter"}:
         raise FinexlError("only the adapter stage runs on several processes; run --stages"
@@ -163,6 +171,23 @@ def train_command(ctx, data, out_dir, stages, config_file, quiet, **options):
         click.echo(f"layers: e_core {results['probe']['core_layers']}, e_sem"
                    f" {results['probe']['sem_layers']}")
     click.echo(f"PrefGen model in {out_dir} (reports in {out_dir}/reports)")
+
+
+def _name_values(values) -> dict:
+    import json
+
+    from finexl.errors import FinexlError
+
+    out = {}
+    for value in values:
+        name, sep, text = value.partition("=")
+        if not sep or not name:
+            raise FinexlError(f"--adapter-arg {value!r}: expected NAME=VALUE")
+        try:
+            out[name] = json.loads(text)
+        except ValueError:
+            out[name] = text
+    return out
 
 
 def _folder_images(folder: Path, what: str) -> list:

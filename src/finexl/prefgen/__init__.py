@@ -19,12 +19,12 @@ Interface notes for the helpers building on this package (kept small on purpose)
 - ``model.PrefGenModel.load("builtin:prefgen-tiny" | folder)``: ``.profile(liked,
   disliked) -> profile.UserProfile``; ``.fingerprint``, ``.base_model``,
   ``.embedding_parts`` (``{"g_sem": 512, "e_core": 128, "e_img": 128}`` for the shipped
-  model), ``.branch_dir`` (the user branch folder, written by ``loaders.save_user_branch``).
+  model), ``.branch_path`` (``<folder>/prefgen_user_branch.safetensors`` or None).
 - ``profile.UserProfile``: ``user_embedding(drop=())`` -> 1-D float32 e_u = [g_sem; e_core;
   e_img] with dropped parts zeroed; ``save``/``load`` ``*.user.safetensors``; ``check(
   model_fingerprint=, base_model=)`` raises a one-line FinexlError for a foreign profile.
 - ``train``: ``TrainConfig`` (every ablation switch: ``no_vqa``, ``layer_rule``,
-  ``align_loss``, ``drop``) and ``train(config, stages=...)``; ``adapter_batches`` feeds
+  ``align_loss``, ``drop``) and ``train(config, stages=...)``; ``user_embeddings`` + ``branch_data.branch_batches`` feed
   ``train_branch.train_branch``.
 
 Between the helpers who build it (what each side may rely on):

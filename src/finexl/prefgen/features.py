@@ -55,7 +55,9 @@ class ImageTower:
     def from_mini(cls, directory: str | Path = MINI_DIR) -> ImageTower:
         """The vision half of a CLIP encoder directory (the shipped ``mini`` by default)."""
         from transformers import CLIPModel, CLIPVisionConfig, CLIPVisionModelWithProjection
+        from transformers.utils import logging as transformers_logging
 
+        transformers_logging.disable_progress_bar()  # finexl draws its own bars
         clip = CLIPModel.from_pretrained(str(directory), local_files_only=True)
         config = CLIPVisionConfig(**{**clip.config.vision_config.to_dict(),
                                      "projection_dim": clip.config.projection_dim})

@@ -8,7 +8,8 @@ Layout (``builtin:prefgen-tiny`` is ``src/finexl/prefgen/builtin/``)::
     align/                       g, the alignment MLP (absent when trained with align none)
     text_table.safetensors       attribute phrases embedded by mini's text tower
     probes.json, probes.png      per-layer probe accuracies, the chosen bands
-    user_branch/                 prefgen_user_branch.safetensors (stock IP-Adapter layout)
+    prefgen_user_branch.safetensors (+ user_branch_config.json)  the user branch, stock
+                                 IP-Adapter layout (loaders.save_user_branch)
 
 ``fingerprint`` is a hash of ``config.json`` and the extractor, vision and align weights:
 the parts that decide e_u. A profile records it, so a profile made by one model is refused
@@ -35,7 +36,6 @@ BUILTIN_SPEC = "builtin:prefgen-tiny"
 BUILTIN_DIR = Path(__file__).resolve().parent / "builtin"
 CONFIG = "config.json"
 FINGERPRINTED = ("config.json", "vision", "extractor", "align", "text_table.safetensors")
-BRANCH_DIR = "user_branch"
 
 
 def resolve_model_dir(spec: str | Path) -> Path:
@@ -105,9 +105,12 @@ class PrefGenModel:
         return int(sum(self.embedding_parts.values()))
 
     @property
-    def branch_dir(self) -> Path | None:
-        folder = self.folder / BRANCH_DIR
-        return folder if folder.is_dir() else None
+    def branch_path(self) -> Path | None:
+        """The user branch weights of this model folder, if it has one."""
+        from finexl.prefgen.loaders import USER_BRANCH_WEIGHTS
+
+        path = self.folder / USER_BRANCH_WEIGHTS
+        return path if path.is_file() else None
 
     @classmethod
     def load(cls, spec: str | Path = BUILTIN_SPEC) -> PrefGenModel:
@@ -250,3 +253,26 @@ class PrefGenModel:
                            aligned_words=aligned, model_fingerprint=self.fingerprint,
                            base_model=self.base_model, n_liked=len(liked_features),
                            n_disliked=len(disliked_features))
+
+
+SHIPPED = FINGERPRINTED + ("probes.json", "probes.png", "reports",
+                           "prefgen_user_branch.safetensors", "user_branch_config.json")
+
+
+def export_model(source: str | Path, target: str | Path) -> Path:
+    """Copy the parts of a trained model folder that a user needs (not ``work/``) to
+    ``target`` (e.g. ``src/finexl/prefgen/builtin``); the fingerprint is unchanged."""
+    import shutil
+
+    source, target = Path(source), Path(target)
+    resolve_model_dir(source)
+    target.mkdir(parents=True, exist_ok=True)
+    for name in SHIPPED:
+        path = source / name
+        if path.is_dir():
+            shutil.copytree(path, target / name, dirs_exist_ok=True)
+        elif path.is_file():
+            shutil.copy2(path, target / name)
+    if fingerprint(source) != fingerprint(target):
+        raise RuntimeError(f"exported model {target} has another fingerprint than {source}")
+    return target

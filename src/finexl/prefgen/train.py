@@ -12,8 +12,8 @@
    (``reports/align.json``). After this stage the folder is a usable PrefGen model
    (profiles can be made); ``config.json`` is written last, atomically.
 4. **adapter**: the user branch, by ``finexl.prefgen.train_branch.train_branch`` (owned by
-   the branch code), on batches of (e_u of a training agent, a new image it likes, its
-   prompt); saved in ``user_branch/``.
+   the branch code), on batches of (e_u of a training agent, an image in its taste, a
+   prompt) from ``branch_data``; saved as ``prefgen_user_branch.safetensors``.
 
 Every stage records its settings in ``work/<stage>.done.json`` and is skipped when rerun
 with the same settings; the vqa stage also checkpoints every ``checkpoint_every`` steps and
@@ -53,7 +53,7 @@ class TrainConfig:
     no_vqa: bool = False
     vqa_steps: int = 1500
     batch_size: int = 32
-    lr: float = 1e-3
+    lr: float = 2e-3
     hidden_size: int = 128
     num_layers: int = 6
     num_heads: int = 4
@@ -77,6 +77,7 @@ class TrainConfig:
     adapter_steps: int = 0
     adapter_batch_size: int = 16
     adapter_lr: float = 1e-4
+    adapter_users: int = 2000
     adapter_args: dict[str, Any] = field(default_factory=dict)
     drop: tuple[str, ...] = ()  # e_u parts zeroed for the branch (ablations)
 
@@ -88,7 +89,7 @@ class TrainConfig:
             "probe": ["probe_users", "probe_sessions", "layer_rule"],
             "align": ["align_loss", "align_points", "align_steps", "align_users"],
             "adapter": ["base_model", "adapter_steps", "adapter_batch_size", "adapter_lr",
-                        "adapter_args", "drop"],
+                        "adapter_users", "adapter_args", "drop"],
         }
         settings: dict[str, Any] = {}
         for name in STAGES[:STAGES.index(stage) + 1]:
@@ -385,68 +386,72 @@ def write_model_config(run: Run, core: list[int], sem: list[int], text_dim: int,
 # Stage 4: adapter (the user branch, trained by train_branch)
 
 
-def adapter_batches(model, run: Run, batch_size: int, seed: int, drop: tuple[str, ...] = ()):
-    """``data(start)`` for ``train_branch``: batches (e_u, pixels in [0, 1], prompts).
+def user_embeddings(model, run: Run, n_users: int, seed: int, drop: tuple[str, ...] = ()):
+    """``(agents, {user_id: e_u})`` for ``n_users`` fresh training agents.
 
-    Each batch: training agents (references from the bank -> e_u by the model) and, per
-    agent, a freshly rendered new image it likes (its liked content, its liked styles, no
-    distractor) with that pool image's prompt. Batch k depends only on (seed, k).
+    Each agent's references come from the image bank (2-8 liked, 0-8 disliked, so the
+    branch sees e_u made from as few and as many images as users give); ``drop`` zeroes
+    parts of e_u (ablations).
     """
-    from finexl.prefgen.agents import render_image
     from finexl.prefgen.profile import PARTS
     from finexl.prefgen.vqa import BankEpisodes
 
     episodes = BankEpisodes(run.sampler, run.bank)
-
-    def data(start: int):
-        k = start
+    rng = np.random.default_rng([seed, 37])
+    agents, embeddings = [], {}
+    for _ in track(range(n_users), total=n_users, description="user embeddings",
+                   enabled=run.progress):
         while True:
-            rng = np.random.default_rng([seed, k, 37])
-            chosen = []
-            while len(chosen) < batch_size:
-                agent = run.sampler.sample(rng, "train", "adapter")
-                n_liked, n_disliked = int(rng.integers(2, 9)), int(rng.integers(0, 9))
-                episode = episodes.episode(agent, n_liked, n_disliked, rng)
-                if episode is not None:
-                    chosen.append(episode)
-            e_u, pixels, prompts = [], [], []
-            for episode in chosen:
-                read = model.read([episode.liked], [episode.disliked])
-                parts = model.embeddings(read)
-                e_u.append(np.concatenate([np.zeros_like(parts[p][0]) if p in drop
-                                           else parts[p][0] for p in PARTS]))
-                agent = episode.agent
-                candidates = run.sampler.matches(agent.content("liked"), agent.content("disliked"))
-                index = int(candidates[int(rng.integers(len(candidates)))])
-                image = render_image(run.pool, index, agent.styles("liked"), rng)
-                pixels.append(image.pixels)
-                prompts.append(run.pool.records[index]["prompt"])
-            yield (torch.from_numpy(np.stack(e_u)).float(),
-                   torch.from_numpy(np.stack(pixels)).permute(0, 3, 1, 2).float(), prompts)
-            k += 1
-
-    return data
+            agent = run.sampler.sample(rng, "train", f"t{len(agents):06d}")
+            episode = episodes.episode(agent, int(rng.integers(2, 9)), int(rng.integers(0, 9)),
+                                       rng)
+            if episode is not None:
+                break
+        parts = model.embeddings(model.read([episode.liked], [episode.disliked]))
+        embeddings[agent.user_id] = np.concatenate(
+            [np.zeros_like(parts[p][0]) if p in drop else parts[p][0] for p in PARTS])
+        agents.append(agent)
+    return agents, embeddings
 
 
 def stage_adapter(run: Run) -> dict[str, Any]:
-    from finexl.prefgen.model import BRANCH_DIR, PrefGenModel
+    """The user branch, trained by the branch code on e_u of training agents.
+
+    Images and prompts come from ``branch_data.branch_batches`` (a pool image for any prompt
+    in the agent's liked styles; liked content where the prompt leaves the slot open). The
+    final ``prefgen_user_branch.safetensors`` (+ its config) is copied into the model folder.
+    """
+    import shutil
+
+    from finexl.prefgen.branch_data import branch_batches
+    from finexl.prefgen.loaders import USER_BRANCH_WEIGHTS
+    from finexl.prefgen.model import PrefGenModel
     from finexl.prefgen.train_branch import BranchTrainingArgs, train_branch
 
     c = run.config
     if c.adapter_steps < 1:
         return {"skipped": "adapter_steps is 0"}
     model = PrefGenModel.load(run.out)
-    args = BranchTrainingArgs(
-        output_dir=str(run.out / BRANCH_DIR), pretrained_model_name_or_path=c.base_model,
+    agents, embeddings = user_embeddings(model, run, c.adapter_users, c.seed, c.drop)
+    work = run.work / "branch"
+    settings = dict(
+        output_dir=str(work), pretrained_model_name_or_path=c.base_model,
         max_train_steps=c.adapter_steps, train_batch_size=c.adapter_batch_size,
         learning_rate=c.adapter_lr, seed=c.seed, resume_from_checkpoint="latest",
         checkpointing_steps=max(1, min(100, c.adapter_steps)), checkpoints_total_limit=2,
-        prefgen_model=model.fingerprint, embedding_parts=model.embedding_parts,
-        **c.adapter_args)
-    result = train_branch(adapter_batches(model, run, c.adapter_batch_size, c.seed, c.drop),
-                          args, progress=run.progress)
+        prefgen_model=model.fingerprint, embedding_parts=model.embedding_parts)
+    settings.update(c.adapter_args)
+    args = BranchTrainingArgs(**settings)
+    args.check()
+    data = branch_batches(run.sampler, agents, embeddings, batch_size=c.adapter_batch_size,
+                          seed=c.seed)
+    result = train_branch(data, args, progress=run.progress)
+    for path in work.iterdir():
+        if path.is_file() and (path.name == USER_BRANCH_WEIGHTS or path.suffix == ".json"):
+            shutil.copy2(path, run.out / path.name)
     return {"steps": result.global_step, "resumed_from": result.resumed_from,
-            "losses": result.losses[-5:], "branch": str(result.branch_path)}
+            "losses": result.losses[-5:], "users": len(agents),
+            "branch": str(run.out / USER_BRANCH_WEIGHTS)}
 
 
 STAGE_FUNCTIONS = {"vqa": stage_vqa, "probe": stage_probe, "align": stage_align,
@@ -467,6 +472,16 @@ def train(config: TrainConfig, *, stages: tuple[str, ...] = STAGES, progress: bo
     bad = set(config.drop) - {"g_sem", "e_core", "e_img"}
     if bad:
         raise FinexlError(f"--drop takes g_sem, e_core, e_img; got {sorted(bad)}")
+    if config.adapter_args:
+        import dataclasses
+
+        from finexl.prefgen.train_branch import BranchTrainingArgs
+
+        known = {f.name for f in dataclasses.fields(BranchTrainingArgs)}
+        unknown = sorted(set(config.adapter_args) - known)
+        if unknown:
+            raise FinexlError(f"--adapter-arg: {', '.join(unknown)} is not a branch training"
+                              f" setting; known: {', '.join(sorted(known))}")
     run = Run(config, progress=progress)
     results = {}
     for stage in STAGES:

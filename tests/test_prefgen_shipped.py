@@ -1,0 +1,64 @@
+"""The shipped builtin:prefgen-tiny: it loads, profiles, and reads a planted taste."""
+
+import numpy as np
+import pytest
+
+from finexl.prefgen import vocabulary as vocab
+from finexl.prefgen.model import BUILTIN_DIR, PrefGenModel, fingerprint
+from finexl.prefgen.pool import draw_scenes, pool_prompts
+
+pytestmark = pytest.mark.skipif(not (BUILTIN_DIR / "config.json").is_file(),
+                                reason="builtin:prefgen-tiny weights not shipped")
+
+
+@pytest.fixture(scope="module")
+def model():
+    import torch
+
+    torch.set_num_threads(1)
+    return PrefGenModel.load("builtin:prefgen-tiny")
+
+
+def _styled(images, styles, seed):
+    rng = np.random.default_rng(seed)
+    return [vocab.apply_styles(image, styles, rng) for image in images]
+
+
+def test_shipped_model_layout_and_fingerprint(model):
+    assert model.base_model == "builtin:tiny"
+    assert model.fingerprint == fingerprint(BUILTIN_DIR)
+    assert model.user_embedding_dim == sum(model.embedding_parts.values())
+    total = sum(p.stat().st_size for p in BUILTIN_DIR.rglob("*") if p.is_file())
+    assert total < 30e6
+
+
+def test_shipped_model_has_a_user_branch_for_its_e_u(model):
+    if model.branch_path is None:
+        pytest.skip("the user branch (prefgen-branch's adapter stage) is not in the bundle yet")
+    from finexl.prefgen.loaders import read_user_branch
+
+    _, config = read_user_branch(model.branch_path)
+    assert config.embed_dim == model.user_embedding_dim
+    assert config.prefgen_model == model.fingerprint
+
+
+def test_shipped_model_reads_a_planted_style_better_than_for_other_users(model):
+    """Users who like sepia get a higher sepia probability than users who dislike it (on
+    drawn scenes the model never saw; a relative check, so it fails if the extractor
+    does not read the style at all)."""
+    scenes = draw_scenes(pool_prompts(24, seed=9))
+    sepia_lovers, sepia_haters = [], []
+    for k in range(3):
+        plain = list(scenes[8 * k:8 * k + 8])
+        liked = _styled(plain[:4], ["sepia"], k)
+        other = _styled(plain[4:], ["vignette"], k)
+        index = model.attributes.index("sepia")
+        for references, bucket in (((liked, other), sepia_lovers), ((other, liked), sepia_haters)):
+            features = [model.tower.features(model.reference_pixels(r)) for r in references]
+            read = model.read([features[0]], [features[1]])
+            bucket.append(read.like_probs[0, index])
+    assert np.mean(sepia_lovers) > np.mean(sepia_haters) + 0.2
+    profile = model.profile(_styled(list(scenes[:6]), ["sepia"], 5),
+                            _styled(list(scenes[6:12]), ["blurry"], 6))
+    assert profile.user_embedding().shape == (model.user_embedding_dim,)
+    assert profile.model_fingerprint == model.fingerprint
