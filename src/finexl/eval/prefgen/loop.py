@@ -81,7 +81,9 @@ def explain_user(base_dir: Path, user_dir: Path, candidates: Sequence[str], *, e
 
     config = ExplainConfig(encoder="mini", concepts=list(candidates), cache=False,
                            decomposition=DecompositionSettings(
-                               solver="lstsq", n_bootstrap=n_bootstrap,
+                               # max_abs: the redundancy rule decompose.py names for signed
+                               # least squares (an antonym is as redundant as a synonym).
+                               solver="lstsq", ortho_rule="max_abs", n_bootstrap=n_bootstrap,
                                max_concepts=len(candidates) or None))
     return explain(base_dir, user_dir, config, encoder=encoder)
 

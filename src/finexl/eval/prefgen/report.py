@@ -262,8 +262,12 @@ def markdown(result: dict[str, Any], *, command: str, curve: str = "lambda_curve
                   " styles among the top-3 concepts; of disliked styles among negative"
                   " weights. Random: three concepts (top 3), or as many as FineXL weighted"
                   " negatively (negatives), drawn at random from the same candidates; an"
-                  " explanation that finds no difference above noise names nothing and scores 0. *Ceiling* runs the same on the ceiling images (the liked"
-                  " styles applied exactly), so it is a known-answer benchmark for FineXL."), "",
+                  " explanation that finds no difference above noise names nothing and"
+                  " scores 0. *Ceiling* runs the same on the ceiling images (the liked styles"
+                  " applied exactly), so it is a known-answer benchmark for FineXL. The base"
+                  " images rarely show a user's disliked styles, so a generator can only"
+                  " weight them negatively by removing what the base drew; the ceiling never"
+                  " does, and a low disliked figure there is expected."), "",
                   _table([["PrefGen", _pct(loop.get("recovery_top3")),
                            _pct(loop.get("random_top3")), _pct(loop.get("disliked_negative")),
                            _pct(loop.get("random_negative"))],

@@ -34,6 +34,7 @@ from finexl.eval.prefgen.metrics import PlannedImage, UserTaste, preference_simi
 
 RESULTS_FILE = "prefgen.json"
 METRICS_VERSION = 2  # bump when scoring changes: saved images are rescored, not remade
+LOOP_VERSION = 2  # bump when the loop's FineXL settings change
 HEADLINE = ("prefgen", "base", "e_img", "predicted_words", "true_words", "lora")
 
 
@@ -533,7 +534,7 @@ def _loop_on(ctx: _Context, method: str, model: Any) -> dict[str, Any]:
 
     path = ctx.out / f"loop_{method}.json"
     key = {"shared": _shared_key(ctx.config), "model": model,
-           "users": [u.user_id for u in ctx.users]}
+           "users": [u.user_id for u in ctx.users], "loop_version": LOOP_VERSION}
     saved = _load_json(path, key)
     if saved is not None:
         return saved["loop"]
@@ -652,7 +653,9 @@ def machine() -> dict[str, Any]:
 
     return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
             "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
-            "torch": torch.__version__, "platform": platform.platform()}
+            "torch": torch.__version__, "platform": platform.platform(),
+            # Other jobs share this machine; seconds per user depend on them.
+            "load_average_1min": round(os.getloadavg()[0], 1)}
 
 
 def _check(config: PrefGenEvalConfig) -> None:
