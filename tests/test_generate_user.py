@@ -12,11 +12,12 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from finexl.errors import FinexlError  # noqa: E402
-from finexl.from_models import ModelPair, side_config  # noqa: E402
-from finexl.generate.run import GenerateConfig, generate  # noqa: E402
-from finexl.prefgen import loaders, user_branch, user_generation  # noqa: E402
-from test_cli import assert_one_line_error, run_cli  # noqa: E402
+from test_cli import assert_one_line_error, run_cli
+
+from finexl.errors import FinexlError
+from finexl.from_models import ModelPair, side_config
+from finexl.generate.run import GenerateConfig, generate
+from finexl.prefgen import loaders, user_branch, user_generation
 
 EMBED_DIM = 10
 WORDS = ["red", "blue", "ball", "on", "grass", "a"]
@@ -204,6 +205,7 @@ def test_stable_diffusion_with_a_user_keeps_the_contract(sd_dir, profiles, tmp_p
 
 def _save_tiny_sdxl(folder):
     """A tiny random StableDiffusionXLPipeline (diffusers' dummy-component sizes)."""
+    from conftest import tiny_tokenizer
     from diffusers import (
         AutoencoderKL,
         EulerDiscreteScheduler,
@@ -211,8 +213,6 @@ def _save_tiny_sdxl(folder):
         UNet2DConditionModel,
     )
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
-
-    from conftest import tiny_tokenizer
 
     torch.manual_seed(0)
     unet = UNet2DConditionModel(

@@ -7,9 +7,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from finexl.errors import FinexlError  # noqa: E402
-from finexl.prefgen import loaders, user_branch  # noqa: E402
-from finexl.prefgen.train_branch import (  # noqa: E402
+from finexl.errors import FinexlError
+from finexl.prefgen import loaders, user_branch
+from finexl.prefgen.train_branch import (
     BranchTrainingArgs,
     checkpoint_steps,
     content_features,
@@ -149,7 +149,6 @@ def test_stable_diffusion_and_sdxl_branches_train_and_load(sd_dir, tmp_path, one
     """Latent pipelines: two steps on a tiny random SD folder and one on a tiny SDXL, then the
     saved branch loads into a fresh pipeline by path."""
     from diffusers import DiffusionPipeline
-
     from test_generate_user import _save_tiny_sdxl
 
     sdxl_dir = tmp_path / "tiny-sdxl"

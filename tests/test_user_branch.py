@@ -7,9 +7,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from finexl.errors import FinexlError  # noqa: E402
-from finexl.prefgen import loaders, user_branch  # noqa: E402
-from finexl.prefgen.user_branch import UserBranchConfig  # noqa: E402
+from finexl.errors import FinexlError
+from finexl.prefgen import loaders, user_branch
+from finexl.prefgen.user_branch import UserBranchConfig
 
 EMBED_DIM = 12
 WORDS = ["red", "blue", "ball", "on", "grass", "a"]

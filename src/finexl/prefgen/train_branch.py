@@ -112,7 +112,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add the branch-training flags (diffusers' names) to ``parser``; used by this module's
     ``main`` and by callers that wrap it (``prefgen train``, ``accelerate launch``)."""
     defaults = BranchTrainingArgs(output_dir="")
-    optional_int = lambda text: None if text in ("", "none", "None") else int(text)  # noqa: E731
+    optional_int = lambda text: None if text in ("", "none", "None") else int(text)
     parser.add_argument("--output_dir", required=True)
     parser.add_argument("--pretrained_model_name_or_path", default=defaults.pretrained_model_name_or_path)
     for name in ("max_train_steps", "train_batch_size", "lr_warmup_steps",

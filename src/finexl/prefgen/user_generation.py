@@ -22,10 +22,11 @@ from typing import Any
 import numpy as np
 
 from finexl.errors import FinexlError
+from finexl.prefgen.model import BRANCH_DIR as BRANCH_FOLDER
+from finexl.prefgen.model import BUILTIN_DIR as BUILTIN_PREFGEN_DIR
+from finexl.prefgen.model import BUILTIN_SPEC as BUILTIN_PREFGEN
 
 MAX_USER_SCALE = 2.0
-BUILTIN_PREFGEN = "builtin:prefgen-tiny"
-BRANCH_FOLDER = "user_branch"  # where a PrefGen model folder keeps its branch
 # The PrefGen model each builtin generator uses unless --prefgen-model says otherwise.
 DEFAULT_PREFGEN_MODELS = {"builtin:tiny": BUILTIN_PREFGEN}
 
@@ -66,7 +67,7 @@ def check_user_scale(scale: float) -> float:
 def prefgen_model_dir(spec: str) -> Path:
     """The folder of a PrefGen model spec (``builtin:prefgen-tiny`` or a folder)."""
     if spec == BUILTIN_PREFGEN:
-        return Path(__file__).resolve().parent / "builtin"
+        return BUILTIN_PREFGEN_DIR
     if spec.startswith("builtin:"):
         raise FinexlError(f"PrefGen model {spec!r} is not a builtin; the builtin is"
                           f" {BUILTIN_PREFGEN}")
