@@ -36,6 +36,9 @@ BUILTIN_SPEC = "builtin:prefgen-tiny"
 BUILTIN_DIR = Path(__file__).resolve().parent / "builtin"
 CONFIG = "config.json"
 FINGERPRINTED = ("config.json", "vision", "extractor", "align", "text_table.safetensors")
+# The user branch sits next to config.json; a folder that keeps it in this subfolder (the
+# layout of branch-only runs) is read too (prefgen.user_generation.branch_for).
+BRANCH_DIR = "user_branch"
 
 
 def resolve_model_dir(spec: str | Path) -> Path:
