@@ -53,6 +53,8 @@ def _variant(ctx, param, values):
 @click.option("--markdown", type=click.Path(path_type=Path),
               help="Also write the report here (e.g. docs/PREFGEN_RESULTS.md), with a copy of"
                    " prefgen.json in eval/ beside it and the loop's section in RESULTS.md there.")
+@click.option("--only", multiple=True,
+              help="Run only this method (repeat); saved results of the others are kept.")
 @click.option("--report-only", is_flag=True,
               help="Only write the report (and --markdown) from OUT/prefgen.json, as it is"
                    " (also after a run stopped early).")
@@ -60,7 +62,8 @@ def _variant(ctx, param, values):
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 def eval_prefgen(out_dir, data_dir, model, stand_in, n_users, n_ablation_users, n_prompts,
                  n_seeds, steps, lora_users, lora_steps, shift_strength, n_reference,
-                 no_ablations, baselines_only, variants, markdown, report_only, seed, quiet):
+                 no_ablations, baselines_only, variants, only, markdown, report_only, seed,
+                 quiet):
     """PrefGen on held-out users: baselines, ablations, judges, and FineXL's recovery."""
     from finexl.eval.prefgen.report import checks, lambda_curve_png, update_results
     from finexl.eval.prefgen.report import markdown as render
@@ -77,7 +80,7 @@ def eval_prefgen(out_dir, data_dir, model, stand_in, n_users, n_ablation_users, 
         n_ablation_users=n_ablation_users, n_prompts=n_prompts, n_seeds=n_seeds, steps=steps,
         lora_users=lora_users, lora_steps=lora_steps, shift_strength=shift_strength,
         variants=variants, seed=seed, n_reference=n_reference, ablations=not no_ablations,
-        personal=not baselines_only)
+        personal=not baselines_only, only=tuple(only))
     if report_only:
         result = read_result(Path(out_dir))
         lambda_curve_png(result, Path(out_dir) / "lambda_curve.png")

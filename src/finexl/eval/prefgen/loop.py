@@ -74,7 +74,7 @@ def _write_folder(folder: Path, images: np.ndarray, plan: Sequence[PlannedImage]
 
 
 def explain_user(base_dir: Path, user_dir: Path, candidates: Sequence[str], *, encoder=None,
-                 n_bootstrap: int = 50):
+                 n_bootstrap: int = 50, stop: str = "significance"):
     """FineXL's explanation of one user's images against the base (signed solver)."""
     from finexl.decompose import DecompositionSettings
     from finexl.pipeline import ExplainConfig, explain
@@ -84,7 +84,7 @@ def explain_user(base_dir: Path, user_dir: Path, candidates: Sequence[str], *, e
                                # max_abs: the redundancy rule decompose.py names for signed
                                # least squares (an antonym is as redundant as a synonym).
                                solver="lstsq", ortho_rule="max_abs", n_bootstrap=n_bootstrap,
-                               max_concepts=len(candidates) or None))
+                               max_concepts=len(candidates) or None, stop=stop))
     return explain(base_dir, user_dir, config, encoder=encoder)
 
 
@@ -115,7 +115,8 @@ def recovery(concepts: Sequence[tuple[str, float]], liked: Sequence[str], dislik
 
 
 def run_loop(work_dir: Path, base: np.ndarray, images: np.ndarray, users: Sequence[Any],
-             plan: Sequence[PlannedImage], *, seed: int = 0, progress: bool = False) -> LoopResult:
+             plan: Sequence[PlannedImage], *, seed: int = 0, progress: bool = False,
+             stop: str = "significance") -> LoopResult:
     """Explain every user's images against the base and score recovery.
 
     ``users`` have ``user_id``, ``liked_attributes`` and ``disliked_attributes``.
@@ -132,7 +133,7 @@ def run_loop(work_dir: Path, base: np.ndarray, images: np.ndarray, users: Sequen
     for u, user in track(list(enumerate(users)), total=len(users), description="explaining users",
                          enabled=progress):
         user_dir = _write_folder(work_dir / f"user-{user.user_id}", images[u], plan)
-        explanation = explain_user(base_dir, user_dir, candidates, encoder=encoder)
+        explanation = explain_user(base_dir, user_dir, candidates, encoder=encoder, stop=stop)
         concepts = [(c.concept, float(c.weight)) for c in explanation.concepts]
         liked = [phrases[a] for a in user.liked_attributes if a in phrases]
         disliked = [phrases[a] for a in user.disliked_attributes if a in phrases]

@@ -113,6 +113,15 @@ def checks(result: dict[str, Any]) -> list[str]:
                      f" styles among its top-3 concepts, against {_pct(loop['random_top3'])}"
                      f" for random concepts; {_pct(loop.get('disliked_negative'))} of disliked"
                      f" styles got negative weights (random: {_pct(loop.get('random_negative'))}).")
+    residual = loop.get("residual_stop") or {}
+    ceiling = loop.get("ceiling") or {}
+    if residual.get("n_users"):
+        lines.append(f"The loop with the paper's residual-only stop: {_pct(residual['recovery_top3'])}"
+                     f" liked styles in the top 3 (random {_pct(residual['random_top3'])});"
+                     f" on the ceiling images (liked styles applied exactly):"
+                     f" {_pct(ceiling.get('recovery_top3'))} with FineXL's default stop,"
+                     f" {_pct((ceiling.get('residual_stop') or {}).get('recovery_top3'))} with"
+                     f" the residual stop.")
     return lines
 
 
@@ -268,16 +277,23 @@ def markdown(result: dict[str, Any], *, command: str, curve: str = "lambda_curve
                   " images rarely show a user's disliked styles, so a generator can only"
                   " weight them negatively by removing what the base drew; the ceiling never"
                   " does, and a low disliked figure there is expected."), "",
-                  _table([["PrefGen", _pct(loop.get("recovery_top3")),
-                           _pct(loop.get("random_top3")), _pct(loop.get("disliked_negative")),
-                           _pct(loop.get("random_negative"))],
-                          ["ceiling", _pct(ceiling.get("recovery_top3")),
-                           _pct(ceiling.get("random_top3")),
-                           _pct(ceiling.get("disliked_negative")),
-                           _pct(ceiling.get("random_negative"))]],
-                         ["images explained", "liked in top 3", "random", "disliked negative",
-                          "random"])]
+                  _table(_loop_rows(loop, ceiling),
+                         ["images explained", "FineXL stop rule", "liked in top 3", "random",
+                          "disliked negative", "random"])]
     return "\n".join(parts) + "\n"
+
+
+def _loop_rows(loop: dict[str, Any], ceiling: dict[str, Any]) -> list[list[str]]:
+    rows = []
+    for label, record in (("PrefGen", loop), ("ceiling", ceiling)):
+        for stop, figures in (("significance (default)", record),
+                              ("residual only (the paper's)", record.get("residual_stop") or {})):
+            if figures.get("n_users"):
+                rows.append([label, stop, _pct(figures.get("recovery_top3")),
+                             _pct(figures.get("random_top3")),
+                             _pct(figures.get("disliked_negative")),
+                             _pct(figures.get("random_negative"))])
+    return rows
 
 
 def lambda_curve_png(result: dict[str, Any], path: Path) -> Path | None:
@@ -341,14 +357,12 @@ def results_section(result: dict[str, Any]) -> str:
         " on PrefGen's images only as far as PrefGen drew it. Full results, command and"
         " machine: [PREFGEN_RESULTS.md](PREFGEN_RESULTS.md)."),
         "",
-        _table([["ceiling (styles applied)", _pct(ceiling.get("recovery_top3")),
-                 _pct(ceiling.get("random_top3")), _pct(ceiling.get("disliked_negative")),
-                 _pct(ceiling.get("random_negative")), str(ceiling.get("n_users", "–"))],
-                [f"PrefGen (`{result.get('evaluated')}`)", _pct(loop.get("recovery_top3")),
-                 _pct(loop.get("random_top3")), _pct(loop.get("disliked_negative")),
-                 _pct(loop.get("random_negative")), str(loop.get("n_users", "–"))]],
-               ["generator explained", "liked in top 3", "random", "disliked negative",
-                "random", "users"]),
+        _table(_loop_rows(loop, ceiling), ["generator explained", "FineXL stop rule",
+                                           "liked in top 3", "random", "disliked negative",
+                                           "random"]),
+        "",
+        (f"{ceiling.get('n_users', '–')} held-out users, {len(result.get('plan', []))} image"
+        f" pairs each; PrefGen row: `{result.get('evaluated')}`."),
         RESULTS_END,
     ]
     return "\n".join(lines)

@@ -34,7 +34,7 @@ from finexl.eval.prefgen.metrics import PlannedImage, UserTaste, preference_simi
 
 RESULTS_FILE = "prefgen.json"
 METRICS_VERSION = 2  # bump when scoring changes: saved images are rescored, not remade
-LOOP_VERSION = 2  # bump when the loop's FineXL settings change
+LOOP_VERSION = 3  # bump when the loop's FineXL settings change
 HEADLINE = ("prefgen", "base", "e_img", "predicted_words", "true_words", "lora")
 
 
@@ -59,6 +59,7 @@ class PrefGenEvalConfig:
     reference_counts: tuple[int, ...] = (2, 4, 8, 16)
     ablations: bool = True  # run the ablations (no_*, refs_*, lambda_*, variants)
     personal: bool = True  # run what needs the PrefGen model (False: baselines only)
+    only: tuple[str, ...] = ()  # run only these methods (and what they need); () = all
     lora_users: int = 4
     lora_steps: int = 100
     shift_strength: float = 1.0
@@ -340,15 +341,22 @@ def _shared_key(config: PrefGenEvalConfig) -> dict[str, Any]:
             "n_reference": config.n_reference}
 
 
-def model_identity(config: PrefGenEvalConfig, spec: str | None = None) -> Any:
-    """What the PrefGen model on disk is now (its files' names, sizes and times)."""
+def model_identity(config: PrefGenEvalConfig, spec: str | None = None, *,
+                   branch: bool = True) -> Any:
+    """What the PrefGen model is now: its fingerprint (the files that decide e_u) and, for
+    methods that generate through it, its user branch files (names, sizes, times)."""
     from finexl.from_models import files_identity
+    from finexl.prefgen.model import fingerprint
     from finexl.prefgen.user_generation import prefgen_model_dir
 
     if config.stand_in and spec is None:
         return "stand-in"
     spec = spec or config.model
-    return [spec, files_identity(prefgen_model_dir(spec))]
+    folder = prefgen_model_dir(spec)
+    identity: list[Any] = [spec, fingerprint(folder)]
+    if branch:
+        identity.append([files_identity(p) for p in sorted(folder.glob("*branch*"))])
+    return identity
 
 
 def _method(ctx: _Context, name: str, users: Sequence[M.EvalUser], make, *,
@@ -427,13 +435,15 @@ def run_prefgen_eval(config: PrefGenEvalConfig, *, progress: bool = False) -> di
     steps = _method_steps(ctx, ablation_users, users_dir)
     # The headline methods and the loop first, ablations after; prefgen.json is rewritten
     # after every stage, so a run stopped early still leaves what it measured.
+    if config.only:
+        steps = [step for step in steps if step[0] in config.only]
     ablation = [step for step in steps if step[0] not in HEADLINE + ("ceiling", "base_lora_users")]
     headline = [step for step in steps if step not in ablation]
     loop: dict[str, Any] = {}
     for stage in track(headline + [None] + ablation, total=len(steps) + 1, description="methods",
                        enabled=progress):
         if stage is None:
-            loop = _loop(ctx)
+            loop = _loop(ctx) if not config.only or "prefgen" in config.only else {}
         else:
             name, method_users, make, extra = stage
             _method(ctx, name, method_users, make, **extra)
@@ -501,7 +511,8 @@ def _method_steps(ctx: _Context, ablation_users: list[M.EvalUser], users_dir: Pa
              ("e_img", users, branch(ctx.personalizer, users,
                                      drop=tuple(p for p in ctx.parts if p != "e_img")), model),
              ("predicted_words", users, words("predicted", users),
-              {**model, "strength": config.shift_strength}), *shared]
+              {"model": model_identity(config, branch=False),
+               "strength": config.shift_strength}), *shared]
     if not config.ablations:
         return steps
     for part in ctx.parts:
@@ -539,8 +550,13 @@ def _loop_on(ctx: _Context, method: str, model: Any) -> dict[str, Any]:
     if saved is not None:
         return saved["loop"]
     images = _load_images(ctx.out / "methods" / f"{method}.npy")
+    # FineXL's default stop (significance) and the paper's (residual only): with a handful
+    # of prompts the significance stop often names nothing.
     found = run_loop(ctx.out / "loop" / method, ctx.base, images, ctx.users, ctx.plan,
                      seed=ctx.config.seed, progress=ctx.progress).to_dict()
+    found["residual_stop"] = run_loop(
+        ctx.out / "loop" / method, ctx.base, images, ctx.users, ctx.plan, seed=ctx.config.seed,
+        progress=ctx.progress, stop="residual").to_dict()
     _save_json(path, {"settings": key, "loop": found})
     return found
 
@@ -549,7 +565,7 @@ def _loop(ctx: _Context) -> dict[str, Any]:
     """The loop on PrefGen's images (the issue's headline keys) and on the ceiling's (a
     known-answer check of FineXL that needs no PrefGen model)."""
     ceiling = _loop_on(ctx, "ceiling", None)
-    if not ctx.config.personal:
+    if not ctx.config.personal or not (ctx.out / "methods" / "prefgen.npy").is_file():
         return {"ceiling": ceiling}
     return {**_loop_on(ctx, "prefgen", model_identity(ctx.config)), "ceiling": ceiling}
 
