@@ -97,8 +97,11 @@ def test_explanation_names_the_encoder_auto_chose(hub, tiny_clip_dir, tmp_path):
 
     _put_in_cache(hub, AUTO_PREFERENCE[0], tiny_clip_dir)
     base, personal = _folders(tmp_path, lambda im: _darken(im, 0.8))
+    from finexl.decompose import DecompositionSettings
+
     result = explain(base, personal, ExplainConfig(
-        encoder="auto", cache=tmp_path / "cache", concepts=["dark", "vivid"], n_bootstrap=0))
+        encoder="auto", cache=tmp_path / "cache", concepts=["dark", "vivid"],
+        decomposition=DecompositionSettings(n_bootstrap=0)))
     assert result.notes[0].startswith(f"encoder {AUTO_PREFERENCE[0]} (auto:")
     assert result.settings["encoder"] == AUTO_PREFERENCE[0]
     assert result.to_dict()["notes"][0] == result.notes[0]
