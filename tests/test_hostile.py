@@ -765,3 +765,18 @@ def test_catalog_add_refuses_a_huge_json_before_reading_it(tmp_path):
     result = run_cli("catalog", "add", "m", "--json", str(path), "--catalog",
                      str(tmp_path / "c.sqlite"), env={"FINEXL_MAX_TEXT_FILE_BYTES": "1000"})
     assert_one_line_error(result, "--json", "5,000 bytes", "FINEXL_MAX_TEXT_FILE_BYTES")
+
+
+def test_a_broken_profiles_index_is_one_line(tmp_path, monkeypatch):
+    from finexl.prefgen.population import profile_jobs
+
+    folder = tmp_path / "profiles"
+    folder.mkdir()
+    (folder / "index.jsonl").write_text('{"user_id": "a", "file": "a.user.safetensors"}\n'
+                                        '{"user": "b"}\n')
+    with pytest.raises(FinexlError) as error:
+        profile_jobs(folder, tmp_path / "out")
+    _one_line(error, "index.jsonl line 2", "user_id and file")
+    monkeypatch.setenv("FINEXL_MAX_TEXT_FILE_BYTES", "10")
+    with pytest.raises(FinexlError, match="profiles index .*FINEXL_MAX_TEXT_FILE_BYTES"):
+        profile_jobs(folder, tmp_path / "out")

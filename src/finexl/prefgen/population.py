@@ -275,9 +275,7 @@ def profile_jobs(profiles_dir: str | Path, out_dir: str | Path) -> list[UserJob]
     out = Path(out_dir).expanduser().resolve()
     index = folder / INDEX_FILE
     if index.is_file():
-        rows = [json.loads(line) for line in index.read_text(encoding="utf-8").splitlines()
-                if line.strip()]
-        pairs = [(str(row["user_id"]), folder / Path(str(row["file"])).name) for row in rows]
+        pairs = _index_pairs(index, folder)
     else:
         pairs = [(path.name.removesuffix(PROFILE_SUFFIX), path)
                  for path in sorted(folder.glob(f"*{PROFILE_SUFFIX}"))]
@@ -291,6 +289,25 @@ def profile_jobs(profiles_dir: str | Path, out_dir: str | Path) -> list[UserJob]
     return [UserJob(user_id, (str(path),), (),
                     str(out / user_file_name(user_id, "") / DONE_FILE))
             for user_id, path in pairs]
+
+
+def _index_pairs(index: Path, folder: Path) -> list[tuple[str, Path]]:
+    """``(user_id, profile path)`` per line of ``index.jsonl``, bounded in size, one line per
+    problem; only a file name is taken from a line, so nothing outside ``folder`` is read."""
+    from finexl.limits import check_file_size
+
+    check_file_size(index, "profiles index")  # before a byte is read
+    pairs = []
+    for number, line in enumerate(index.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            pairs.append((str(row["user_id"]), folder / Path(str(row["file"])).name))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise FinexlError(f"{index} line {number}: expected a JSON object with user_id and"
+                              f" file ({type(exc).__name__}: {exc})") from exc
+    return pairs
 
 
 def generate_population(profiles_dir: str | Path, out_dir: str | Path, config: Any, *,
