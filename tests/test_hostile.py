@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import json
+import logging
 import os
 import sqlite3
 import threading
@@ -31,6 +32,13 @@ from finexl.pairs import check_images, list_images, load_images, load_pairs
 from finexl.pipeline import ExplainConfig, embed_pair_differences, explain
 
 FEW_RESAMPLES = DecompositionSettings(n_bootstrap=20)
+
+
+@pytest.fixture(autouse=True)
+def finexl_warnings_reach_caplog(caplog):
+    """Warnings are part of what these tests check; another module may have quietened the
+    finexl logger (the benchmarks do), so set it for each test here."""
+    caplog.set_level(logging.WARNING, logger="finexl")
 
 
 def _one_line(error: pytest.ExceptionInfo, *words: str) -> None:
