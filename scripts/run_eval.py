@@ -55,6 +55,9 @@ def main() -> int:
     parser.add_argument("--heldout-encoders", nargs="*", default=[], metavar="LABEL=SPEC",
                         help="add the held-out qualities/images section for these encoders,"
                              " e.g. 'mini (new)=mini' 'mini (old)=/tmp/mini_v1'")
+    parser.add_argument("--heldout-families", nargs="+", default=["heldout", "canonical"],
+                        choices=["heldout", "canonical"],
+                        help="quality families of the held-out section")
     parser.add_argument("--heldout-only", action="store_true",
                         help="run only the held-out section and replace it in --results")
     args = parser.parse_args()
@@ -182,18 +185,28 @@ def _heldout_section(args, command: str) -> str:
     from finexl.eval.heldout import markdown_section, run_heldout
     from finexl.eval.run import run_encoder_checks
 
+    from finexl.store.files import write_text_atomic
+    from finexl.eval.heldout import HeldoutResult
+
     args.out.mkdir(parents=True, exist_ok=True)
     rows = []
     for item in args.heldout_encoders:
         label, _, spec = item.rpartition("=")
         encoder = load_encoder(spec)
-        for family in ("heldout", "canonical"):
-            result = run_heldout(encoder, family=family, progress=True)
-            checks = run_encoder_checks(encoder, family=family, images="all").to_dict()
-            name = f"heldout_{(label or spec).replace(' ', '_').replace('/', '_')}_{family}"
-            (args.out / f"{name}.json").write_text(json.dumps(
-                {"scenarios": result.to_dict(), "encoder_checks": checks}, indent=2,
-                default=str) + "\n")
+        for family in args.heldout_families:
+            name = "heldout_" + "".join(c if c.isalnum() else "_" for c in label or spec)
+            path = args.out / f"{name}_{family}.json"
+            settings = {"encoder": encoder.id, "family": family, "table8_crops_per_photo": 1}
+            saved = json.loads(path.read_text()) if path.is_file() else {}
+            if saved.get("settings") == settings:  # resumable: this encoder and family are done
+                result, checks = HeldoutResult(**saved["scenarios"]), saved["encoder_checks"]
+            else:
+                result = run_heldout(encoder, family=family, progress=True)
+                checks = run_encoder_checks(encoder, family=family, images="all",
+                                            n_crops_per_photo=1).to_dict()
+                write_text_atomic(path, json.dumps(
+                    {"settings": settings, "scenarios": result.to_dict(),
+                     "encoder_checks": checks}, indent=2, default=str) + "\n")
             rows.append((f"{label or spec} (`{encoder.id}`)", result, checks))
     return markdown_section(rows, command.replace("python ", "PYTHONPATH=src python ", 1))
 

@@ -108,11 +108,11 @@ def test_known_vocabulary_is_phrase_level(tmp_path):
     (tmp_path / "finexl_vocabulary.json").write_text(json.dumps(vocabulary_record(words)))
     known = read_known_words(tmp_path)
     for concept in ("sepia", "very sepia", "slightly Sepia Tone", "vivid colors",
-                    "black and white", "a red car", "cat"):
+                    "black and white", "a red car", "pink car", "cat"):
         assert known.knows(concept), concept
     # Untrained combinations of trained words, a quality word alone, and unseen words.
     for concept in ("golden hour", "faded colors", "colors", "tint", "watercolor",
-                    "pink car"):
+                    "8-bit", "stained glass", "car photo"):
         assert not known.knows(concept), concept
 
 

@@ -183,6 +183,29 @@ def test_training_path_runs_and_loads(tmp_path):
     assert embedded.shape == (2, model.config.projection_dim)
     np.testing.assert_allclose(np.linalg.norm(embedded, axis=1), 1.0, rtol=1e-5)
 
+    # The second version's recipe: families, mixtures, a warm start from the first run.
+    warm = tmp_path / "warm"
+    code = script.main([
+        "--out", str(warm), "--steps", "1", "--workers", "0", "--image-size", "32",
+        "--patch-size", "8", "--vision-width", "32", "--vision-layers", "1",
+        "--text-width", "32", "--text-layers", "1", "--n-bases", "3", "--n-variants", "2",
+        "--render-min", "40", "--render-max", "48", "--no-check", "--families",
+        "--quality-counts", "0.5", "0.4", "0.1", "--init", str(out), "--warmup", "1",
+        "--seed", "1",
+    ])
+    assert code == 0
+    record = json.loads((warm / "training.json").read_text())
+    assert record["data"]["families"] and record["families"]["blurry"][0] == "canonical"
+    initialised = record["initialised_from"]
+    assert initialised["skipped"] == [] and initialised["tokens_new"] == 0
+    first = CLIPModel.from_pretrained(out).state_dict()
+    second = CLIPModel.from_pretrained(warm).state_dict()
+    # One small step from the first run's weights, not a fresh (seed 1) initialisation.
+    name = "vision_model.encoder.layers.0.mlp.fc1.weight"
+    assert (first[name] - second[name]).abs().max() < 0.01
+    vocabulary = json.loads((warm / "finexl_vocabulary.json").read_text())
+    assert "vivid colors" in vocabulary["known_phrases"] and "very" in vocabulary["modifiers"]
+
 
 @needs_weights
 def test_unknown_concepts_are_reported(encoder):

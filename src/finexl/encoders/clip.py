@@ -130,11 +130,12 @@ class KnownVocabulary:
     words: frozenset[str]
     phrases: frozenset[str] = frozenset()
     modifiers: frozenset[str] = frozenset()
+    adjectives: frozenset[str] = frozenset()  # caption words that qualify a subject ("red")
 
     @property
     def plain_words(self) -> frozenset[str]:
         quality_words = {w for phrase in self.phrases for w in phrase.split()}
-        return self.words - quality_words
+        return self.words - quality_words - self.modifiers
 
     def content(self, concept: str) -> list[str]:
         words = re.findall(r"[a-z]+", concept.lower())
@@ -142,10 +143,15 @@ class KnownVocabulary:
         return content or words
 
     def knows(self, concept: str) -> bool:
+        """A trained quality phrase, a plain caption word, or adjectives before one ("red
+        car"); not a new combination of trained words ("stained glass", "golden hour")."""
         content = self.content(concept)
         if not self.phrases:
             return all(word in self.words for word in content)
-        return " ".join(content) in self.phrases or all(w in self.plain_words for w in content)
+        if " ".join(content) in self.phrases:
+            return True
+        return (content[-1] in self.plain_words
+                and all(w in self.adjectives for w in content[:-1]))
 
 
 def read_known_words(directory: Path) -> KnownVocabulary | None:
@@ -158,13 +164,14 @@ def read_known_words(directory: Path) -> KnownVocabulary | None:
         words = frozenset(str(word).lower() for word in data["known_words"])
         modifiers = frozenset(str(word).lower() for word in data.get("modifiers", ()))
         raw_phrases = [str(p) for p in data.get("known_phrases", ())]
+        adjectives = frozenset(str(word).lower() for word in data.get("adjectives", ()))
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise FinexlError(
             f"{path} must be JSON of the form {{\"known_words\": [...]}} ({exc})"
         ) from exc
     vocabulary = KnownVocabulary(words, frozenset(), modifiers)
     phrases = frozenset(" ".join(vocabulary.content(p)) for p in raw_phrases)
-    return KnownVocabulary(words, phrases, modifiers)
+    return KnownVocabulary(words, phrases, modifiers, adjectives)
 
 
 class ClipEncoder:

@@ -192,8 +192,10 @@ def run_encoder_checks(encoder: Encoder, *, n_crops_per_photo: int = 6, seed: in
         pictures, prompts = held_out_images(n_crops_per_photo, seed=seed)
     else:
         from finexl.eval.heldout import heldout_image_set
+        from finexl.train.sources import HELD_OUT_DEBIAN
 
-        pictures, prompts = heldout_image_set(4 * n_crops_per_photo, size=256, seed=seed,
+        n_photos = 4 * (images == "all") + len(HELD_OUT_DEBIAN)
+        pictures, prompts = heldout_image_set(n_photos * n_crops_per_photo, size=256, seed=seed,
                                               sources=images)
         prompts = sorted(set(prompts))
     return check_encoder(encoder, pictures, prompts, seed=seed, progress=progress,

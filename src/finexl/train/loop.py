@@ -272,13 +272,16 @@ def initialise_from(model, tokenizer, directory: Path) -> dict:
 def vocabulary_record(known_words) -> dict:
     """The content of ``finexl_vocabulary.json``.
 
-    ``known_phrases`` are the quality phrases training captions used (every synonym), and
-    ``modifiers`` the strength adverbs; a concept counts as known when it is one of those
-    phrases (adverbs aside), or when all its words are plain caption words (subjects,
-    colours, settings), never an untrained combination of quality words.
+    ``known_phrases`` are the quality phrases training captions used (every synonym),
+    ``modifiers`` the strength adverbs and ``adjectives`` the colour words scene captions put
+    before a subject; a concept counts as known when it is one of those phrases (adverbs
+    aside), a plain caption word, or colour words before one ("red car"), never a new
+    combination of trained words ("golden hour", "stained glass").
     """
     from finexl.imaging.transforms import QUALITIES
     from finexl.train.captions import STRONG_ADVERBS, WEAK_ADVERBS, words_of
+
+    from finexl.imaging.scenes import COLOURS
 
     phrases = sorted({s.lower() for q in QUALITIES.values() for s in q.synonyms})
     modifiers = sorted(words_of(WEAK_ADVERBS + STRONG_ADVERBS))
@@ -286,6 +289,7 @@ def vocabulary_record(known_words) -> dict:
         "known_words": sorted(known_words),
         "known_phrases": phrases,
         "modifiers": modifiers,
+        "adjectives": sorted(words_of(COLOURS)),
         "qualities": {name: list(q.synonyms) for name, q in QUALITIES.items()},
         "groups": {name: q.group for name, q in QUALITIES.items()},
     }
