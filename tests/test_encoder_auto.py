@@ -92,6 +92,7 @@ def test_other_specs_stand_for_themselves(tiny_clip_dir):
 
 
 def test_explanation_names_the_encoder_auto_chose(hub, tiny_clip_dir, tmp_path):
+    from finexl.decompose import DecompositionSettings
     from finexl.pipeline import ExplainConfig, explain
     from test_pipeline import _darken, _folders
 
