@@ -52,7 +52,7 @@ Between the helpers who build it (what each side may rely on):
   (λ then trades taste for content at generation).
 - Generation (``user_generation``) reads a profile with ``profile.UserProfile.load(path)``
   and uses ``model_fingerprint``, ``base_model`` and ``user_embedding()``; the branch file
-  of a PrefGen model folder is ``<folder>/user_branch/prefgen_user_branch.safetensors``
+  of a PrefGen model folder is ``<folder>/prefgen_user_branch.safetensors``
   (``loaders.USER_BRANCH_WEIGHTS``), written by ``loaders.save_user_branch``.
 
 Nothing here runs on import.

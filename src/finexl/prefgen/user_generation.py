@@ -22,11 +22,13 @@ from typing import Any
 import numpy as np
 
 from finexl.errors import FinexlError
-from finexl.prefgen.model import BRANCH_DIR as BRANCH_FOLDER
 from finexl.prefgen.model import BUILTIN_DIR as BUILTIN_PREFGEN_DIR
 from finexl.prefgen.model import BUILTIN_SPEC as BUILTIN_PREFGEN
 
 MAX_USER_SCALE = 2.0
+# A PrefGen model folder keeps its branch next to config.json; one made by an earlier
+# prefgen train kept it in this subfolder, which is still read.
+BRANCH_FOLDER = "user_branch"
 # The PrefGen model each builtin generator uses unless --prefgen-model says otherwise.
 DEFAULT_PREFGEN_MODELS = {"builtin:tiny": BUILTIN_PREFGEN}
 
@@ -89,8 +91,6 @@ def branch_for(model: str, prefgen_model: str | None) -> Path:
                           f" {USER_BRANCH_WEIGHTS})")
     path = prefgen_model_dir(spec)
     if path.is_dir():
-        # A PrefGen model folder keeps its branch in user_branch/; a bare branch folder
-        # holds the file itself.
         inner = path / BRANCH_FOLDER
         path = (inner if inner.is_dir() else path) / USER_BRANCH_WEIGHTS
     if not path.is_file():
