@@ -74,7 +74,12 @@ def _compare(a: str, b: str, methods: dict[str, Any], key: str = "liked_present"
 def checks(result: dict[str, Any]) -> list[str]:
     """The issue's 'done when' statements, each decided by the numbers."""
     methods = result["methods"]
-    lines = [_compare("prefgen", other, methods) for other in ("base", "e_img", "predicted_words")]
+    by_reason: dict[str, list[str]] = {}
+    for name, reason in (result.get("not_measured") or {}).items():
+        by_reason.setdefault(reason, []).append(f"`{name}`")
+    lines = [f"**Not measured**: {', '.join(names)} — {reason}."
+             for reason, names in by_reason.items()]
+    lines += [_compare("prefgen", other, methods) for other in ("base", "e_img", "predicted_words")]
     if "prefgen" in methods and "base" in methods:
         for key, what in (("prompt_fidelity", "users whose liked styles keep colour"),
                           ("prompt_fidelity_styled", ("all users, the colour as the user's liked"
@@ -155,7 +160,8 @@ def markdown(result: dict[str, Any], *, command: str, curve: str = "lambda_curve
         f"Command: `{command}`  ",
         (f"Machine: {machine['cpu']}, {machine['cores']} cores, torch {machine['torch']}"
         f" ({machine['torch_threads']} thread(s)), Python {machine['python']},"
-        f" {machine['platform']}  "),
+        f" {machine['platform']}; load average {machine.get('load_average_1min', '–')} when"
+        f" the run ended (the machine is shared: seconds per user depend on it)  "),
         (f"Evaluated: `{result['evaluated']}` on `{settings['base_model']}`; wall time"
         f" {result['seconds'] / 60:.1f} min (stages reused from an earlier run are not"
         f" counted)."),

@@ -249,6 +249,7 @@ class _Context:
     progress: bool
     users_dir: Path
     results: dict[str, dict[str, Any]] = field(default_factory=dict)
+    not_measured: dict[str, str] = field(default_factory=dict)
 
     @property
     def parts(self) -> tuple[str, ...]:
@@ -382,7 +383,13 @@ def _method(ctx: _Context, name: str, users: Sequence[M.EvalUser], make, *,
         made = M.MethodImages(_load_images(images_path), made_record["seconds_per_user"],
                               made_record["info"])
     else:
-        made = make()
+        try:
+            made = make()
+        except FinexlError as exc:
+            # Said in prefgen.json and the report, not hidden: e.g. a PrefGen model without
+            # its user branch yet. The other methods still run.
+            ctx.not_measured[name] = str(exc)
+            return None
         _save_images(images_path, made.images)
         _save_json(made_path, {"settings": key, "seconds_per_user": made.seconds_per_user,
                                "info": made.info})
@@ -443,7 +450,7 @@ def run_prefgen_eval(config: PrefGenEvalConfig, *, progress: bool = False) -> di
     for stage in track(headline + [None] + ablation, total=len(steps) + 1, description="methods",
                        enabled=progress):
         if stage is None:
-            loop = _loop(ctx) if not config.only or "prefgen" in config.only else {}
+            loop = _loop(ctx)
         else:
             name, method_users, make, extra = stage
             _method(ctx, name, method_users, make, **extra)
@@ -468,6 +475,8 @@ def _method_steps(ctx: _Context, ablation_users: list[M.EvalUser], users_dir: Pa
     def reuse(source: str, method_users):
         """The images another method already made for these (its first) users."""
         def make():
+            if source not in ctx.results:
+                raise FinexlError(f"it reuses {source}'s images, and {source} did not run")
             images = _load_images(ctx.out / "methods" / f"{source}.npy")[: len(method_users)]
             seconds = ctx.results[source]["seconds_per_user"]
             return M.MethodImages(images, seconds, {"same_images_as": source})
@@ -565,7 +574,7 @@ def _loop(ctx: _Context) -> dict[str, Any]:
     """The loop on PrefGen's images (the issue's headline keys) and on the ceiling's (a
     known-answer check of FineXL that needs no PrefGen model)."""
     ceiling = _loop_on(ctx, "ceiling", None)
-    if not ctx.config.personal or not (ctx.out / "methods" / "prefgen.npy").is_file():
+    if "prefgen" not in ctx.results:  # not run (baselines only, --only, or no branch)
         return {"ceiling": ceiling}
     return {**_loop_on(ctx, "prefgen", model_identity(ctx.config)), "ceiling": ceiling}
 
@@ -579,6 +588,7 @@ def assemble(ctx: _Context, loop: dict[str, Any], scorer: dict[str, Any], second
         "schema": "finexl.prefgen-eval/v1",
         "methods": ctx.results,
         "headline": [m for m in HEADLINE if m in ctx.results],
+        "not_measured": dict(ctx.not_measured),
         "loop": loop,
         "judges": {"accuracy": judges_record["judges"]["accuracy"],
                    "content_accuracy": judges_record["content_accuracy"],
