@@ -6,6 +6,8 @@ models; the real lookup code (``huggingface_hub.try_to_load_from_cache``) finds 
 
 from __future__ import annotations
 
+from finexl.decompose import DecompositionSettings
+
 import json
 import shutil
 from pathlib import Path
