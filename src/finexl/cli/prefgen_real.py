@@ -244,14 +244,10 @@ def profile_all_command(users_dir, prefgen_model, out_dir, split, users_per_task
 
 
 def _read_bands(path: Path) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    import json
+    from finexl.prefgen.vlm_model import read_bands
 
-    try:
-        report = json.loads(Path(path).read_text(encoding="utf-8"))
-        return tuple(map(int, report["core_layers"])), tuple(map(int, report["sem_layers"]))
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise FinexlError(f"--bands {path}: expected the probes.json of prefgen probe-vlm"
-                          f" ({exc})") from exc
+    core, sem = read_bands(path)
+    return tuple(core), tuple(sem)
 
 
 @prefgen.command("probe-vlm")
@@ -291,3 +287,39 @@ def probe_vlm_command(users_dir, vlm, lora, out_dir, split, sessions, refs, rule
                f" {report.sem_layers} (best inter-user {max(report.inter_user):.2f}, chance"
                f" {report.chance_inter:.2f}; best intra-user {max(report.intra_user):.2f},"
                f" chance {report.chance_intra:.2f}) -> {out / 'probes.json'}")
+
+
+@prefgen.command("build-vlm-model")
+@click.option("--vlm", required=True, help="The transformers vision-language model folder (or"
+              " cached hub id) the features were extracted with.")
+@click.option("--lora", type=click.Path(path_type=Path), help="The preference-VQA LoRA the"
+              " features were extracted with (copied into the model).")
+@click.option("--probes", required=True, type=click.Path(path_type=Path),
+              help="probes.json from prefgen probe-vlm (the e_core / e_sem bands).")
+@click.option("--features", "features_dir", required=True, type=click.Path(path_type=Path),
+              help="The folder prefgen extract wrote for these users.")
+@click.option("--users", "users_dir", required=True, type=click.Path(path_type=Path),
+              help="users.jsonl folder whose liked attributes teach g (simulated agents).")
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path),
+              help="The PrefGen model folder to write.")
+@click.option("--base-model", default="builtin:tiny", show_default=True,
+              help="The generator the model's profiles are for (recorded in each profile).")
+@click.option("--align-loss", default="mmd", show_default=True,
+              type=click.Choice(["mmd", "mse", "cosine", "none"]),
+              help="none: no g (users without attribute words, e.g. imported real users).")
+@click.option("--align-steps", default=1500, show_default=True, type=click.IntRange(1))
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def build_vlm_model_command(vlm, lora, probes, features_dir, users_dir, out_dir, base_model,
+                            align_loss, align_steps, seed, quiet):
+    """Make a PrefGen model folder around a real VLM from prefgen extract features."""
+    from finexl.prefgen.model import fingerprint
+    from finexl.prefgen.vlm_model import build_vlm_model
+
+    built = build_vlm_model(vlm, probes, features_dir, users_dir, out_dir, lora=lora,
+                            base_model=base_model, align_loss=align_loss,
+                            align_steps=align_steps, seed=seed, progress=not quiet)
+    loss = f", last align loss {built.final_align_loss:.4f}" if built.final_align_loss else ""
+    click.echo(f"PrefGen model {fingerprint(built.out)} in {built.out}: e_core layers"
+               f" {built.core_layers}, e_sem layers {built.sem_layers}, g ({align_loss}) from"
+               f" {built.align_users} of {built.users} users{loss}")

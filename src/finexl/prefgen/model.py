@@ -144,7 +144,13 @@ class PrefGenModel:
         transformers_logging.disable_progress_bar()
         try:
             tower = ImageTower.load(folder / "vision")
-            extractor = TinyPreferenceExtractor.from_pretrained(str(folder / "extractor")).eval()
+            if config.get("extractor") == "vlm":  # built by prefgen.vlm_model
+                from finexl.prefgen.vlm_model import load_vlm_extractor
+
+                extractor, _ = load_vlm_extractor(folder)
+            else:
+                extractor = TinyPreferenceExtractor.from_pretrained(
+                    str(folder / "extractor")).eval()
             align = (AlignMLP.from_pretrained(str(folder / "align")).eval()
                      if (folder / "align").is_dir() else None)
             table = load_file(str(folder / "text_table.safetensors"))["table"]
@@ -233,6 +239,11 @@ class PrefGenModel:
         from finexl.prefgen.align import nearest_words
         from finexl.prefgen.profile import UserProfile
 
+        if self.config.get("extractor") == "vlm":
+            if liked_features is not None or disliked_features is not None:
+                raise FinexlError(f"PrefGen model {self.folder} reads images with a VLM, not"
+                                  " precomputed tower features")
+            return self._profile_vlm(liked, disliked)
         if liked_features is None:
             if len(liked) == 0:
                 raise FinexlError("a profile needs at least one liked image")
@@ -256,6 +267,39 @@ class PrefGenModel:
                            aligned_words=aligned, model_fingerprint=self.fingerprint,
                            base_model=self.base_model, n_liked=len(liked_features),
                            n_disliked=len(disliked_features))
+
+    def _profile_vlm(self, liked: Sequence, disliked: Sequence):
+        """A profile through a real VLM: its band means of the profile question's last
+        token, g of e_sem, and e_img from the mini tower (no list head, so no like scores)."""
+        from PIL import Image
+
+        from finexl.prefgen.align import g_sem, nearest_words
+        from finexl.prefgen.profile import UserProfile, medoid
+        from finexl.prefgen.vlm_features import PreferenceQuery, pool_layer_bands
+        from finexl.prefgen.vlm_model import VLM_FILE
+
+        if len(liked) == 0:
+            raise FinexlError("a profile needs at least one liked image")
+
+        def pil(images):
+            return tuple(Image.fromarray(np.asarray(i)[..., :3]) if isinstance(i, np.ndarray)
+                         else i.convert("RGB") for i in images)
+
+        record = json.loads((self.folder / "extractor" / VLM_FILE).read_text(encoding="utf-8"))
+        layers = [int(layer) for layer in record["layers"]]
+        query = PreferenceQuery(pil(liked), pil(disliked), record["question"])
+        states = self.extractor.layer_states([query], layers)
+        e_core, e_sem = pool_layer_bands(states, layers, self.config["core_layers"],
+                                         self.config["sem_layers"])
+        points, text_dim = int(self.config["align_points"]), int(self.config["text_dim"])
+        aligned_sem = g_sem(self.align, e_sem, points, text_dim)
+        embeds = self.tower.features(self.reference_pixels(liked))[:, :self.tower.dim]
+        aligned = (nearest_words(aligned_sem, self.text_names, self.text_table, k=3)[0]
+                   if self.align is not None else [])
+        return UserProfile(g_sem=aligned_sem[0], e_core=e_core[0], e_img=embeds[medoid(embeds)],
+                           likes=[], dislikes=[], aligned_words=aligned,
+                           model_fingerprint=self.fingerprint, base_model=self.base_model,
+                           n_liked=len(liked), n_disliked=len(disliked))
 
 
 SHIPPED = FINGERPRINTED + ("probes.json", "probes.png", "reports",
