@@ -39,6 +39,7 @@ FINGERPRINTED = ("config.json", "vision", "extractor", "align", "text_table.safe
 # The user branch sits next to config.json; a folder that keeps it in this subfolder (the
 # layout of branch-only runs) is read too (prefgen.user_generation.branch_for).
 BRANCH_DIR = "user_branch"
+VLM_FILE = "vlm.json"  # extractor/vlm.json of a model built by prefgen.vlm_model
 
 
 def resolve_model_dir(spec: str | Path) -> Path:
@@ -145,8 +146,6 @@ class PrefGenModel:
         try:
             tower = ImageTower.load(folder / "vision")
             if config.get("extractor") == "vlm":  # built by prefgen.vlm_model
-                from finexl.prefgen.vlm_model import load_vlm_extractor
-
                 extractor, _ = load_vlm_extractor(folder)
             else:
                 extractor = TinyPreferenceExtractor.from_pretrained(
@@ -276,7 +275,6 @@ class PrefGenModel:
         from finexl.prefgen.align import g_sem, nearest_words
         from finexl.prefgen.profile import UserProfile, medoid
         from finexl.prefgen.vlm_features import PreferenceQuery, pool_layer_bands
-        from finexl.prefgen.vlm_model import VLM_FILE
 
         if len(liked) == 0:
             raise FinexlError("a profile needs at least one liked image")
@@ -300,6 +298,26 @@ class PrefGenModel:
                            likes=[], dislikes=[], aligned_words=aligned,
                            model_fingerprint=self.fingerprint, base_model=self.base_model,
                            n_liked=len(liked), n_disliked=len(disliked))
+
+
+def load_vlm_extractor(folder: Path, *, device: str = "cpu", dtype: str = "float32"):
+    """``(VLMFeatureExtractor, vlm.json record)`` of a model folder built here."""
+    from finexl.prefgen.vlm_features import VLMFeatureExtractor
+
+    path = folder / "extractor" / VLM_FILE
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise FinexlError(f"PrefGen model {folder}: {path} is missing or damaged ({exc})") from exc
+    config = Path(record["vlm"]) / "config.json"
+    if not config.is_file():
+        raise FinexlError(f"PrefGen model {folder} uses the VLM {record['vlm']}, which is not"
+                          " there any more; build the model again with prefgen build-vlm-model")
+    if hashlib.sha256(config.read_bytes()).hexdigest() != record["vlm_config_sha256"]:
+        raise FinexlError(f"PrefGen model {folder}: the VLM at {record['vlm']} is not the one it"
+                          " was built with (its config.json changed)")
+    lora = folder / "extractor" / record["lora"] if record.get("lora") else None
+    return VLMFeatureExtractor.load(record["vlm"], device=device, dtype=dtype, lora=lora), record
 
 
 SHIPPED = FINGERPRINTED + ("probes.json", "probes.png", "reports",

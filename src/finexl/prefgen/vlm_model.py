@@ -13,6 +13,7 @@ e_sem bands. :func:`build_vlm_model` turns them into a folder that
   the bands) and ``lora/``, a copy of the preference-VQA LoRA, so both are in the model's
   fingerprint. The VLM weights stay where they are (gigabytes); the fingerprint covers
   their config.json only.
+  (:func:`finexl.prefgen.model.load_vlm_extractor` loads it back);
 - ``config.json`` written last with ``"extractor": "vlm"``.
 
 A VLM has no list head, so profiles made with it carry no ``likes``/``dislikes`` scores;
@@ -33,7 +34,6 @@ import numpy as np
 from finexl.errors import FinexlError
 
 EXTRACTOR_KIND = "vlm"
-VLM_FILE = "vlm.json"
 
 
 @dataclass
@@ -101,7 +101,7 @@ def build_vlm_model(vlm: str, probes: str | Path, features_dir: str | Path,
     from finexl.prefgen import vocabulary as vocab
     from finexl.prefgen.align import text_table, train_align
     from finexl.prefgen.features import ImageTower
-    from finexl.prefgen.model import CONFIG, MODEL_FORMAT, MODEL_VERSION
+    from finexl.prefgen.model import CONFIG, MODEL_FORMAT, MODEL_VERSION, VLM_FILE
     from finexl.prefgen.vlm_features import check_vlm_directory, resolve_vlm_directory
     from finexl.store.files import write_atomic
 
@@ -162,23 +162,3 @@ def build_vlm_model(vlm: str, probes: str | Path, features_dir: str | Path,
     write_atomic(out / CONFIG, json.dumps(config, indent=1).encode())
     final = float(np.mean(fitted.losses[-100:])) if fitted.losses else None
     return VLMModelBuild(out, len(users), taught, core, sem, final)
-
-
-def load_vlm_extractor(folder: Path, *, device: str = "cpu", dtype: str = "float32"):
-    """``(VLMFeatureExtractor, vlm.json record)`` of a model folder built here."""
-    from finexl.prefgen.vlm_features import VLMFeatureExtractor
-
-    path = folder / "extractor" / VLM_FILE
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise FinexlError(f"PrefGen model {folder}: {path} is missing or damaged ({exc})") from exc
-    config = Path(record["vlm"]) / "config.json"
-    if not config.is_file():
-        raise FinexlError(f"PrefGen model {folder} uses the VLM {record['vlm']}, which is not"
-                          " there any more; build the model again with prefgen build-vlm-model")
-    if hashlib.sha256(config.read_bytes()).hexdigest() != record["vlm_config_sha256"]:
-        raise FinexlError(f"PrefGen model {folder}: the VLM at {record['vlm']} is not the one it"
-                          " was built with (its config.json changed)")
-    lora = folder / "extractor" / record["lora"] if record.get("lora") else None
-    return VLMFeatureExtractor.load(record["vlm"], device=device, dtype=dtype, lora=lora), record
