@@ -14,7 +14,8 @@ METHOD_NOTES = {
     "ceiling": "base image + the user's liked styles as transforms (what a perfect style"
                " follower would draw; not a method)",
     "prefgen": "PrefGen: profile -> e_u -> user branch, λ = 1",
-    "e_img": "only e_img (one liked image's embedding), IP-Adapter style",
+    "e_img": ("only e_img (one liked image's embedding), IP-Adapter style: the same user branch"
+              " with g_sem and e_core zeroed, not a separately trained adapter"),
     "predicted_words": "prompt embedding shifted toward the extractor's liked words, away from"
                        " its disliked ones (ViPer style)",
     "true_words": "the same shift with the user's true attribute words (oracle)",
