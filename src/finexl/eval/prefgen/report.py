@@ -167,6 +167,7 @@ def markdown(result: dict[str, Any], *, command: str, curve: str = "lambda_curve
         f" {result['seconds'] / 60:.1f} min (stages reused from an earlier run are not"
         f" counted)."),
         "",
+        *_users_folder_lines(result),
         (f"Held-out users: {len(result['users'])} (attribute combinations never in training);"
         f" prompt plan: {len(result['plan'])} images per user"
         f" ({settings['n_prompts']} prompts x {settings['n_seeds']} seeds, the same prompts and"
