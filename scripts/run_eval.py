@@ -271,6 +271,14 @@ def _results_markdown(command, encoder_id, args, scenario1, finetuned, scenario2
         " GPT-4o, DiffCaption and Chg2Cap baselines need an API or trained captioners and are"
         " not reproduced.",
         "",
+    ]
+    if not finetuned:
+        lines += [
+            "This run skipped the `finetune` source (`--finetune-levels` with no values): only"
+            " the `transform` source is measured below.",
+            "",
+        ]
+    lines += [
         "The methods. FineXL's score for a level is the weight of the aspect's concept after"
         " decomposing V_div over all 25 candidates, on one shared basis for the models compared"
         " (what `finexl compare` does): it has to *find* the aspect among confusable"
