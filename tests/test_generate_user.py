@@ -26,21 +26,12 @@ WORDS = ["red", "blue", "ball", "on", "grass", "a"]
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """A saved tiny random generator and a PrefGen model folder with a branch for it."""
-    from finexl.generate.pipelines import model_id
     from finexl.generate.tiny import build_tiny_pipeline, save_tiny_pipeline
 
     root = tmp_path_factory.mktemp("user-world")
     pipe = build_tiny_pipeline(WORDS, text_dim=16, channels=(16, 32), image_size=16, seed=3)
     model = save_tiny_pipeline(pipe, root / "tiny-model")
-    config = user_branch.UserBranchConfig(embed_dim=EMBED_DIM, cross_attention_dim=16,
-                                          base_model=model_id(str(model)),
-                                          prefgen_model="prefgen-A")
-    user_branch.attach_user_branch(pipe, config)
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for param in user_branch.trainable_parameters(pipe):
-            param.add_(torch.randn(param.shape, generator=generator) * 0.5)
-    loaders.save_user_branch(pipe, root / "prefgen-model", config)
+    _save_random_branch(pipe, model, root / "prefgen-model")
     prompts = root / "prompts.txt"
     prompts.write_text("a red ball\na blue ball on grass\n")
     return SimpleNamespace(root=root, model=str(model), prefgen=str(root / "prefgen-model"),
@@ -151,18 +142,9 @@ def _sd_prefgen_model(sd_dir, folder):
     """A PrefGen model folder whose (random) user branch is for the tiny SD pipeline."""
     from diffusers import StableDiffusionPipeline
 
-    from finexl.generate.pipelines import model_id
 
     pipe = StableDiffusionPipeline.from_pretrained(sd_dir, local_files_only=True)
-    config = user_branch.UserBranchConfig(embed_dim=EMBED_DIM, cross_attention_dim=16,
-                                          base_model=model_id(str(sd_dir)),
-                                          prefgen_model="prefgen-A")
-    user_branch.attach_user_branch(pipe, config)
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for param in user_branch.trainable_parameters(pipe):
-            param.add_(torch.randn(param.shape, generator=generator) * 0.5)
-    loaders.save_user_branch(pipe, folder, config)
+    _save_random_branch(pipe, sd_dir, folder)
     return str(folder)
 
 
@@ -281,3 +263,20 @@ def test_branch_file_of_a_prefgen_model_folder(world, tmp_path):
     assert user_generation.branch_for(world.model, world.prefgen).parent == world.root / "prefgen-model"
     with pytest.raises(FinexlError, match="not a builtin"):
         user_generation.branch_for(world.model, "builtin:prefgen-huge")
+
+
+def _save_random_branch(pipe, base_model, folder) -> None:
+    """Attach a user branch with seeded random weights (so it visibly acts) and save it."""
+    import torch
+
+    from finexl.generate.pipelines import model_id
+
+    config = user_branch.UserBranchConfig(embed_dim=EMBED_DIM, cross_attention_dim=16,
+                                          base_model=model_id(str(base_model)),
+                                          prefgen_model="prefgen-A")
+    user_branch.attach_user_branch(pipe, config)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for param in user_branch.trainable_parameters(pipe):
+            param.add_(torch.randn(param.shape, generator=generator) * 0.5)
+    loaders.save_user_branch(pipe, folder, config)

@@ -309,14 +309,23 @@ def _load_checkpoint(path: Path, torch_dtype, single_file_config: str | None):
 
 # LoRA --------------------------------------------------------------------------------------
 
-def _lora_file(spec: LoraSpec) -> Path:
-    path = Path(spec.path).expanduser()
+def weights_file(path: str | Path, file_name: str, missing: str) -> Path:
+    """The weights file ``path`` names: the file itself, or ``file_name`` in a folder.
+
+    ``missing`` is the one-line error when there is no such file.
+    """
+    path = Path(path).expanduser()
     if path.is_dir():
-        path = path / LORA_WEIGHT_NAME
+        path = path / file_name
     if not path.is_file():
-        raise FinexlError(f"LoRA {spec.path} does not exist; pass a .safetensors LoRA file or a"
-                          f" folder holding {LORA_WEIGHT_NAME}")
+        raise FinexlError(missing)
     return path
+
+
+def _lora_file(spec: LoraSpec) -> Path:
+    return weights_file(spec.path, LORA_WEIGHT_NAME,
+                        f"LoRA {spec.path} does not exist; pass a .safetensors LoRA file or a"
+                        f" folder holding {LORA_WEIGHT_NAME}")
 
 
 def apply_loras(pipe: Any, loras: Sequence[LoraSpec]) -> list[str]:

@@ -60,13 +60,13 @@ def save_user_branch(target: Any, out_dir: str | Path, config: UserBranchConfig,
 
 def branch_file(path: str | Path) -> Path:
     """The weights file named by ``path`` (the file, or a folder holding it)."""
-    path = Path(path).expanduser()
-    if path.is_dir():
-        path = path / USER_BRANCH_WEIGHTS
-    if not path.is_file():
-        raise FinexlError(f"user branch {path} does not exist; pass a {USER_BRANCH_WEIGHTS} file"
-                          f" or the folder holding it")
-    return path
+    from finexl.generate.pipelines import weights_file
+
+    named = Path(path).expanduser()
+    shown = named / USER_BRANCH_WEIGHTS if named.is_dir() else named
+    return weights_file(named, USER_BRANCH_WEIGHTS,
+                        f"user branch {shown} does not exist; pass a {USER_BRANCH_WEIGHTS} file"
+                        f" or the folder holding it")
 
 
 def read_user_branch(path: str | Path) -> tuple[dict[str, torch.Tensor], UserBranchConfig]:
