@@ -74,3 +74,13 @@ def test_scenario1_all_equal_scores_get_the_middle_rank():
     levels = {"a": [base.copy() for _ in range(10)]}
     result = scenario1(base, levels, basis, {"a": "a"}, source="synthetic", methods=("finexl",))
     assert result.methods["finexl"]["mae"] == pytest.approx(2.5)
+
+
+def test_level_bins_put_tied_scores_in_one_bin_whatever_the_row_order():
+    from finexl.eval.scenarios import level_bins
+
+    scores = np.zeros((9, 2))  # a method that cannot tell the models apart
+    bins = level_bins(scores, 3)
+    assert (bins == 2).all()  # the middle bin, not 1, 2, 3 by row order
+    ordered = level_bins(np.arange(9.0)[:, None], 3)[:, 0]
+    assert ordered.tolist() == [1, 1, 1, 2, 2, 2, 3, 3, 3]

@@ -76,8 +76,7 @@ def test_sepia_distance_ranks_sepia_images_lower():
 def tiny_pipe():
     from finexl.generate.tiny import BUILTIN_DIR
 
-    if not (BUILTIN_DIR / "model_index.json").exists():
-        pytest.skip("the builtin:tiny weights are not in the package yet (issue 5 is open)")
+    assert (BUILTIN_DIR / "model_index.json").exists(), "the builtin:tiny weights are missing"
     return load_pipeline("builtin:tiny")
 
 

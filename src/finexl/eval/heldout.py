@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from finexl.errors import FinexlError
+from finexl.eval.scenarios import level_bins
 
 if TYPE_CHECKING:
     from finexl.encoders.base import Encoder
@@ -117,14 +118,6 @@ def aspect_scores(base: np.ndarray, personals: Sequence[np.ndarray], basis: Conc
         columns = [targets.index(c) for c in names_of(aspect, basis.concepts)]
         out[:, k] = weights[:, columns].sum(axis=1) if columns else 0.0
     return out
-
-
-def level_bins(scores: np.ndarray, n_levels: int) -> np.ndarray:
-    """Rank each column's scores and cut them into ``n_levels`` equal bins (1..n_levels)."""
-    from scipy.stats import rankdata
-
-    per_bin = len(scores) / n_levels
-    return np.ceil(rankdata(scores, axis=0, method="ordinal") / per_bin).astype(int)
 
 
 @dataclass

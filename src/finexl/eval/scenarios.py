@@ -177,18 +177,24 @@ def scenario2(base: np.ndarray, models: Sequence[tuple[dict[str, int], np.ndarra
                                             baselines).items():
             scores[method][row] = values
     truth = np.array([[levels[a] for a in aspects] for levels, _ in models])
-    per_bin = len(models) / n_levels
     for method in methods:
-        # Average ranks: tied scores share a bin, so a method that cannot tell models apart
-        # scores chance, never what the row order happens to give.
-        predicted = np.ceil(rankdata(scores[method], axis=0) / per_bin)
-        correct = predicted == truth
+        correct = level_bins(scores[method], n_levels) == truth
         result.methods[method] = {
             "accuracy": float(correct.mean()),
             "per_aspect": {a: float(correct[:, k].mean()) for k, a in enumerate(aspects)}}
     result.details["scores"] = {m: s.tolist() for m, s in scores.items()}
     result.details["truth"] = truth.tolist()
     return result
+
+
+def level_bins(scores: np.ndarray, n_levels: int) -> np.ndarray:
+    """Rank each column's scores and cut them into ``n_levels`` equal bins (1..n_levels).
+
+    Average ranks: tied scores share a bin, so a method that cannot tell models apart
+    scores chance, never what the row order happens to give.
+    """
+    per_bin = len(scores) / n_levels
+    return np.ceil(rankdata(scores, axis=0) / per_bin).astype(int)
 
 
 def markdown_table(results: Sequence[ScenarioResult]) -> str:
