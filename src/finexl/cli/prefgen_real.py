@@ -96,6 +96,19 @@ _device_options = stack(
 )
 
 
+# diffusers' training-script flags both accelerate commands (train-vlm, train-branch) take.
+_accelerate_options = stack(
+    click.option("--gradient-accumulation-steps", default=1, show_default=True,
+                 type=click.IntRange(1)),
+    click.option("--learning-rate", default=1e-4, show_default=True, type=float),
+    click.option("--mixed-precision", default="no", show_default=True,
+                 type=click.Choice(["no", "fp16", "bf16"])),
+    click.option("--checkpoints-total-limit", type=click.IntRange(1)),
+    click.option("--resume-from-checkpoint", help="'latest' or a checkpoint-N folder."),
+    click.option("--report-to", help="An accelerate tracker (tensorboard, wandb, ...)."),
+)
+
+
 def _executor(use_ray: bool, gpus_per_task: float):
     from contextlib import nullcontext
 
@@ -193,15 +206,8 @@ def generate_all_command(profiles_dir, model, prefgen_model, prompts, out_dir, u
               help="For lora/, checkpoint-N/ and training.json.")
 @click.option("--max-train-steps", default=200, show_default=True, type=click.IntRange(1))
 @click.option("--train-batch-size", default=2, show_default=True, type=click.IntRange(1))
-@click.option("--gradient-accumulation-steps", default=1, show_default=True,
-              type=click.IntRange(1))
-@click.option("--learning-rate", default=1e-4, show_default=True, type=float)
-@click.option("--mixed-precision", default="no", show_default=True,
-              type=click.Choice(["no", "fp16", "bf16"]))
+@_accelerate_options
 @click.option("--checkpointing-steps", default=100, show_default=True, type=click.IntRange(1))
-@click.option("--checkpoints-total-limit", type=click.IntRange(1))
-@click.option("--resume-from-checkpoint", help="'latest' or a checkpoint-N folder.")
-@click.option("--report-to", help="An accelerate tracker (tensorboard, wandb, ...).")
 @click.option("--lora-rank", default=8, show_default=True, type=click.IntRange(1))
 @click.option("--lora-alpha", default=16, show_default=True, type=click.IntRange(1))
 @click.option("--max-images", default=4, show_default=True, type=click.IntRange(1),
@@ -323,3 +329,57 @@ def build_vlm_model_command(vlm, lora, probes, features_dir, users_dir, out_dir,
     click.echo(f"PrefGen model {fingerprint(built.out)} in {built.out}: e_core layers"
                f" {built.core_layers}, e_sem layers {built.sem_layers}, g ({align_loss}) from"
                f" {built.align_users} of {built.users} users{loss}")
+
+
+@prefgen.command("train-branch")
+@click.option("--model", "prefgen_model", required=True, type=click.Path(path_type=Path),
+              help="The PrefGen model folder (build-vlm-model or prefgen train); the branch is"
+                   " written into it.")
+@click.option("--users", "users_dir", required=True, type=click.Path(path_type=Path),
+              help="users.jsonl folder: the training users' liked images and their prompts.")
+@click.option("--profiles", "profiles_dir", type=click.Path(path_type=Path),
+              help="Their profiles (prefgen profile-all --model the same folder); default:"
+                   " made in OUTPUT_DIR/profiles first (resumable).")
+@click.option("--base", help="The generator (diffusers folder, checkpoint, cached id or"
+              " builtin:tiny); default and only choice: the PrefGen model's base model.")
+@click.option("--split", type=click.Choice(["train", "probe", "heldout"]),
+              help="Train on this split (default: train when the folder has one, else all).")
+@click.option("--output-dir", required=True, type=click.Path(path_type=Path),
+              help="For checkpoint-N/, the training log and the branch before it is copied.")
+@click.option("--resolution", type=click.IntRange(8),
+              help="Training image side (default: the generator's own size).")
+@click.option("--max-train-steps", default=1000, show_default=True, type=click.IntRange(1))
+@click.option("--train-batch-size", default=16, show_default=True, type=click.IntRange(1))
+@_accelerate_options
+@click.option("--lr-scheduler", default="constant", show_default=True)
+@click.option("--lr-warmup-steps", default=0, show_default=True, type=click.IntRange(0))
+@click.option("--checkpointing-steps", default=500, show_default=True, type=click.IntRange(1))
+@click.option("--content-weight", default=0.0, show_default=True, type=float,
+              help="Weight of the layout term that keeps the base model's content.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--logging-steps", default=10, show_default=True, type=click.IntRange(1))
+@click.option("--ray", "use_ray", is_flag=True, help="Profile missing users as Ray tasks.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def train_branch_command(prefgen_model, users_dir, profiles_dir, base, split, output_dir,
+                         resolution, use_ray, quiet, **options):
+    """Train a PrefGen model's user branch for its generator on its users' profiles.
+
+    Rows: each training user's liked images with their prompts and the user's e_u (run it
+    under `accelerate launch` for many GPUs). Afterwards `finexl generate --user PROFILE
+    --prefgen-model MODEL`, `prefgen generate-all` and `explain --personal-user` use it.
+    """
+    from finexl.prefgen.branch_from_profiles import train_branch_from_profiles
+    from finexl.prefgen.train_branch import BranchTrainingArgs
+
+    args = BranchTrainingArgs(output_dir=str(output_dir), **options)
+    args.check()
+    with _executor(use_ray, 0.0) as executor:
+        result = train_branch_from_profiles(
+            prefgen_model, users_dir, args, profiles_dir=profiles_dir, base=base, split=split,
+            resolution=resolution, executor=executor, progress=not quiet)
+    last = result.losses[-1]["loss"] if result.losses else float("nan")
+    unprompted = (f", {result.rows_without_prompt} without a prompt"
+                  if result.rows_without_prompt else "")
+    click.echo(f"user branch after {result.global_step} steps (from {result.resumed_from}, last"
+               f" loss {last:.4f}) on {result.users} users ({result.rows} liked images"
+               f"{unprompted}) -> {result.branch}")
