@@ -543,10 +543,12 @@ def test_a_second_store_on_a_locked_folder_does_not_wait_again(tmp_path, monkeyp
     from finexl.store import rows
     from finexl.store.cache import Store
 
+    # Before the first write: a store keeps its connection, whose busy timeout is fixed when
+    # it opens, so a later patch would leave the test waiting out the real 60 s.
+    monkeypatch.setattr(rows, "BUSY_TIMEOUT_S", 0.2)
     root = tmp_path / "cache"
     first, second = Store(root), Store(root)
     first.put_rows(["x"], np.zeros((1, 2), np.float32))
-    monkeypatch.setattr(rows, "BUSY_TIMEOUT_S", 0.2)
     holder = sqlite3.connect(root / rows.ROWS_FILE, isolation_level=None)
     holder.execute("BEGIN EXCLUSIVE")
     writes = []
