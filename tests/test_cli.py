@@ -263,3 +263,20 @@ def test_eval_refuses_an_unknown_aspect_in_one_line(tmp_path):
     result = run_cli("eval", "scenario1", "--aspect", "zorblax", "--out", str(tmp_path),
                      "--encoder", "mini", "--quiet")
     assert_one_line_error(result, "zorblax")
+
+
+def test_library_messages_a_user_cannot_act_on_are_dropped_and_others_kept(caplog):
+    import logging
+
+    from finexl.cli.app import QUIET_LIBRARY_MESSAGES
+
+    run_cli("explain", "--help")  # the group's callback installs the filters
+    caplog.set_level(logging.WARNING)
+    for name, text in QUIET_LIBRARY_MESSAGES:
+        logging.getLogger(name).warning("`CLIPImageProcessor` %s (dropped)", text)
+        logging.getLogger(name).warning("something else from %s", name)
+    shown = [record.getMessage() for record in caplog.records]
+    assert not any("(dropped)" in message for message in shown)
+    assert len([m for m in shown if m.startswith("something else")]) == len(QUIET_LIBRARY_MESSAGES)
+    run_cli("explain", "--help")  # a second run adds no second filter
+    assert all(len(logging.getLogger(name).filters) == 1 for name, _ in QUIET_LIBRARY_MESSAGES)

@@ -17,6 +17,33 @@ from finexl.errors import FinexlError
 
 _DEBUG_KEY = "finexl.debug"
 
+# Library messages a finexl user can do nothing about, seen on every run that imports
+# diffusers' pipelines: (logger, text the message contains). diffusers imports transformers'
+# CLIP/SigLIP image processors for IP-Adapters, which finexl never uses for preprocessing,
+# and transformers then asks for torchvision; diffusers' own IP-Adapter loader casts the UNet
+# with ``to(dtype)`` and warns about fp32 modules even when the list it prints is empty.
+QUIET_LIBRARY_MESSAGES = (
+    ("transformers.utils.import_utils", "requires torchvision"),
+    ("diffusers.models.modeling_utils", "should be kept in float32: []"),
+)
+
+
+class _DropMessage(logging.Filter):
+    def __init__(self, text: str):
+        super().__init__()
+        self.text = text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.text not in record.getMessage()
+
+
+def quiet_library_messages() -> None:
+    """Drop :data:`QUIET_LIBRARY_MESSAGES` (once per logger, however often it is called)."""
+    for name, text in QUIET_LIBRARY_MESSAGES:
+        target = logging.getLogger(name)
+        if not any(isinstance(f, _DropMessage) and f.text == text for f in target.filters):
+            target.addFilter(_DropMessage(text))
+
 
 class FinexlUsageError(click.ClickException):
     """A FinexlError shown the finexl way: one line, ``finexl: error: <message>``, exit 1."""
@@ -77,6 +104,7 @@ def main(ctx: click.Context, debug: bool, verbose: bool) -> None:
     ctx.meta[_DEBUG_KEY] = debug
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="finexl: %(levelname)s: %(message)s")
+    quiet_library_messages()
 
 
 def console():
