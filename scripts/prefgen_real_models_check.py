@@ -1,4 +1,4 @@
-"""Run PrefGen's real-model commands end to end on tiny random models, on this CPU.
+"""Run PrefGen's real-model commands end to end (docs/PREFGEN.md steps 1-6) on tiny random models.
 
 What a GPU user runs with their own VLM and Stable Diffusion folders (docs/PREFGEN.md, "With
 real models"), here with a tiny random LLaVA (2-layer 32-wide Llama, 8-px CLIP) and a tiny
@@ -28,13 +28,16 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))  # the tiny model builders the tests use
 
 
-def run(step: str, command: list[str], timings: dict, env: dict) -> str:
+def run(step: str, command: list[str], timings: dict, env: dict, *, whole: bool = False) -> str:
+    """Run one command; returns its last output line (``whole``: every line but "wrote ...")."""
     start = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
     timings[step] = round(time.perf_counter() - start, 1)
     if done.returncode != 0:
         sys.exit(f"{step} failed ({done.returncode}):\n{done.stderr[-3000:]}")
-    line = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
+    lines = done.stdout.strip().splitlines()
+    line = (" ".join(t.strip() for t in lines if not t.startswith("wrote")) if whole
+            else lines[-1] if lines else "")
     print(f"{step}: {timings[step]} s  {line}")
     return line
 
@@ -141,6 +144,48 @@ def main() -> None:
         outputs["extract --ray"] = run("prefgen extract --ray", [
             *extract, "--out", str(work / "features-ray"), "--ray", "--users-per-task", "6"],
             timings, env)
+
+    # 5. A PrefGen model around the VLM (g from the agents), every imported user's profile,
+    #    and a user branch for the SD folder trained on those profiles (accelerate, resumed).
+    model = work / "my-prefgen"
+    outputs["build-vlm-model"] = run("prefgen build-vlm-model", [
+        *finexl, "prefgen", "build-vlm-model", "--vlm", str(vlm), "--lora", str(lora),
+        "--probes", str(work / "probes" / "probes.json"), "--features", str(work / "features"),
+        "--users", str(work / "agents"), "--base-model", str(sd), "--out", str(model),
+        "--align-steps", "200", "-q"], timings, env)
+    outputs["profile-all"] = run("prefgen profile-all (imported users)", [
+        *finexl, "prefgen", "profile-all", "--users", str(work / "users"), "--model", str(model),
+        "--out", str(work / "profiles"), "-q"], timings, env)
+    branch = [accelerate, "launch", "--cpu", "--num_processes", "1", "--num_machines", "1",
+              "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "finexl.cli",
+              "prefgen", "train-branch", "--model", str(model), "--users", str(work / "users"),
+              "--profiles", str(work / "profiles"), "--output-dir", str(work / "branch"),
+              "--train-batch-size", "4", "--checkpointing-steps", "2", "--learning-rate", "1e-3",
+              "--resume-from-checkpoint", "latest", "--logging-steps", "2", "-q"]
+    outputs["train-branch"] = run("accelerate launch prefgen train-branch (4 steps)",
+                                  [*branch, "--max-train-steps", "4"], timings, env)
+    outputs["train-branch resumed"] = run("  resumed to 8 steps",
+                                          [*branch, "--max-train-steps", "8"], timings, env)
+    prompts = work / "prompts.txt"
+    prompts.write_text("a red ball on grass\na house at night\na cat in the snow\n"
+                       "a boat at sunset\n")
+    same = ["--prompts", str(prompts), "--steps", "4", "--guidance", "3", "--size", "16"]
+    outputs["generate-all"] = run("prefgen generate-all (every imported user)", [
+        *finexl, "prefgen", "generate-all", "--profiles", str(work / "profiles"), "--model",
+        str(sd), "--prefgen-model", str(model), "--out", str(work / "generated"), *same, "-q"],
+        timings, env)
+
+    # 6. The base model's images for the same prompts and seeds, and one user's explanation.
+    outputs["generate base"] = run("generate (base model)", [
+        *finexl, "generate", "--model", str(sd), "--out", str(work / "base-images"), *same,
+        "-q"], timings, env)
+    first = sorted(p.name for p in (work / "generated").iterdir() if p.is_dir())[0]
+    outputs["explain"] = run(f"explain (user {first} vs base)", [
+        *finexl, "explain", "--base", str(work / "base-images"), "--personal",
+        str(work / "generated" / first), "--encoder", "mini", "--json",
+        str(work / "explain.json"), "--html", str(work / "user.html"), "-q"], timings, env,
+        whole=True)
+    outputs = {step: text.replace(f"{work}/", "") for step, text in outputs.items()}
     summary = {"machine": f"{os.cpu_count()} CPUs, torch {torch.__version__}",
                "seconds": timings, "outputs": outputs,
                "command": "python scripts/prefgen_real_models_check.py" + (

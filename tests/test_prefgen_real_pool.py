@@ -77,7 +77,7 @@ def test_pool_is_batched_resumable_and_feeds_the_agents(tmp_path):
     users = load_users(users_file.parent)
     assert len(users) == 6
     for user in users:
-        assert all(a in vocab.ATTRIBUTES for a in user.liked_attributes)
+        assert all(vocab.get(a).name == a for a in user.liked_attributes)
     line = json.loads(users_file.read_text().splitlines()[0])
     assert all(p.startswith(tuple(MEDIA[m] for m in MEDIA)) for p in line["prompts"].values())
 
@@ -106,5 +106,54 @@ def test_cli_agents_with_a_diffusers_model(sd_dir, tmp_path):
     config = json.loads((tmp_path / "agents" / "pool" / "pool.json").read_text())
     assert config["vocabulary"] == "real-v1" and config["store_size"] == 16
     assert len(load_users(tmp_path / "agents")) == 3
+    agents = json.loads((tmp_path / "agents" / "agents.json").read_text())
+    assert agents["vocabulary"] == "real"  # a real model's agents may like media and settings
     again = CliRunner().invoke(main, args)  # resumable: nothing to redo
     assert again.exit_code == 0, again.output
+
+
+def test_agents_over_a_real_pool_like_and_dislike_media_and_settings(tmp_path):
+    """The larger vocabulary: media and the eight extra settings are attributes an agent
+    can like or dislike, and its images show exactly what it likes by their records."""
+    from finexl.prefgen.agents import AgentSampler, held_out_pairs, render_agent
+    from finexl.prefgen.pool import Pool
+
+    pool = build_real_pool(tmp_path / "pool", 800, model="my-sd", steps=1, store_size=8,
+                           batch_size=64, pipeline=CountingPipeline())
+    held = held_out_pairs(0)
+    sampler = AgentSampler(pool, held, vocabulary="real")
+    assert set(MEDIA) <= set(sampler.content)
+    assert {f"{k} background" for k in REAL_SETTINGS if k not in ("sky", "grass", "night",
+                                                                  "sunset")} <= set(sampler.content)
+    rng = np.random.default_rng(0)
+    agents = [sampler.sample(rng, "train", f"u{i}") for i in range(300)]
+    real = set(vocab.REAL_ATTRIBUTES)
+    liking = [a for a in agents if set(a.liked) & real]
+    disliking = [a for a in agents if set(a.disliked) & real]
+    assert len(liking) > 20 and len(disliking) > 10
+    assert any(set(a.liked) & set(MEDIA) for a in agents)
+    assert any(set(a.liked) & {"forest background", "beach background", "snow background"}
+               for a in agents)
+    for agent in liking[:10] + disliking[:10]:
+        assert vocab.compatible(agent.liked, agent.disliked)
+        liked, disliked = render_agent(sampler, agent, 4, 4)
+        for which, images in (("liked", liked), ("disliked", disliked)):
+            other = "disliked" if which == "liked" else "liked"
+            for image in images:
+                record = pool.records[image.pool_index]
+                assert all(vocab.shows(c, record) for c in agent.content(which))
+                assert not any(vocab.shows(c, record) for c in agent.content(other))
+    # Two media never go together (one per image); a colour never where it would vanish.
+    assert vocab.contradicts("watercolor", "anime")
+    assert vocab.contradicts("snow background", "white object")
+    # The tiny vocabulary over the same pool: no media, no new settings.
+    assert not set(AgentSampler(pool, held).content) & real
+    # On a pool without media or the new settings, the real vocabulary changes nothing.
+    keep = [i for i, r in enumerate(pool.records)
+            if r["background"] not in REAL_SETTINGS or r["background"] in vocab.SETTINGS]
+    tiny_like = Pool(pool.images[keep], [{k: v for k, v in pool.records[i].items()
+                                          if k != "medium"} for i in keep])
+    assert (AgentSampler(tiny_like, held, vocabulary="real").content
+            == AgentSampler(tiny_like, held).content)
+    with pytest.raises(ValueError, match="vocabulary"):
+        vocab.names(vocabulary="huge")

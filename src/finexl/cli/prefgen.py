@@ -80,8 +80,10 @@ def _write_agents(out_dir, pool_dir, pool_size, model, device, dtype, steps, gui
                                steps=steps or 30, guidance=7.5 if guidance is None else guidance,
                                size=size, store_size=store_size, batch_size=batch_size,
                                device=device, dtype=dtype, progress=not quiet)
+    # A real model's pool shows media and more settings: its agents may like them too.
     users = write_agents(out_dir, pool, str(pool_dir), n_users, seed=seed, n_liked=n_liked,
-                         n_disliked=n_disliked, progress=not quiet)
+                         n_disliked=n_disliked, progress=not quiet,
+                         vocabulary="tiny" if model == "builtin:tiny" else "real")
     click.echo(f"{n_users} simulated users in {users} (pool: {len(pool.usable())} usable of"
                f" {len(pool)} images in {pool_dir})")
 

@@ -106,16 +106,21 @@ class AgentSampler:
         images are never drawn.
     held_out
         The held-out style pairs (:func:`held_out_pairs`).
+    vocabulary
+        ``"tiny"`` (object colour, background, size, styles) or ``"real"``, which adds the
+        media and settings of :data:`finexl.prefgen.vocabulary.REAL_ATTRIBUTES` (for pools a
+        real model drew; on a tiny pool nothing shows them, so nothing changes).
     """
 
-    def __init__(self, pool: Pool, held_out: Sequence[tuple[str, str]]) -> None:
+    def __init__(self, pool: Pool, held_out: Sequence[tuple[str, str]], *,
+                 vocabulary: str = "tiny") -> None:
         self.pool = pool
         self.held_out = [tuple(p) for p in held_out]
         self.usable = pool.usable()
         self.records = pool.records
         self.styles = vocab.names(vocab.STYLE)
         self._match_cache: dict[tuple, np.ndarray] = {}
-        self.content = [n for n in vocab.names(vocab.CONTENT)
+        self.content = [n for n in vocab.names(vocab.CONTENT, vocabulary)
                         if self.matches([n], []).size >= MIN_POOL_MATCHES]
 
     def matches(self, shown: Sequence[str], hidden: Sequence[str]) -> np.ndarray:
@@ -244,15 +249,23 @@ def _png(pixels: np.ndarray) -> bytes:
 
 
 def agents_config(n: int, seed: int, n_liked: int, n_disliked: int,
-                  held_out: Sequence[tuple[str, str]], pool_dir: str) -> dict[str, Any]:
-    return {"n": n, "seed": seed, "n_liked": n_liked, "n_disliked": n_disliked,
-            "held_out_pairs": [list(p) for p in held_out], "pool": pool_dir,
-            "split_fractions": SPLIT_FRACTIONS, "distractor_rate": DISTRACTOR_RATE}
+                  held_out: Sequence[tuple[str, str]], pool_dir: str,
+                  vocabulary: str = "tiny") -> dict[str, Any]:
+    config = {"n": n, "seed": seed, "n_liked": n_liked, "n_disliked": n_disliked,
+              "held_out_pairs": [list(p) for p in held_out], "pool": pool_dir,
+              "split_fractions": SPLIT_FRACTIONS, "distractor_rate": DISTRACTOR_RATE}
+    if vocabulary != "tiny":  # tiny folders keep the settings they were written with
+        config["vocabulary"] = vocabulary
+    return config
 
 
 def write_agents(out_dir: str | Path, pool: Pool, pool_dir: str, n: int, *, seed: int = 0,
-                 n_liked: int = 8, n_disliked: int = 8, progress: bool = False) -> Path:
+                 n_liked: int = 8, n_disliked: int = 8, vocabulary: str = "tiny",
+                 progress: bool = False) -> Path:
     """Write ``n`` agents as ``users.jsonl`` + PNGs in ``out_dir`` (resumable).
+
+    ``vocabulary="real"`` lets agents like and dislike a real pool's media and settings too
+    (:class:`AgentSampler`).
 
     Users are appended to ``users.partial.jsonl`` as they are finished (each image written
     atomically first); a rerun skips finished users and ``users.jsonl`` appears, by a
@@ -270,7 +283,7 @@ def write_agents(out_dir: str | Path, pool: Pool, pool_dir: str, n: int, *, seed
     out = Path(out_dir).expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
     held_out = held_out_pairs(seed)
-    config = agents_config(n, seed, n_liked, n_disliked, held_out, pool_dir)
+    config = agents_config(n, seed, n_liked, n_disliked, held_out, pool_dir, vocabulary)
     config_path = out / AGENTS_FILE
     if config_path.is_file():
         existing = json.loads(config_path.read_text(encoding="utf-8"))
@@ -284,7 +297,7 @@ def write_agents(out_dir: str | Path, pool: Pool, pool_dir: str, n: int, *, seed
         return final
     partial = out / "users.partial.jsonl"
     done = _finished_lines(partial)
-    sampler = AgentSampler(pool, held_out)
+    sampler = AgentSampler(pool, held_out, vocabulary=vocabulary)
     with partial.open("a", encoding="utf-8") as handle:
         for index in track(range(len(done), n), total=n - len(done), description="writing agents",
                            enabled=progress):

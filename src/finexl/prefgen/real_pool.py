@@ -19,11 +19,12 @@ vocabulary, :data:`REAL_VOCABULARY`:
 
 A real model's image is not measured: its record says what the prompt asked for
 (``"read": "prompt"``, ``ok`` true, ``area`` ``None``). Records keep the tiny world's slots
-(``colour``, ``background``, ``size``), so :mod:`finexl.prefgen.agents` samples users over
-object colour, the four shared settings, size and the 14 styles unchanged; ``subject``,
-``setting`` and ``medium`` are recorded on every image (and reach ``users.jsonl`` through
-the prompts) but are not yet attributes an agent can like — that needs the agent sampler
-to take a vocabulary (docs/PREFGEN.md, "With real models").
+(``colour``, ``background``, ``size``) and add ``subject`` and ``medium``, so agents over
+such a pool (:class:`finexl.prefgen.agents.AgentSampler` with ``vocabulary="real"``, what
+``prefgen agents --model`` uses) like and dislike object colours, all twelve settings
+("forest background"), size, the eight media ("watercolor") and the 14 styles
+(:data:`finexl.prefgen.vocabulary.REAL_ATTRIBUTES` holds the media and the new settings).
+Subjects stay what prompts vary over, not a taste.
 
 Images are generated in batches on the model's device, one CPU ``torch.Generator`` per image
 (so an image depends on its own seed only), stored at ``store_size`` pixels, and written in

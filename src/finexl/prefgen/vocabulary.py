@@ -36,7 +36,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from finexl.generate.tiny_data import _SETTING_CLASHES, COLOURS, SETTINGS
+from finexl.generate.tiny_data import COLOURS, SETTINGS
 from finexl.imaging.transforms import TRANSFORMS, to_array
 
 CONTENT = "content"
@@ -106,6 +106,28 @@ ATTRIBUTES: dict[str, Attribute] = {a.name: a for a in _content() + [
     for name, transform, group, strength, phrase in _STYLES]}
 """Every attribute by name, content first (colour, background, size), then styles."""
 
+VOCABULARIES = ("tiny", "real")
+
+
+def _real_content() -> list[Attribute]:
+    # What a real model's pool (prefgen.real_pool) shows beyond the tiny world: the medium
+    # its prompt asked for ("watercolor", one per image) and eight more settings ("forest
+    # background"). mini's text tower has no phrase for them, so no alignment target is made
+    # up (text None); a VLM reads them from the images and the words.
+    from finexl.prefgen.real_pool import MEDIA, REAL_SETTINGS
+
+    attributes = [Attribute(medium, CONTENT, "medium", "medium", medium, None)
+                  for medium in MEDIA]
+    attributes += [Attribute(f"{key} background", CONTENT, "background", "background", key,
+                             None) for key in REAL_SETTINGS if key not in SETTINGS]
+    return attributes
+
+
+REAL_ATTRIBUTES: dict[str, Attribute] = {a.name: a for a in _real_content()}
+"""Content attributes only images of a real model show (``vocabulary="real"``): 8 media and
+8 settings. Agents over a real pool (``prefgen agents --model``) like and dislike these too;
+the tiny world, its extractor and the shipped model never see them."""
+
 # Pairs from different groups that still cannot show together: a sepia or black-and-white
 # image has no colour cast of its own; vivid colour fights a sepia or faded cast; a
 # high-contrast image is not faded; blur hides grain and pixel blocks.
@@ -121,17 +143,25 @@ _ORDER_GROUPS = ("colour cast", "saturation", "tone", "contrast", "detail", "gra
 STYLE_ORDER = tuple(sorted(STYLE_ORDER, key=lambda n: _ORDER_GROUPS.index(ATTRIBUTES[n].group)))
 
 
-def names(kind: str | None = None) -> list[str]:
-    """Attribute names in vocabulary order, optionally only ``"content"`` or ``"style"``."""
-    return [a.name for a in ATTRIBUTES.values() if kind is None or a.kind == kind]
+def names(kind: str | None = None, vocabulary: str = "tiny") -> list[str]:
+    """Attribute names in vocabulary order, optionally only ``"content"`` or ``"style"``.
+
+    ``vocabulary="real"`` adds :data:`REAL_ATTRIBUTES` after the tiny world's content.
+    """
+    if vocabulary not in VOCABULARIES:
+        raise ValueError(f"vocabulary {vocabulary!r} is not one of {', '.join(VOCABULARIES)}")
+    extra = list(REAL_ATTRIBUTES.values()) if vocabulary == "real" else []
+    return [a.name for a in list(ATTRIBUTES.values()) + extra if kind is None or a.kind == kind]
 
 
 def get(name: str) -> Attribute:
-    """The attribute called ``name``; ``KeyError`` listing the valid names otherwise."""
-    try:
-        return ATTRIBUTES[name]
-    except KeyError:
-        raise KeyError(f"unknown attribute {name!r}; known: {', '.join(ATTRIBUTES)}") from None
+    """The attribute called ``name`` (either vocabulary); ``KeyError`` listing the valid
+    names otherwise."""
+    found = ATTRIBUTES.get(name) or REAL_ATTRIBUTES.get(name)
+    if found is None:
+        raise KeyError(f"unknown attribute {name!r}; known:"
+                       f" {', '.join([*ATTRIBUTES, *REAL_ATTRIBUTES])}")
+    return found
 
 
 # Styles that replace every colour: an object colour or a coloured background cannot be
@@ -154,8 +184,16 @@ def contradicts(a: str, b: str) -> bool:
         colour, background = (first, second) if first.slot == "colour" else (second, first)
         # The object would vanish into a background of its own colour or a clashing setting.
         return (background.value == colour.value
-                or colour.value in _SETTING_CLASHES.get(background.value, ()))
+                or colour.value in _setting_clashes().get(background.value, ()))
     return False
+
+
+@lru_cache(maxsize=1)
+def _setting_clashes() -> dict[str, set[str]]:
+    # The real settings' clashes extend the tiny world's (same entries for its settings).
+    from finexl.prefgen.real_pool import REAL_SETTING_CLASHES
+
+    return REAL_SETTING_CLASHES
 
 
 def compatible(liked: Iterable[str], disliked: Iterable[str] = ()) -> bool:
