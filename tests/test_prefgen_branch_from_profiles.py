@@ -282,3 +282,48 @@ def test_accelerate_launch_trains_the_branch_and_resumes(vlm_world, tmp_path):
         assert done.returncode == 0, done.stderr[-3000:]
         assert line in done.stdout
     assert (model / "prefgen_user_branch.safetensors").is_file()
+
+
+def test_train_branch_for_sdxl_then_generate(vlm_world, tmp_path):
+    """The same path for an SDXL folder: a model whose profiles are for it, train-branch
+    (profiling the users itself), then generate --user keeps λ=0 bit for bit."""
+    from test_generate_user import _save_tiny_sdxl
+
+    from finexl.generate.run import GenerateConfig, generate
+
+    sdxl = tmp_path / "tiny-sdxl"
+    _save_tiny_sdxl(sdxl)
+    model = tmp_path / "model"
+    shutil.copytree(vlm_world.model, model)
+    config = json.loads((model / "config.json").read_text())
+    (model / "config.json").write_text(json.dumps({**config, "base_model": str(sdxl)}))
+    result = _train(vlm_world, model, tmp_path / "work", "--max-train-steps", "1",
+                    "--resolution", "16")
+    assert result.returncode == 0, result.output
+    me = tmp_path / "work" / "profiles" / "ann.user.safetensors"
+
+    def run(out, **extra):
+        generate(GenerateConfig(model=str(sdxl), out_dir=tmp_path / out,
+                                prompts=["a red ball", "a blue house"], steps=2, guidance=3.0,
+                                size=16, batch_size=2, prefgen_model=str(model), **extra))
+        return _pngs(tmp_path / out)
+
+    base = run("base")
+    assert run("zero", user=str(me), user_scale=0.0) == base
+    assert run("one", user=str(me), user_scale=1.0) != base
+
+
+def test_profile_all_runs_the_vlm_in_the_dtype_asked_for(vlm_world, tmp_path):
+    """--dtype reaches the VLM of a build-vlm-model folder: bfloat16 states are near the
+    float32 ones but not equal (the tiny parts stay float32)."""
+    from finexl.prefgen.profile import UserProfile
+
+    result = run_cli("prefgen", "profile-all", "--users", str(vlm_world.users), "--model",
+                     str(vlm_world.model), "--out", str(tmp_path / "bf16"), "--dtype",
+                     "bfloat16", "-q")
+    assert result.returncode == 0, result.output
+    half = UserProfile.load(tmp_path / "bf16" / "ann.user.safetensors")
+    full = UserProfile.load(vlm_world.profiles / "ann.user.safetensors")
+    assert half.e_core.dtype == np.float32 and not np.array_equal(half.e_core, full.e_core)
+    assert np.corrcoef(half.e_core, full.e_core)[0, 1] > 0.95
+    np.testing.assert_array_equal(half.e_img, full.e_img)  # the mini tower: float32 on CPU

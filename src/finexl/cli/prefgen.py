@@ -210,7 +210,11 @@ def _folder_images(folder: Path, what: str) -> list:
               help="The PrefGen model (builtin:prefgen-tiny or a folder from prefgen train).")
 @click.option("--json", "json_path", type=click.Path(path_type=Path),
               help="Also write likes, dislikes and the model fingerprint as JSON.")
-def profile_command(liked_dir, disliked_dir, out_path, model_spec, json_path):
+@click.option("--device", default="cpu", show_default=True,
+              help="Where a build-vlm-model folder's VLM runs: cpu, cuda, cuda:1, auto.")
+@click.option("--dtype", default="float32", show_default=True,
+              type=click.Choice(["float32", "float16", "bfloat16"]), help="The VLM's precision.")
+def profile_command(liked_dir, disliked_dir, out_path, model_spec, json_path, device, dtype):
     """Read a person's taste from liked/disliked images: print it in words, save e_u."""
     import json
 
@@ -219,7 +223,7 @@ def profile_command(liked_dir, disliked_dir, out_path, model_spec, json_path):
 
     liked = _folder_images(liked_dir, "liked")
     disliked = _folder_images(disliked_dir, "disliked") if disliked_dir else []
-    model = PrefGenModel.load(model_spec)
+    model = PrefGenModel.load(model_spec, device=device, dtype=dtype)
     profile = model.profile(liked, disliked)
     profile.save(out_path)
     if json_path is not None:

@@ -236,14 +236,19 @@ def train_vlm_command(users_dir, quiet, **options):
               help="Folder for <user>.user.safetensors and index.jsonl (a rerun resumes).")
 @click.option("--split", type=click.Choice(["train", "probe", "heldout"]),
               help="Only users of this split.")
+@_device_options
 @_population_options
-def profile_all_command(users_dir, prefgen_model, out_dir, split, users_per_task, use_ray,
-                        gpus_per_task, quiet):
-    """Profile every user of a users.jsonl (finexl prefgen profile for each), resumable."""
+def profile_all_command(users_dir, prefgen_model, out_dir, split, device, dtype, users_per_task,
+                        use_ray, gpus_per_task, quiet):
+    """Profile every user of a users.jsonl (finexl prefgen profile for each), resumable.
+
+    --device/--dtype place a build-vlm-model folder's VLM (e.g. cuda, bfloat16).
+    """
     from finexl.prefgen.population import ProfileSettings, profile_population
 
+    settings = ProfileSettings(prefgen_model, device=device, dtype=dtype)
     with _executor(use_ray, gpus_per_task) as executor:
-        run = profile_population(users_dir, out_dir, ProfileSettings(prefgen_model), split=split,
+        run = profile_population(users_dir, out_dir, settings, split=split,
                                  executor=executor, users_per_task=users_per_task,
                                  progress=not quiet)
     _report(run, "profiled")

@@ -117,8 +117,14 @@ class PrefGenModel:
         return path if path.is_file() else None
 
     @classmethod
-    def load(cls, spec: str | Path = BUILTIN_SPEC) -> PrefGenModel:
-        """Load a model folder or ``builtin:prefgen-tiny`` (CPU, eval mode)."""
+    def load(cls, spec: str | Path = BUILTIN_SPEC, *, device: str = "cpu",
+             dtype: str = "float32") -> PrefGenModel:
+        """Load a model folder or ``builtin:prefgen-tiny`` (eval mode).
+
+        ``device``/``dtype`` place a real VLM extractor (a ``build-vlm-model`` folder, e.g.
+        ``cuda``/``bfloat16``); the tiny extractor, the mini tower and g stay on the CPU in
+        float32.
+        """
         import torch
         from safetensors.numpy import load_file
 
@@ -146,7 +152,7 @@ class PrefGenModel:
         try:
             tower = ImageTower.load(folder / "vision")
             if config.get("extractor") == "vlm":  # built by prefgen.vlm_model
-                extractor, _ = load_vlm_extractor(folder)
+                extractor, _ = load_vlm_extractor(folder, device=device, dtype=dtype)
             else:
                 extractor = TinyPreferenceExtractor.from_pretrained(
                     str(folder / "extractor")).eval()

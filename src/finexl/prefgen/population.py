@@ -217,9 +217,11 @@ def release_workers() -> None:
 
 @dataclass(frozen=True)
 class ProfileSettings:
-    """Which PrefGen model profiles the users (plain data)."""
+    """Which PrefGen model profiles the users, and where its VLM runs (plain data)."""
 
     prefgen_model: str = "builtin:prefgen-tiny"
+    device: str = "cpu"  # a build-vlm-model folder's VLM only; the tiny parts stay on the CPU
+    dtype: str = "float32"
 
 
 def profile_population(users_dir: str | Path, out_dir: str | Path,
@@ -245,7 +247,7 @@ def profile_users_task(jobs: Sequence[UserJob], settings: ProfileSettings) -> li
     """Profile a batch of users and save each profile atomically (runs in a worker)."""
     from finexl.imaging.decode import load_images
 
-    model = _worker_prefgen(settings.prefgen_model)
+    model = _worker_prefgen(settings.prefgen_model, settings.device, settings.dtype)
     done = []
     for job in jobs:
         profile = model.profile(load_images(job.liked), load_images(job.disliked))
@@ -255,10 +257,10 @@ def profile_users_task(jobs: Sequence[UserJob], settings: ProfileSettings) -> li
 
 
 @functools.lru_cache(maxsize=1)
-def _worker_prefgen(spec: str) -> Any:
+def _worker_prefgen(spec: str, device: str = "cpu", dtype: str = "float32") -> Any:
     from finexl.prefgen.model import PrefGenModel
 
-    return PrefGenModel.load(spec)
+    return PrefGenModel.load(spec, device=device, dtype=dtype)
 
 
 # --- generating for every user ---------------------------------------------------------------
