@@ -39,6 +39,15 @@ def quick_check(n_crops: int = 2):
     return check
 
 
+def _quality_probability(item: str) -> tuple[str, float]:
+    from finexl.imaging.transforms import QUALITIES
+
+    name, _, value = item.partition("=")
+    if name not in QUALITIES or not value:
+        raise SystemExit(f"--p-canonical-for takes QUALITY=P with a known quality, got {item!r}")
+    return name, float(value)
+
+
 def main(argv: list[str] | None = None) -> int:
     from finexl.train.data import DataConfig
     from finexl.train.loop import TrainConfig, train_mini
@@ -72,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--families", action="store_true",
                         help="draw each quality from its family of implementations")
     parser.add_argument("--p-canonical", type=float, default=0.3)
+    parser.add_argument("--p-canonical-for", nargs="+", default=[], metavar="QUALITY=P",
+                        help="per-quality P(canonical transform), e.g. grainy=0.5")
     parser.add_argument("--quality-counts", type=float, nargs="+", default=[0.6, 0.3, 0.1],
                         help="P(1, 2, 3 qualities on a variant)")
     parser.add_argument("--p-photo", type=float, default=0.3)
@@ -101,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
                              n_variants=args.n_variants, render_min=args.render_min,
                              render_max=args.render_max, p_confusable=args.p_confusable,
                              families=args.families, p_canonical=args.p_canonical,
+                             p_canonical_for=tuple(_quality_probability(item)
+                                                   for item in args.p_canonical_for),
                              quality_counts=tuple(args.quality_counts), p_photo=args.p_photo)
     train_config = TrainConfig(
         steps=args.steps, lr=args.lr, seed=args.seed, threads=args.threads, workers=args.workers,

@@ -72,6 +72,9 @@ class DataConfig:
     # canonical transform with this probability; False: the canonical transform only.
     families: bool = False
     p_canonical: float = 0.3
+    # Per-quality overrides of p_canonical, e.g. (("grainy", 0.5),): grain has five
+    # alternatives, and at 0.3 the last run stopped reading finexl's own grain as grain.
+    p_canonical_for: tuple[tuple[str, float], ...] = ()
     p_neutral: float = 0.05  # a variant with no quality (caption unchanged or neutral)
     strength_min: float = 0.05
     p_confusable: float = 0.0  # chance a base's variants include a confusable pair
@@ -209,7 +212,8 @@ class BatchMaker:
                 for name in sorted((n for n, _ in picked), key=APPLY_ORDER.index):
                     strength = dict(picked)[name]
                     if cfg.families:
-                        out = apply_family(out, name, strength, rng, cfg.p_canonical)
+                        out = apply_family(out, name, strength, rng,
+                                           dict(cfg.p_canonical_for).get(name, cfg.p_canonical))
                     else:
                         out = TRANSFORMS[name](out, strength, seed=seed)
                 variants.append(out)
