@@ -196,7 +196,10 @@ def _heldout_section(args, command: str) -> str:
         for family in args.heldout_families:
             name = "heldout_" + "".join(c if c.isalnum() else "_" for c in label or spec)
             path = args.out / f"{name}_{family}.json"
-            settings = {"encoder": encoder.id, "family": family, "table8_crops_per_photo": 1}
+            # Scenario 2 bins with average ranks (b702d1f): results saved before that broke
+            # ties by row order and must not be reused.
+            settings = {"encoder": encoder.id, "family": family, "table8_crops_per_photo": 1,
+                        "scenario2_bins": "average ranks"}
             saved = json.loads(path.read_text()) if path.is_file() else {}
             if saved.get("settings") == settings:  # resumable: this encoder and family are done
                 result, checks = HeldoutResult(**saved["scenarios"]), saved["encoder_checks"]

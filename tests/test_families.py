@@ -148,3 +148,33 @@ def test_debian_sources_skip_other_packages_files(tmp_path):
     Image.new("RGB", (8, 8)).save(folder / "mate" / "nature" / "Dune.jpg")
     assert [i.stem for i in debian_images(tmp_path)] == ["Fossa_by_Jasper_Roks"]
     assert [i.stem for i in debian_images(tmp_path, held_out=True)] == ["Dune"]
+
+
+def test_debian_captions_say_what_is_shown_not_a_quality_or_style():
+    """The curated captions name subjects and colours; a quality word in a plain caption
+    would teach a look that is not planted, and a vocabulary entry such as "abstract" (51
+    wallpapers were "an abstract wallpaper" in the last run) became a colour direction the
+    proposer ranked above the planted quality."""
+    import re
+
+    from finexl.concepts.vocab import load_vocabulary
+    from finexl.imaging.scenes import COLOURS
+    from finexl.train.captions import words_of
+    from finexl.train.sources import CAPTIONS
+
+    # Quality phrases, except the colour names scene captions use too ("pink", "purple").
+    phrases = [s for q in QUALITIES.values() for s in q.synonyms if s not in COLOURS]
+    # Single-word vocabulary entries that are not content (styles, media, moods, tones).
+    style_words = {e.concept for e in load_vocabulary(None)
+                   if " " not in e.concept and e.category != "content"}
+    # Colour names, and "logo": what GreenTraditional shows (a MATE logo), as skimage's logo
+    # photo has been captioned since the first version.
+    style_words -= set(COLOURS) | {"logo"}
+    for stem, captions in CAPTIONS.items():
+        assert captions and all(isinstance(c, str) and c for c in captions), stem
+        words = words_of(captions)
+        for caption in captions:
+            found = [p for p in phrases if re.search(rf"\b{re.escape(p)}\b", caption)]
+            assert not found, (stem, caption, found)
+        assert not words & style_words, (stem, words & style_words)
+        assert not words & {"wallpaper", "abstract", "pattern", "texture", "painting"}, stem
