@@ -116,15 +116,16 @@ def main() -> None:
 
     # 3. Preference-VQA LoRA under accelerate launch, resumed once.
     accelerate = shutil.which("accelerate") or sys.exit("the accelerate command is missing")
-    train = [accelerate, "launch", "--cpu", "--num_processes", "1", "--num_machines", "1",
-             "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "finexl.cli",
-             "prefgen", "train-vlm", "--users", str(work / "agents"), "--vlm", str(vlm),
+    # One CPU process here; a GPU user writes --multi_gpu --num_processes N (PREFGEN.md).
+    launch = [accelerate, "launch", "--cpu", "--num_processes", "1", "--num_machines", "1",
+              "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "finexl.cli"]
+    train = [*launch, "prefgen", "train-vlm", "--users", str(work / "agents"), "--vlm", str(vlm),
              "--output-dir", str(work / "vlm-lora"), "--checkpointing-steps", "2",
              "--lora-rank", "4", "--train-batch-size", "2", "--learning-rate", "3e-3",
              "--resume-from-checkpoint", "latest", "--logging-steps", "2", "-q"]
     outputs["train-vlm"] = run("accelerate launch prefgen train-vlm (4 steps)",
                                [*train, "--max-train-steps", "4"], timings, env)
-    outputs["train-vlm resumed"] = run("  resumed to 8 steps", [*train, "--max-train-steps", "8"],
+    outputs["train-vlm resumed"] = run("  train-vlm resumed to 8 steps", [*train, "--max-train-steps", "8"],
                                        timings, env)
     lora = work / "vlm-lora" / "lora"
 
@@ -156,15 +157,13 @@ def main() -> None:
     outputs["profile-all"] = run("prefgen profile-all (imported users)", [
         *finexl, "prefgen", "profile-all", "--users", str(work / "users"), "--model", str(model),
         "--out", str(work / "profiles"), "-q"], timings, env)
-    branch = [accelerate, "launch", "--cpu", "--num_processes", "1", "--num_machines", "1",
-              "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "finexl.cli",
-              "prefgen", "train-branch", "--model", str(model), "--users", str(work / "users"),
-              "--profiles", str(work / "profiles"), "--output-dir", str(work / "branch"),
+    branch = [*launch, "prefgen", "train-branch", "--model", str(model), "--users",
+              str(work / "users"), "--profiles", str(work / "profiles"), "--output-dir", str(work / "branch"),
               "--train-batch-size", "4", "--checkpointing-steps", "2", "--learning-rate", "1e-3",
               "--resume-from-checkpoint", "latest", "--logging-steps", "2", "-q"]
     outputs["train-branch"] = run("accelerate launch prefgen train-branch (4 steps)",
                                   [*branch, "--max-train-steps", "4"], timings, env)
-    outputs["train-branch resumed"] = run("  resumed to 8 steps",
+    outputs["train-branch resumed"] = run("  train-branch resumed to 8 steps",
                                           [*branch, "--max-train-steps", "8"], timings, env)
     prompts = work / "prompts.txt"
     prompts.write_text("a red ball on grass\na house at night\na cat in the snow\n"
@@ -179,7 +178,7 @@ def main() -> None:
     outputs["generate base"] = run("generate (base model)", [
         *finexl, "generate", "--model", str(sd), "--out", str(work / "base-images"), *same,
         "-q"], timings, env)
-    first = sorted(p.name for p in (work / "generated").iterdir() if p.is_dir())[0]
+    first = min(p.name for p in (work / "generated").iterdir() if p.is_dir())
     outputs["explain"] = run(f"explain (user {first} vs base)", [
         *finexl, "explain", "--base", str(work / "base-images"), "--personal",
         str(work / "generated" / first), "--encoder", "mini", "--json",

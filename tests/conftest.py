@@ -170,3 +170,21 @@ def tiny_llava_dir(tmp_path_factory) -> Path:
     from tiny_vlm import save_tiny_llava
 
     return save_tiny_llava(tmp_path_factory.mktemp("models") / "tiny-llava")
+
+
+def accelerate_finexl(*args: str, timeout: float = 900):
+    """``accelerate launch --cpu --num_processes 1 -m finexl.cli ARGS`` — how a GPU user
+    launches finexl's training commands, here in one CPU process (the test is skipped
+    when the accelerate command is missing). Returns the ``CompletedProcess``."""
+    import os
+    import shutil
+    import subprocess
+
+    accelerate = shutil.which("accelerate")
+    if accelerate is None:
+        pytest.skip("the accelerate command is not on PATH")
+    env = dict(os.environ, OMP_NUM_THREADS="1", ACCELERATE_CONFIG_FILE=os.devnull)
+    command = [accelerate, "launch", "--cpu", "--num_processes", "1", "--num_machines", "1",
+               "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "finexl.cli", *args]
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout,
+                          check=False)

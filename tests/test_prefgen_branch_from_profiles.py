@@ -196,6 +196,10 @@ def test_rows_are_liked_images_with_their_prompts_and_resume_exactly(tmp_path):
         assert row_prompt in {r.prompt for r in rows if r.user_id == user}
     resumed = next(data(2))  # micro-batch 2 again, from a fresh stream
     assert torch.equal(resumed[1], pixels) and resumed[2] == prompts
+    other = profile_rows_batches(rows, embeddings, resolution=16, batch_size=4, seed=5,
+                                 process_index=1)  # another accelerate process: other rows
+    assert not all(torch.equal(a[1], b[1]) for a, b in zip(first, [next(other(k)) for k in
+                                                                  range(3)]))
 
 
 def test_train_branch_one_line_errors(vlm_world, trained, tmp_path, sd_dir):
@@ -261,24 +265,16 @@ def test_several_processes_need_profiles_made_beforehand(vlm_world, tmp_path):
 
 @pytest.mark.slow  # `accelerate launch` starts a process importing torch, transformers, diffusers
 def test_accelerate_launch_trains_the_branch_and_resumes(vlm_world, tmp_path):
-    import os
-    import subprocess
+    from conftest import accelerate_finexl
 
-    accelerate = shutil.which("accelerate")
-    if accelerate is None:
-        pytest.skip("the accelerate command is not on PATH")
     model = tmp_path / "model"
     shutil.copytree(vlm_world.model, model)
-    env = dict(os.environ, OMP_NUM_THREADS="1", ACCELERATE_CONFIG_FILE=os.devnull)
-    launch = [accelerate, "launch", "--cpu", "--num_processes", "1", "--num_machines", "1",
-              "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "finexl.cli",
-              "prefgen", "train-branch", "--model", str(model), "--users", str(vlm_world.users),
-              "--profiles", str(vlm_world.profiles), "--output-dir", str(tmp_path / "work"),
-              "--checkpointing-steps", "1", "--train-batch-size", "2",
-              "--resume-from-checkpoint", "latest", "-q"]
     for steps, line in (("1", "after 1 steps (from 0"), ("2", "after 2 steps (from 1")):
-        done = subprocess.run([*launch, "--max-train-steps", steps], capture_output=True,
-                              text=True, env=env, timeout=900, check=False)
+        done = accelerate_finexl(
+            "prefgen", "train-branch", "--model", str(model), "--users", str(vlm_world.users),
+            "--profiles", str(vlm_world.profiles), "--output-dir", str(tmp_path / "work"),
+            "--checkpointing-steps", "1", "--train-batch-size", "2", "--resume-from-checkpoint",
+            "latest", "--max-train-steps", steps, "-q")
         assert done.returncode == 0, done.stderr[-3000:]
         assert line in done.stdout
     assert (model / "prefgen_user_branch.safetensors").is_file()

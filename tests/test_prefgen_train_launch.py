@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
 
 import pytest
 from click.testing import CliRunner
@@ -60,19 +57,14 @@ def test_cli_train_with_a_config_file_through_the_adapter_stage(agents, tmp_path
 
 @pytest.mark.slow  # `accelerate launch` starts a process importing torch, transformers, diffusers
 def test_accelerate_launch_trains_the_adapter_and_resumes(agents, tmp_path):
-    accelerate = shutil.which("accelerate")
-    if accelerate is None:
-        pytest.skip("the accelerate command is not on PATH")
+    from conftest import accelerate_finexl
+
     out = tmp_path / "model"
     assert CliRunner().invoke(main, _train_args(agents, out, stages="vqa,probe,align",
                                                 adapter_steps=0)).exit_code == 0
-    env = dict(os.environ, OMP_NUM_THREADS="1", ACCELERATE_CONFIG_FILE=os.devnull)
-    launch = [accelerate, "launch", "--cpu", "--num_processes", "1", "--num_machines", "1",
-              "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "finexl.cli"]
     for steps in (1, 2):  # the second launch resumes the branch from checkpoint-1
-        done = subprocess.run([*launch, *_train_args(agents, out, stages="adapter",
-                                                     adapter_steps=steps)],
-                              capture_output=True, text=True, env=env, timeout=900, check=False)
+        done = accelerate_finexl(*_train_args(agents, out, stages="adapter",
+                                              adapter_steps=steps))
         assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads((out / "reports" / "adapter.json").read_text())
     assert report["steps"] == 2 and report["resumed_from"] == 1

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
 import sys
 
 import numpy as np
@@ -96,18 +94,12 @@ def test_checkpoints_hold_only_the_lora_and_resume_equals_one_run(agents_dir, ti
 
 
 def _accelerate_launch(agents_dir, vlm, out, steps):
-    accelerate = shutil.which("accelerate")
-    if accelerate is None:
-        pytest.skip("the accelerate command is not on PATH")
-    env = dict(os.environ, OMP_NUM_THREADS="1", ACCELERATE_CONFIG_FILE=os.devnull)
-    command = [accelerate, "launch", "--cpu", "--num_processes", "1", "--num_machines", "1",
-               "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "finexl.cli",
-               "prefgen", "train-vlm", "--users", str(agents_dir), "--vlm", str(vlm),
-               "--output-dir", str(out), "--max-train-steps", str(steps),
-               "--checkpointing-steps", "1", "--lora-rank", "2", "--train-batch-size", "1",
-               "--resume-from-checkpoint", "latest", "-q"]
-    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=600,
-                          check=False)
+    from conftest import accelerate_finexl
+
+    return accelerate_finexl(
+        "prefgen", "train-vlm", "--users", str(agents_dir), "--vlm", str(vlm), "--output-dir",
+        str(out), "--max-train-steps", str(steps), "--checkpointing-steps", "1", "--lora-rank",
+        "2", "--train-batch-size", "1", "--resume-from-checkpoint", "latest", "-q", timeout=600)
 
 
 @pytest.mark.slow  # two `accelerate launch` processes, each importing torch and transformers

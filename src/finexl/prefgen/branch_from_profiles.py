@@ -180,7 +180,7 @@ def read_embeddings(users: Sequence[Any], profiles_dir: str | Path,
     return embeddings
 
 
-@lru_cache(maxsize=512)
+@lru_cache(maxsize=64)  # decoding is cheap next to a diffusion step; bound the memory
 def fitted_image(path: str, resolution: int) -> np.ndarray:
     """An image as uint8 ``(resolution, resolution, 3)``: shorter side resized, centre crop."""
     from PIL import Image, ImageOps
@@ -193,12 +193,14 @@ def fitted_image(path: str, resolution: int) -> np.ndarray:
 
 
 def profile_rows_batches(rows: Sequence[BranchRow], embeddings: dict[str, np.ndarray], *,
-                         resolution: int, batch_size: int, seed: int = 0
+                         resolution: int, batch_size: int, seed: int = 0,
+                         process_index: int = 0
                          ) -> Callable[[int], Iterator[tuple[Any, Any, list[str]]]]:
     """Micro-batches ``(e_u, pixels, prompts)`` for ``train_branch``, as ``data(start)``.
 
-    Micro-batch k depends only on (seed, k): each row draws a user uniformly, then one of
-    that user's liked images.
+    Micro-batch k depends only on (seed, k, process_index): each row draws a user
+    uniformly, then one of that user's liked images; under ``accelerate launch`` every
+    process reads its own rows.
     """
     import torch
 
@@ -212,7 +214,7 @@ def profile_rows_batches(rows: Sequence[BranchRow], embeddings: dict[str, np.nda
     def batches(start: int):
         k = start
         while True:
-            rng = np.random.default_rng([seed, k, 17])
+            rng = np.random.default_rng([seed, k, 17, process_index])
             chosen = []
             for _ in range(batch_size):
                 user_rows = by_user[users[int(rng.integers(len(users)))]]
@@ -295,13 +297,15 @@ def train_branch_from_profiles(model: str | Path, users_dir: str | Path, args: A
     side = resolution or default_resolution(pipe)
     args = replace(args, pretrained_model_name_or_path=base, base_model_id=info.base_model,
                    prefgen_model=info.fingerprint, embedding_parts=info.embedding_parts)
-    data = profile_rows_batches(rows, embeddings, resolution=side,
-                                batch_size=args.train_batch_size, seed=args.seed)
-    result = train_branch(data, args, pipeline=pipe, progress=progress)
-    branch = info.folder / result.branch_path.name
     from accelerate import PartialState
 
-    if PartialState().is_main_process:
+    state = PartialState()  # the process's rank (accelerate launch), before training starts
+    data = profile_rows_batches(rows, embeddings, resolution=side,
+                                batch_size=args.train_batch_size, seed=args.seed,
+                                process_index=state.process_index)
+    result = train_branch(data, args, pipeline=pipe, progress=progress)
+    branch = info.folder / result.branch_path.name
+    if state.is_main_process:
         branch = install_branch(result.branch_path, info.folder)
     return BranchFromProfilesResult(
         branch=branch, users=len(users), rows=len(rows),
