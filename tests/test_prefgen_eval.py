@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from finexl.errors import FinexlError
 from finexl.eval.prefgen import judges as J
 from finexl.eval.prefgen.loop import recovery
 from finexl.eval.prefgen.metrics import PlannedImage, UserTaste, score_method
@@ -203,6 +204,79 @@ def test_fast_evaluation_with_the_stand_in_and_its_rerun_through_the_cli(agents_
                                         "--data", str(tmp_path / "missing"), "--stand-in"])
     assert outcome.exit_code == 1 and "is not a folder" in outcome.output
     assert not (tmp_path / "x" / "prefgen.json").exists()
+
+
+# The retrained ablations with a tiny budget (test_prefgen_train's tiny configuration).
+TINY_RECIPE = {"hidden_size": 32, "num_layers": 3, "num_heads": 2, "intermediate_size": 64,
+               "vqa_steps": 4, "batch_size": 8, "checkpoint_every": 5, "heldout_users": 6,
+               "eval_liked": 3, "eval_disliked": 2, "probe_users": 8, "probe_sessions": 3,
+               "align_steps": 4, "align_users": 30, "align_points": 2,
+               "bank_per_set": {"0": 4, "1": 3, "2": 1}, "adapter_steps": 2,
+               "adapter_batch_size": 2, "adapter_users": 8}
+
+
+def test_retrained_variants_one_recipe_shared_stages_and_evaluation(agents_dir, tmp_path,
+                                                                    one_torch_thread):
+    from finexl.eval.prefgen.report import markdown
+    from finexl.eval.prefgen.run import PrefGenEvalConfig, command_line, run_prefgen_eval
+    from finexl.eval.prefgen.variants import read_recipe
+
+    recipe = tmp_path / "recipe.json"
+    recipe.write_text(json.dumps(TINY_RECIPE))
+    out = tmp_path / "out"
+    names = ("retrained", "retrained_mse", "retrained_no_vqa", "retrained_last_layer")
+    config = PrefGenEvalConfig(
+        out_dir=out, data_dir=agents_dir, stand_in=True, n_users=2, n_ablation_users=2,
+        n_prompts=2, n_seeds=1, loop_prompts=3, steps=2, lora_users=0, judge_images=40,
+        judge_samples=16, n_scorer_users=16, reference_counts=(), lambdas=(0.0, 1.0),
+        retrain_recipe=str(recipe), retrain=names)
+    result = run_prefgen_eval(config)
+    trained = result["retrained"]["variants"]
+    assert list(trained) == list(names)
+    for name in names:
+        m = result["methods"][name]
+        assert 0 <= m["liked_present"] <= 1 and m["diversity"] >= 0, name
+        assert (out / "retrained" / name / "prefgen_user_branch.safetensors").is_file(), name
+        assert trained[name]["adapter_steps"] == 2
+    folder = out / "retrained"
+    # One recipe: the variants differ from the reference in their one switch only.
+    settings = {n: json.loads((folder / n / "variant.json").read_text())["settings"]
+                for n in names}
+    differ = {n: {k for k in settings[n] if settings[n][k] != settings["retrained"][k]}
+              for n in names}
+    assert differ == {"retrained": set(), "retrained_mse": {"out", "align_loss"},
+                      "retrained_no_vqa": {"out", "no_vqa"},
+                      "retrained_last_layer": {"out", "layer_rule"}}
+    # Stages with the reference's settings are copied, not recomputed; the switch's own
+    # stage and the ones after it are trained.
+    assert trained["retrained_mse"]["copied_stages"] == ["probe", "vqa"]
+    assert trained["retrained_last_layer"]["copied_stages"] == ["vqa"]
+    assert trained["retrained_no_vqa"]["copied_stages"] == []
+    extractor = "extractor/diffusion_pytorch_model.safetensors"
+    assert (folder / "retrained_mse" / extractor).read_bytes() == \
+        (folder / "retrained" / extractor).read_bytes()
+    assert (folder / "retrained_no_vqa" / extractor).read_bytes() != \
+        (folder / "retrained" / extractor).read_bytes()
+    assert json.loads((folder / "retrained_mse" / "config.json").read_text())["align_loss"] \
+        == "mse"
+    assert json.loads((folder / "retrained_last_layer" / "probes.json").read_text())["rule"] \
+        == "last"
+    # The loop ran on its own plan (3 prompts, one seed each).
+    assert result["loop"]["ceiling"]["n_prompts"] == 3
+    # A rerun trains and generates nothing again.
+    stamps = {p: p.stat().st_mtime_ns for p in (out / "methods").iterdir()}
+    branch = folder / "retrained_mse" / "prefgen_user_branch.safetensors"
+    before = branch.stat().st_mtime_ns
+    run_prefgen_eval(config)
+    assert {p: p.stat().st_mtime_ns for p in (out / "methods").iterdir()} == stamps
+    assert branch.stat().st_mtime_ns == before
+    text = markdown(result, command=command_line(config))
+    assert "## Retrained ablations" in text and "--retrain-recipe" in text
+    assert "MMD vs MSE, both retrained with the same recipe" in text
+    # A recipe that sets a variant's own switch is refused in one line.
+    (tmp_path / "bad.json").write_text(json.dumps({**TINY_RECIPE, "align_loss": "mse"}))
+    with pytest.raises(FinexlError, match="sets align_loss"):
+        read_recipe(tmp_path / "bad.json")
 
 
 @pytest.mark.slow

@@ -36,6 +36,9 @@ def _variant(ctx, param, values):
               type=click.IntRange(1))
 @click.option("--prompts", "n_prompts", default=4, show_default=True, type=click.IntRange(1))
 @click.option("--seeds", "n_seeds", default=2, show_default=True, type=click.IntRange(1))
+@click.option("--loop-prompts", default=16, show_default=True, type=click.IntRange(0),
+              help="Prompts (one seed each) of the loop's own plan: FineXL's significance test"
+                   " is over prompts; 0 uses the main plan.")
 @click.option("--steps", default=20, show_default=True, type=click.IntRange(1))
 @click.option("--lora-users", default=4, show_default=True, type=click.IntRange(0))
 @click.option("--lora-steps", default=100, show_default=True, type=click.IntRange(1))
@@ -50,6 +53,15 @@ def _variant(ctx, param, values):
                    " scorer); a later run with the model reuses them.")
 @click.option("--variant", "variants", multiple=True, callback=_variant,
               help="NAME=DIR: a retrained PrefGen model run as an ablation (repeat).")
+@click.option("--retrain-recipe", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="A JSON object of `prefgen train` settings (its --config format): train the"
+                   " retrained ablations (MMD reference, MSE, cosine, no alignment, no VQA, last"
+                   " layer) with this one recipe into OUT/retrained/NAME (resumable), then"
+                   " evaluate them.")
+@click.option("--retrain-data", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Training agents folder for --retrain-recipe (default: --data).")
+@click.option("--retrain", "retrain", multiple=True,
+              help="Only this retrained variant (repeat; default: all of them).")
 @click.option("--markdown", type=click.Path(path_type=Path),
               help="Also write the report here (e.g. docs/PREFGEN_RESULTS.md), with a copy of"
                    " prefgen.json in eval/ beside it and the loop's section in RESULTS.md there.")
@@ -61,9 +73,9 @@ def _variant(ctx, param, values):
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 def eval_prefgen(out_dir, data_dir, model, stand_in, n_users, n_ablation_users, n_prompts,
-                 n_seeds, steps, lora_users, lora_steps, shift_strength, n_reference,
-                 no_ablations, baselines_only, variants, only, markdown, report_only, seed,
-                 quiet):
+                 n_seeds, loop_prompts, steps, lora_users, lora_steps, shift_strength, n_reference,
+                 no_ablations, baselines_only, variants, retrain_recipe, retrain_data, retrain,
+                 only, markdown, report_only, seed, quiet):
     """PrefGen on held-out users: baselines, ablations, judges, and FineXL's recovery."""
     from finexl.eval.prefgen.report import checks, lambda_curve_png, update_results
     from finexl.eval.prefgen.report import markdown as render
@@ -77,9 +89,12 @@ def eval_prefgen(out_dir, data_dir, model, stand_in, n_users, n_ablation_users, 
 
     config = PrefGenEvalConfig(
         out_dir=out_dir, data_dir=data_dir, model=model, stand_in=stand_in, n_users=n_users,
-        n_ablation_users=n_ablation_users, n_prompts=n_prompts, n_seeds=n_seeds, steps=steps,
-        lora_users=lora_users, lora_steps=lora_steps, shift_strength=shift_strength,
-        variants=variants, seed=seed, n_reference=n_reference, ablations=not no_ablations,
+        n_ablation_users=n_ablation_users, n_prompts=n_prompts, n_seeds=n_seeds,
+        loop_prompts=loop_prompts, steps=steps, lora_users=lora_users, lora_steps=lora_steps,
+        shift_strength=shift_strength,
+        variants=variants, retrain_recipe=str(retrain_recipe) if retrain_recipe else None,
+        retrain_data=str(retrain_data) if retrain_data else None, retrain=tuple(retrain),
+        seed=seed, n_reference=n_reference, ablations=not no_ablations,
         personal=not baselines_only, only=tuple(only))
     if report_only:
         result = read_result(Path(out_dir))

@@ -36,6 +36,12 @@ class LoopResult:
     n_users: int
     candidates: list[str]
     users: list[dict[str, Any]] = field(default_factory=list)
+    # Against what the images show (styles the pixel judges find in most of a user's images
+    # against the base), not what the user likes: FineXL as an explainer of the generator,
+    # whether or not the generator followed the taste.
+    drawn_top3: float | None = None
+    random_drawn_top3: float | None = None
+    n_prompts: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         def r(x):
@@ -44,7 +50,8 @@ class LoopResult:
         return {"recovery_top3": r(self.recovery_top3), "random_top3": r(self.random_top3),
                 "disliked_negative": r(self.disliked_negative),
                 "random_negative": r(self.random_negative), "n_users": self.n_users,
-                "candidates": self.candidates, "users": self.users}
+                "drawn_top3": r(self.drawn_top3), "random_drawn_top3": r(self.random_drawn_top3),
+                "n_prompts": self.n_prompts, "candidates": self.candidates, "users": self.users}
 
 
 def style_phrases() -> dict[str, str]:
@@ -89,8 +96,8 @@ def explain_user(base_dir: Path, user_dir: Path, candidates: Sequence[str], *, e
 
 
 def recovery(concepts: Sequence[tuple[str, float]], liked: Sequence[str], disliked: Sequence[str],
-             candidates: Sequence[str], rng: np.random.Generator, n_random: int = 200
-             ) -> dict[str, float | None]:
+             candidates: Sequence[str], rng: np.random.Generator, n_random: int = 200,
+             drawn: Sequence[str] = ()) -> dict[str, Any]:
     """Recovery figures for one explanation (``concepts`` as (phrase, weight), best first)."""
     positive = [c for c, w in sorted(concepts, key=lambda cw: -cw[1]) if w > 0][:3]
     negative = [c for c, w in concepts if w < 0]
@@ -111,15 +118,18 @@ def recovery(concepts: Sequence[tuple[str, float]], liked: Sequence[str], dislik
     return {"top3": share(positive, liked), "random_top3": random_share(3, liked),
             "negative": share(negative, disliked),
             "random_negative": random_share(len(negative), disliked),
-            "top3_concepts": positive, "negative_concepts": negative}
+            "drawn_top3": share(positive, drawn), "random_drawn_top3": random_share(3, drawn),
+            "top3_concepts": positive, "negative_concepts": negative, "drawn": list(drawn)}
 
 
 def run_loop(work_dir: Path, base: np.ndarray, images: np.ndarray, users: Sequence[Any],
              plan: Sequence[PlannedImage], *, seed: int = 0, progress: bool = False,
-             stop: str = "significance") -> LoopResult:
+             stop: str = "significance", drawn: Sequence[Sequence[str]] | None = None
+             ) -> LoopResult:
     """Explain every user's images against the base and score recovery.
 
-    ``users`` have ``user_id``, ``liked_attributes`` and ``disliked_attributes``.
+    ``users`` have ``user_id``, ``liked_attributes`` and ``disliked_attributes``; ``drawn``
+    (per user, style attribute names) what the images show, by the pixel judges.
     """
     from finexl.encoders.loader import load_encoder
     from finexl.progress import track
@@ -137,7 +147,8 @@ def run_loop(work_dir: Path, base: np.ndarray, images: np.ndarray, users: Sequen
         concepts = [(c.concept, float(c.weight)) for c in explanation.concepts]
         liked = [phrases[a] for a in user.liked_attributes if a in phrases]
         disliked = [phrases[a] for a in user.disliked_attributes if a in phrases]
-        scores = recovery(concepts, liked, disliked, candidates, rng)
+        seen = [phrases[a] for a in (drawn[u] if drawn is not None else ()) if a in phrases]
+        scores = recovery(concepts, liked, disliked, candidates, rng, drawn=seen)
         rows.append({"user_id": user.user_id, "liked": liked, "disliked": disliked, **scores})
 
     def mean(key: str) -> float | None:
@@ -145,4 +156,5 @@ def run_loop(work_dir: Path, base: np.ndarray, images: np.ndarray, users: Sequen
         return float(np.mean(values)) if values else None
 
     return LoopResult(mean("top3"), mean("random_top3"), mean("negative"), mean("random_negative"),
-                      len(rows), candidates, rows)
+                      len(rows), candidates, rows, mean("drawn_top3"), mean("random_drawn_top3"),
+                      len({p.prompt for p in plan}))

@@ -6,6 +6,7 @@ chosen by comparing them here, so a loss reads as a loss.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -96,12 +97,13 @@ def checks(result: dict[str, Any]) -> list[str]:
                          f" styles applied exactly: {_pct(ceiling)}).")
     align = (result.get("model_reports") or {}).get("align") or {}
     spread, recall = align.get("heldout_spread") or {}, align.get("heldout_word_recall") or {}
-    if "align_mse" in methods and "lambda_1" in methods:
-        mmd, mse = methods["lambda_1"], methods["align_mse"]
-        more = "above" if mmd["between_users"] > mse["between_users"] else "**not above**"
-        lines.append(f"MMD vs MSE (branch retrained): between-user diversity"
-                     f" {_f(mmd['between_users'])} (liked {_pct(mmd['liked_present'])}), {more}"
-                     f" MSE's {_f(mse['between_users'])} (liked {_pct(mse['liked_present'])}).")
+    if "retrained" in methods and "retrained_mse" in methods:
+        lines.append(_mmd_vs_mse(methods["retrained"], methods["retrained_mse"]))
+    elif "retrained_mse" in (result.get("retrained") or {}).get("variants", {}):
+        lines.append("MMD vs MSE with the branch retrained: **not measured** — the retrained"
+                     " variants did not both finish (see Not measured).")
+    if "retrained" in methods and "retrained_mse" in methods:
+        pass  # measured with the branch retrained (above); the alignment stage alone says less
     elif "mmd" in spread and "mse" in spread:
         more = "above" if spread["mmd"] > spread["mse"] else "**not above**"
         lines.append(f"MMD vs MSE, at the alignment stage only (the model's own report, held-out"
@@ -110,25 +112,55 @@ def checks(result: dict[str, Any]) -> list[str]:
                      f" at word recall {_f(_recall(recall.get('mmd')))} vs"
                      f" {_f(_recall(recall.get('mse')))}.")
     else:
-        lines.append("MMD vs MSE: **not measured** — no model retrained with another alignment"
-                     " loss was given (`--variant align_mse=DIR`) and the model's align report"
-                     " has no comparison.")
+        lines.append("MMD vs MSE: **not measured** — no retrained variants"
+                     " (`--retrain-recipe`) and the model's align report has no comparison.")
     loop = result.get("loop") or {}
-    if loop.get("recovery_top3") is not None:
-        lines.append(f"The loop: FineXL put {_pct(loop['recovery_top3'])} of the users' liked"
-                     f" styles among its top-3 concepts, against {_pct(loop['random_top3'])}"
-                     f" for random concepts; {_pct(loop.get('disliked_negative'))} of disliked"
-                     f" styles got negative weights (random: {_pct(loop.get('random_negative'))}).")
     residual = loop.get("residual_stop") or {}
     ceiling = loop.get("ceiling") or {}
-    if residual.get("n_users"):
-        lines.append(f"The loop with the paper's residual-only stop: {_pct(residual['recovery_top3'])}"
-                     f" liked styles in the top 3 (random {_pct(residual['random_top3'])});"
-                     f" on the ceiling images (liked styles applied exactly):"
-                     f" {_pct(ceiling.get('recovery_top3'))} with FineXL's default stop,"
-                     f" {_pct((ceiling.get('residual_stop') or {}).get('recovery_top3'))} with"
-                     f" the residual stop.")
+    prompts = loop.get("n_prompts") or ceiling.get("n_prompts")
+    if loop.get("recovery_top3") is not None:
+        lines.append(f"The loop ({prompts or '–'} prompts per user): FineXL put"
+                     f" {_pct(loop['recovery_top3'])} of the users' liked styles among its top-3"
+                     f" concepts, {_ahead(loop['recovery_top3'], loop['random_top3'])} random"
+                     f" concepts' {_pct(loop['random_top3'])}; with the paper's residual-only"
+                     f" stop {_pct(residual.get('recovery_top3'))}"
+                     f" ({_ahead(residual.get('recovery_top3'), residual.get('random_top3'))}"
+                     f" random's {_pct(residual.get('random_top3'))}).")
+        if loop.get("drawn_top3") is not None:
+            lines.append(f"The loop against what PrefGen drew (styles the judges see in the"
+                         f" images): {_pct(loop['drawn_top3'])} in FineXL's top 3 (random"
+                         f" {_pct(loop.get('random_drawn_top3'))}); residual stop"
+                         f" {_pct(residual.get('drawn_top3'))}.")
+    if ceiling.get("n_users"):
+        lines.append(f"The loop on the ceiling images (liked styles applied exactly, the"
+                     f" known-answer case): {_pct(ceiling.get('recovery_top3'))} with FineXL's"
+                     f" default stop, {_pct((ceiling.get('residual_stop') or {}).get('recovery_top3'))}"
+                     f" with the residual stop (random {_pct(ceiling.get('random_top3'))}).")
     return lines
+
+
+def _ahead(x: float | None, y: float | None) -> str:
+    if x is None or y is None:
+        return "not comparable with"
+    return "above" if x > y else "tied with" if x == y else "**below**"
+
+
+def _mmd_vs_mse(mmd: dict[str, Any], mse: dict[str, Any]) -> str:
+    """The issue's check: MMD's diversity above MSE's at comparable alignment?"""
+    gap = 100 * abs(mmd["liked_present"] - mse["liked_present"])
+    comparable = ("comparable (within 5 points)" if gap <= 5 else
+                  "**not comparable** (more than 5 points apart)")
+
+    def above(key: str) -> str:
+        return ("above" if mmd[key] > mse[key] else "tied with" if mmd[key] == mse[key]
+                else "**below**")
+
+    return (f"MMD vs MSE, both retrained with the same recipe and budget (branch included):"
+            f" alignment (liked present) {_pct(mmd['liked_present'])} vs"
+            f" {_pct(mse['liked_present'])}, {comparable}; MMD's diversity within a user"
+            f" {_f(mmd['diversity'])} is {above('diversity')} MSE's {_f(mse['diversity'])},"
+            f" between users {_f(mmd['between_users'])} is {above('between_users')} MSE's"
+            f" {_f(mse['between_users'])}.")
 
 
 def _recall(value: Any) -> float | None:
@@ -223,6 +255,7 @@ def markdown(result: dict[str, Any], *, command: str, curve: str = "lambda_curve
                   " from N liked images. Retrained variants are listed by name."), "",
                   _table(_method_rows(methods, ablations), METHOD_HEADER), "",
                   f"![liked presence and prompt fidelity against λ]({curve})"]
+    parts += _retrained_section(result)
     parts += ["", "## Per style", "",
               ("Share of images showing each style (paired judges), for users who like it, who"
               " dislike it, and all others:"), ""]
@@ -285,10 +318,60 @@ def markdown(result: dict[str, Any], *, command: str, curve: str = "lambda_curve
                   " images rarely show a user's disliked styles, so a generator can only"
                   " weight them negatively by removing what the base drew; the ceiling never"
                   " does, and a low disliked figure there is expected."), "",
-                  _table(_loop_rows(loop, ceiling),
-                         ["images explained", "FineXL stop rule", "liked in top 3", "random",
-                          "disliked negative", "random"])]
+                  ("*Drawn in top 3*: share of the styles the paired pixel judges find in at"
+                   " least half of the user's images (what the generator drew, liked or not)"
+                   " that FineXL puts among its top 3: FineXL judged as an explainer of the"
+                   " generator, whatever the generator followed. The loop has its own plan"
+                   " (`--loop-prompts`, one seed each), because FineXL's significance test is"
+                   " over prompts."), "",
+                  _table(_loop_rows(loop, ceiling), LOOP_HEADER)]
     return "\n".join(parts) + "\n"
+
+
+def _retrained_section(result: dict[str, Any]) -> list[str]:
+    """Retrained ablations: one recipe, one budget, alignment and diversity for each."""
+    from finexl.eval.prefgen.variants import VARIANT_NOTES
+
+    retrained = result.get("retrained") or {}
+    variants = retrained.get("variants") or {}
+    if not variants:
+        return []
+    methods = result["methods"]
+    rows = []
+    for name, info in variants.items():
+        m = methods.get(name) or {}
+        minutes = info.get("train_seconds")
+        rows.append([f"`{name}`", _pct(m.get("liked_present")), _pct(m.get("disliked_present")),
+                     _pct(m.get("prompt_fidelity")), _f(m.get("diversity")),
+                     _f(m.get("between_users")), _f(m.get("scorer_p_liked")),
+                     _f(_recall(info.get("align_word_recall"))), _f(info.get("align_spread")),
+                     _pct((info.get("vqa_binary_accuracy") or {}).get("score")),
+                     f"{info.get('core_layers')} / {info.get('sem_layers')}",
+                     "–" if minutes is None else f"{minutes / 60:.1f}",
+                     ", ".join(info.get("copied_stages") or []) or "–"])
+    recipe = json.dumps(retrained.get("recipe"), sort_keys=True)
+    ref = methods.get("lambda_1") or {}
+    return ["", "## Retrained ablations", "",
+            ("Each variant is a PrefGen model trained from scratch by `finexl prefgen train`"
+             " with one shared recipe and one budget, changing one switch; the user branch is"
+             " retrained for each. `retrained` is the recipe itself, the reference for the"
+             " others (not the shipped model, which had another budget). Variants with the same"
+             " earlier-stage settings start from a copy of those stages (same settings and seed:"
+             " the same computation), listed under *shared*. Evaluated on the same"
+             f" {result['settings']['n_ablation_users']} held-out users, prompts and seeds as"
+             " the other ablations; the evaluated model on them (`lambda_1`):"
+             f" liked {_pct(ref.get('liked_present'))}, diversity {_f(ref.get('diversity'))}."),
+            "", f"Recipe (`{retrained.get('recipe_path')}`): `{recipe}`", "",
+            _table(rows, ["variant", "liked present", "disliked present", "prompt fidelity",
+                          "diversity", "between users", "scorer P(liked)",
+                          "align word recall", "align spread", "VQA score acc.",
+                          "layers e_core / e_sem", "train min", "shared"]),
+            "", *[f"- `{n}`: {VARIANT_NOTES[n]}; `{i['command']}`" for n, i in variants.items()
+                  if n in VARIANT_NOTES],
+            "", ("*Alignment*: liked present (images) and the alignment stage's held-out word"
+                 " recall; *diversity*: within a user's images and between users' images of"
+                 " one prompt and seed, and the spread of users' mapped g(e_sem) (alignment"
+                 " stage). Training minutes are wall time on the shared machine, niced.")]
 
 
 def _loop_rows(loop: dict[str, Any], ceiling: dict[str, Any]) -> list[list[str]]:
@@ -297,11 +380,18 @@ def _loop_rows(loop: dict[str, Any], ceiling: dict[str, Any]) -> list[list[str]]
         for stop, figures in (("significance (default)", record),
                               ("residual only (the paper's)", record.get("residual_stop") or {})):
             if figures.get("n_users"):
-                rows.append([label, stop, _pct(figures.get("recovery_top3")),
+                rows.append([label, stop, str(figures.get("n_prompts") or "–"),
+                             _pct(figures.get("recovery_top3")),
                              _pct(figures.get("random_top3")),
                              _pct(figures.get("disliked_negative")),
-                             _pct(figures.get("random_negative"))])
+                             _pct(figures.get("random_negative")),
+                             _pct(figures.get("drawn_top3")),
+                             _pct(figures.get("random_drawn_top3"))])
     return rows
+
+
+LOOP_HEADER = ["images explained", "FineXL stop rule", "prompts", "liked in top 3", "random",
+               "disliked negative", "random", "drawn in top 3", "random"]
 
 
 def lambda_curve_png(result: dict[str, Any], path: Path) -> Path | None:
@@ -360,17 +450,18 @@ def results_section(result: dict[str, Any]) -> str:
         " as candidates and the signed solver; *recovery* is the share of the user's liked"
         " styles among its top-3 concepts, and of disliked ones among its negative weights;"
         " the random baseline draws three concepts (or, for negatives, as many as FineXL"
-        " weighted negatively) at random. On the *ceiling* images (the"
+        " weighted negatively) at random; *drawn in top 3* scores the top 3 against the styles"
+        " the pixel judges find in the images (what the generator did, liked or not). On the"
+        " *ceiling* images (the"
         " liked styles applied exactly to the base images) the answer is fully in the pixels;"
         " on PrefGen's images only as far as PrefGen drew it. Full results, command and"
         " machine: [PREFGEN_RESULTS.md](PREFGEN_RESULTS.md)."),
         "",
-        _table(_loop_rows(loop, ceiling), ["generator explained", "FineXL stop rule",
-                                           "liked in top 3", "random", "disliked negative",
-                                           "random"]),
+        _table(_loop_rows(loop, ceiling), ["generator explained", *LOOP_HEADER[1:]]),
         "",
-        (f"{ceiling.get('n_users', '–')} held-out users, {len(result.get('plan', []))} image"
-        f" pairs each; PrefGen row: `{result.get('evaluated')}`."),
+        (f"{ceiling.get('n_users', '–')} held-out users,"
+        f" {ceiling.get('n_prompts') or len(result.get('plan', []))} prompts (image pairs)"
+        f" each; PrefGen row: `{result.get('evaluated')}`."),
         RESULTS_END,
     ]
     return "\n".join(lines)

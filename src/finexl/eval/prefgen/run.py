@@ -34,7 +34,7 @@ from finexl.eval.prefgen.metrics import PlannedImage, UserTaste, preference_simi
 
 RESULTS_FILE = "prefgen.json"
 METRICS_VERSION = 2  # bump when scoring changes: saved images are rescored, not remade
-LOOP_VERSION = 3  # bump when the loop's FineXL settings change
+LOOP_VERSION = 4  # bump when the loop's FineXL settings change
 HEADLINE = ("prefgen", "base", "e_img", "predicted_words", "true_words", "lora")
 
 
@@ -51,6 +51,10 @@ class PrefGenEvalConfig:
     n_ablation_users: int = 12  # held-out users for ablations and the λ curve
     n_prompts: int = 4
     n_seeds: int = 2
+    # The loop's own plan (one seed per prompt): FineXL's significance test is over prompts,
+    # and 4 prompts leave it no power (a t test with 3 degrees of freedom, Bonferroni over
+    # the candidates). 0: the loop uses the main plan.
+    loop_prompts: int = 16
     steps: int = 20
     guidance: float = 2.0
     batch_size: int = 16
@@ -64,6 +68,11 @@ class PrefGenEvalConfig:
     lora_steps: int = 100
     shift_strength: float = 1.0
     variants: tuple[tuple[str, str], ...] = ()  # (name, PrefGen model folder) retrained ablations
+    # Retrained ablations made here: one `prefgen train` recipe (JSON settings) for all of
+    # them, trained on retrain_data (default: the users folder) into OUT/retrained/NAME.
+    retrain_recipe: str | None = None
+    retrain_data: str | None = None
+    retrain: tuple[str, ...] = ()  # which variants (variants.VARIANTS); () = all
     n_scorer_users: int = 200
     judge_images: int = 120  # pool images the judges are fitted (half) and tested (half) on
     judge_samples: int = 200  # styled images per attribute, for fitting and again for testing
@@ -75,7 +84,7 @@ class PrefGenEvalConfig:
         """Settings that must agree for saved stages to be reused."""
         record = asdict(self)
         record.pop("out_dir")
-        for name in ("lambdas", "reference_counts", "variants"):
+        for name in ("lambdas", "reference_counts", "variants", "retrain"):
             record[name] = [list(v) if isinstance(v, tuple) else v for v in record[name]]
         record["data_dir"] = str(self.data_dir) if self.data_dir else None
         return record
@@ -250,6 +259,7 @@ class _Context:
     users_dir: Path
     results: dict[str, dict[str, Any]] = field(default_factory=dict)
     not_measured: dict[str, str] = field(default_factory=dict)
+    retrained: list[Any] = field(default_factory=list)  # variants.Variant, in training order
 
     @property
     def parts(self) -> tuple[str, ...]:
@@ -368,6 +378,12 @@ def _method(ctx: _Context, name: str, users: Sequence[M.EvalUser], make, *,
     (``extra``) and, for methods that use a PrefGen model, that model's files agree; so the
     baselines that need no PrefGen model survive a new model.
     """
+    if callable(model):  # a retrained variant: trained (or found trained) now
+        try:
+            model = model()
+        except FinexlError as exc:
+            ctx.not_measured[name] = str(exc)
+            return None
     key = {"shared": _shared_key(ctx.config), "method": name,
            "users": [u.user_id for u in users], "model": model, **extra}
     json_path = ctx.out / "methods" / f"{name}.json"
@@ -545,38 +561,107 @@ def _method_steps(ctx: _Context, ablation_users: list[M.EvalUser], users_dir: Pa
         steps.append((name, ablation_users,
                       branch(_personalizer(config, folder, name), ablation_users),
                       {"model": model_identity(config, folder)}))
+    return steps + _retrained_steps(ctx, ablation_users, users_dir)
+
+
+def _retrained_steps(ctx: _Context, ablation_users: list[M.EvalUser], users_dir: Path) -> list:
+    """One step per retrained variant: trained on first use (resumable), then evaluated
+    like any ablation on the same users, prompts and seeds."""
+    from finexl.eval.prefgen.variants import plan_variants, read_recipe, train_variant
+
+    config = ctx.config
+    if config.retrain_recipe is None:
+        return []
+    recipe = read_recipe(config.retrain_recipe)
+    ctx.retrained = plan_variants(recipe, Path(config.retrain_data or users_dir).resolve(),
+                                  (ctx.out / "retrained").resolve(), config.retrain)
+    steps = []
+    for k, variant in enumerate(ctx.retrained):
+        def identity(variant=variant, before=ctx.retrained[:k]):
+            train_variant(variant, before, progress=ctx.progress)
+            return model_identity(config, str(variant.folder))
+
+        def make(variant=variant):
+            return M.with_user_branch(ctx.pipe, _personalizer(config, str(variant.folder),
+                                                              variant.name),
+                                      ctx.profiles, ablation_users, ctx.plan, ctx.settings)
+        steps.append((variant.name, ablation_users, make, {"model": identity}))
     return steps
 
 
-def _loop_on(ctx: _Context, method: str, model: Any) -> dict[str, Any]:
+def _loop_images(ctx: _Context, name: str, key: dict[str, Any], make) -> np.ndarray:
+    """Images only the loop uses (its own plan), saved with the settings they depend on."""
+    images_path = ctx.out / "loop_images" / f"{name}.npy"
+    key = {"shared": _shared_key(ctx.config), "loop_prompts": ctx.config.loop_prompts, **key}
+    if _load_json(images_path.with_suffix(".json"), key) is not None and images_path.is_file():
+        return _load_images(images_path)
+    images = make()
+    _save_images(images_path, images)
+    _save_json(images_path.with_suffix(".json"), {"settings": key})
+    return _load_images(images_path)  # as saved (uint8), so a rerun sees the same pixels
+
+
+def _drawn_styles(ctx: _Context, images: np.ndarray, base: np.ndarray) -> list[list[str]]:
+    """Per user, the style attributes the paired judges find in at least half the images."""
+    from finexl.eval.prefgen.judges import attributes_present
+    from finexl.eval.prefgen.loop import style_phrases
+
+    styles = sorted(style_phrases())
+    out = []
+    for user_images in images:
+        present = attributes_present(ctx.judges, styles, list(user_images), list(base),
+                                     form="paired")
+        out.append([a for a, share in zip(styles, present.mean(axis=0)) if share >= 0.5])
+    return out
+
+
+def _loop_on(ctx: _Context, method: str, model: Any, images: np.ndarray, base: np.ndarray,
+             plan: list[PlannedImage]) -> dict[str, Any]:
     """FineXL on one method's images against the base, saved per method."""
     from finexl.eval.prefgen.loop import run_loop
 
     path = ctx.out / f"loop_{method}.json"
     key = {"shared": _shared_key(ctx.config), "model": model,
-           "users": [u.user_id for u in ctx.users], "loop_version": LOOP_VERSION}
+           "users": [u.user_id for u in ctx.users], "loop_version": LOOP_VERSION,
+           "loop_prompts": ctx.config.loop_prompts}
     saved = _load_json(path, key)
     if saved is not None:
         return saved["loop"]
-    images = _load_images(ctx.out / "methods" / f"{method}.npy")
-    # FineXL's default stop (significance) and the paper's (residual only): with a handful
-    # of prompts the significance stop often names nothing.
-    found = run_loop(ctx.out / "loop" / method, ctx.base, images, ctx.users, ctx.plan,
-                     seed=ctx.config.seed, progress=ctx.progress).to_dict()
+    drawn = _drawn_styles(ctx, images, base)
+    # FineXL's default stop (significance) and the paper's (residual only).
+    found = run_loop(ctx.out / "loop" / method, base, images, ctx.users, plan,
+                     seed=ctx.config.seed, progress=ctx.progress, drawn=drawn).to_dict()
     found["residual_stop"] = run_loop(
-        ctx.out / "loop" / method, ctx.base, images, ctx.users, ctx.plan, seed=ctx.config.seed,
-        progress=ctx.progress, stop="residual").to_dict()
+        ctx.out / "loop" / method, base, images, ctx.users, plan, seed=ctx.config.seed,
+        progress=ctx.progress, stop="residual", drawn=drawn).to_dict()
     _save_json(path, {"settings": key, "loop": found})
     return found
 
 
 def _loop(ctx: _Context) -> dict[str, Any]:
     """The loop on PrefGen's images (the issue's headline keys) and on the ceiling's (a
-    known-answer check of FineXL that needs no PrefGen model)."""
-    ceiling = _loop_on(ctx, "ceiling", None)
+    known-answer check of FineXL that needs no PrefGen model), on the loop's own plan."""
+    config = ctx.config
+    if config.loop_prompts:
+        plan = prompt_plan(config.loop_prompts, 1, seed=config.seed)
+        base = _loop_images(ctx, "base", {}, lambda: M.base_images(ctx.pipe, plan, ctx.settings))
+    else:
+        plan, base = ctx.plan, ctx.base
+    ceiling_images = _loop_images(
+        ctx, "ceiling", {"users": [u.user_id for u in ctx.users]},
+        lambda: M.with_styles_applied(base, ctx.users, seed=config.seed).images)
+    ceiling = _loop_on(ctx, "ceiling", None, ceiling_images, base, plan)
     if "prefgen" not in ctx.results:  # not run (baselines only, --only, or no branch)
         return {"ceiling": ceiling}
-    return {**_loop_on(ctx, "prefgen", model_identity(ctx.config)), "ceiling": ceiling}
+    model = model_identity(config)
+    if config.loop_prompts:
+        images = _loop_images(
+            ctx, "prefgen", {"users": [u.user_id for u in ctx.users], "model": model},
+            lambda: M.with_user_branch(ctx.pipe, ctx.personalizer, ctx.profiles, ctx.users,
+                                       plan, ctx.settings).images)
+    else:
+        images = _load_images(ctx.out / "methods" / "prefgen.npy")
+    return {**_loop_on(ctx, "prefgen", model, images, base, plan), "ceiling": ceiling}
 
 
 def assemble(ctx: _Context, loop: dict[str, Any], scorer: dict[str, Any], seconds: float
@@ -599,6 +684,7 @@ def assemble(ctx: _Context, loop: dict[str, Any], scorer: dict[str, Any], second
         "users": [{"user_id": u.user_id, "liked": list(u.liked_attributes),
                    "disliked": list(u.disliked_attributes)} for u in ctx.users],
         "settings": config.key(),
+        "retrained": _retrained_record(ctx),
         "command": command_line(config),
         "model_reports": model_reports(config),
         "evaluated": ("baselines only" if not config.personal else
@@ -606,6 +692,17 @@ def assemble(ctx: _Context, loop: dict[str, Any], scorer: dict[str, Any], second
         "machine": machine(),
         "seconds": round(seconds, 1),
     }
+
+
+def _retrained_record(ctx: _Context) -> dict[str, Any]:
+    """The recipe and, per retrained variant, its command, training reports and time."""
+    if not ctx.retrained:
+        return {}
+    from finexl.eval.prefgen.variants import read_recipe, variant_summary
+
+    path = ctx.config.retrain_recipe
+    return {"recipe_path": str(path), "recipe": read_recipe(path),
+            "variants": {v.name: variant_summary(v, path) for v in ctx.retrained}}
 
 
 def read_result(out_dir: Path) -> dict[str, Any]:
@@ -655,7 +752,7 @@ def command_line(config: PrefGenEvalConfig) -> str:
     defaults = PrefGenEvalConfig(out_dir=Path("."))
     flags = {"data_dir": "--data", "model": "--model", "n_users": "--users",
              "n_ablation_users": "--ablation-users", "n_prompts": "--prompts",
-             "n_seeds": "--seeds", "steps": "--steps", "lora_users": "--lora-users",
+             "n_seeds": "--seeds", "loop_prompts": "--loop-prompts", "steps": "--steps", "lora_users": "--lora-users",
              "lora_steps": "--lora-steps", "shift_strength": "--shift-strength", "seed": "--seed",
              "n_reference": "--references"}
     words = ["finexl", "eval", "prefgen", "--out", str(config.out_dir)]
@@ -671,6 +768,12 @@ def command_line(config: PrefGenEvalConfig) -> str:
         words.append("--baselines-only")
     for name, folder in config.variants:
         words += ["--variant", f"{name}={folder}"]
+    if config.retrain_recipe is not None:
+        words += ["--retrain-recipe", str(config.retrain_recipe)]
+        if config.retrain_data is not None:
+            words += ["--retrain-data", str(config.retrain_data)]
+        for name in config.retrain:
+            words += ["--retrain", name]
     return " ".join(shlex.quote(w) for w in words)
 
 
@@ -685,6 +788,9 @@ def machine() -> dict[str, Any]:
 
 
 def _check(config: PrefGenEvalConfig) -> None:
+    if not isinstance(config.loop_prompts, int) or config.loop_prompts < 0:
+        raise FinexlError(f"--loop-prompts is {config.loop_prompts!r}; it must be 0 (the main"
+                          f" plan) or more")
     for name in ("n_users", "n_prompts", "n_seeds", "steps", "batch_size"):
         value = getattr(config, name)
         if not isinstance(value, int) or value < 1:
