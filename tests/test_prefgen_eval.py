@@ -261,6 +261,15 @@ def test_retrained_variants_one_recipe_shared_stages_and_evaluation(agents_dir, 
         == "mse"
     assert json.loads((folder / "retrained_last_layer" / "probes.json").read_text())["rule"] \
         == "last"
+    # Another `prefgen train` folder with equal settings lends its stages (vqa, probe and
+    # align here): only the adapter would be left to train.
+    from finexl.eval.prefgen.variants import plan_variants, share_stages
+
+    fresh = plan_variants(read_recipe(recipe), agents_dir.resolve(), tmp_path / "again",
+                          ["retrained"])[0]
+    assert share_stages(fresh, [], [folder / "retrained"]) == ["vqa", "probe", "align"]
+    assert json.loads((fresh.folder / "config.json").read_text())["training"]["data"] == \
+        str(agents_dir.resolve())
     # The loop ran on its own plan (3 prompts, one seed each).
     assert result["loop"]["ceiling"]["n_prompts"] == 3
     # A rerun trains and generates nothing again.

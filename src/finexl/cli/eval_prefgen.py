@@ -60,6 +60,10 @@ def _variant(ctx, param, values):
                    " evaluate them.")
 @click.option("--retrain-data", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Training agents folder for --retrain-recipe (default: --data).")
+@click.option("--retrain-from", "retrain_from", multiple=True,
+              type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="A `prefgen train` folder whose finished stages a variant takes (copies)"
+                   " when their settings equal the variant's (repeat).")
 @click.option("--retrain", "retrain", multiple=True,
               help="Only this retrained variant (repeat; default: all of them).")
 @click.option("--markdown", type=click.Path(path_type=Path),
@@ -74,8 +78,8 @@ def _variant(ctx, param, values):
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 def eval_prefgen(out_dir, data_dir, model, stand_in, n_users, n_ablation_users, n_prompts,
                  n_seeds, loop_prompts, steps, lora_users, lora_steps, shift_strength, n_reference,
-                 no_ablations, baselines_only, variants, retrain_recipe, retrain_data, retrain,
-                 only, markdown, report_only, seed, quiet):
+                 no_ablations, baselines_only, variants, retrain_recipe, retrain_data,
+                 retrain_from, retrain, only, markdown, report_only, seed, quiet):
     """PrefGen on held-out users: baselines, ablations, judges, and FineXL's recovery."""
     from finexl.eval.prefgen.report import checks, lambda_curve_png, update_results
     from finexl.eval.prefgen.report import markdown as render
@@ -94,6 +98,7 @@ def eval_prefgen(out_dir, data_dir, model, stand_in, n_users, n_ablation_users, 
         shift_strength=shift_strength,
         variants=variants, retrain_recipe=str(retrain_recipe) if retrain_recipe else None,
         retrain_data=str(retrain_data) if retrain_data else None, retrain=tuple(retrain),
+        retrain_from=tuple(str(f) for f in retrain_from),
         seed=seed, n_reference=n_reference, ablations=not no_ablations,
         personal=not baselines_only, only=tuple(only))
     if report_only:

@@ -321,9 +321,8 @@ def markdown(result: dict[str, Any], *, command: str, curve: str = "lambda_curve
                   ("*Drawn in top 3*: share of the styles the paired pixel judges find in at"
                    " least half of the user's images (what the generator drew, liked or not)"
                    " that FineXL puts among its top 3: FineXL judged as an explainer of the"
-                   " generator, whatever the generator followed. The loop has its own plan"
-                   " (`--loop-prompts`, one seed each), because FineXL's significance test is"
-                   " over prompts."), "",
+                   " generator, whatever the generator followed."), "",
+                  _loop_plan_note(result, loop), "",
                   _table(_loop_rows(loop, ceiling), LOOP_HEADER)]
     return "\n".join(parts) + "\n"
 
@@ -388,6 +387,31 @@ def _loop_rows(loop: dict[str, Any], ceiling: dict[str, Any]) -> list[list[str]]
                              _pct(figures.get("drawn_top3")),
                              _pct(figures.get("random_drawn_top3"))])
     return rows
+
+
+def t_needed(n_prompts: int, n_candidates: int, alpha: float = 0.05) -> float:
+    """The t a concept's weight needs, over ``n_prompts`` prompt means, to enter FineXL's
+    explanation first under the significance stop (two-sided, Bonferroni over candidates;
+    decompose.entry_p_value)."""
+    from scipy.stats import t
+
+    return float(t.ppf(1 - alpha / (2 * n_candidates), n_prompts - 1))
+
+
+def _loop_plan_note(result: dict[str, Any], loop: dict[str, Any]) -> str:
+    n = (loop.get("n_prompts") or (loop.get("ceiling") or {}).get("n_prompts") or 0)
+    candidates = len(loop.get("candidates") or (loop.get("ceiling") or {}).get("candidates")
+                     or [])
+    main = result["settings"]["n_prompts"]
+    if n < 2 or candidates < 1 or main < 2:
+        return ""
+    return (f"The loop has its own plan (`--loop-prompts`, one seed each; {n} distinct prompts"
+            f" here, the main plan has {main}): FineXL's significance stop tests a concept's"
+            f" weight over the prompts' mean differences (a t test, Bonferroni over the"
+            f" {candidates} candidates), so with {main} prompts the first concept needs"
+            f" t > {t_needed(main, candidates):.1f} ({main - 1} degrees of freedom) and the"
+            f" explanation is mostly empty; with {n} prompts it needs"
+            f" t > {t_needed(n, candidates):.1f}.")
 
 
 LOOP_HEADER = ["images explained", "FineXL stop rule", "prompts", "liked in top 3", "random",

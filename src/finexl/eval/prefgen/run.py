@@ -73,6 +73,7 @@ class PrefGenEvalConfig:
     retrain_recipe: str | None = None
     retrain_data: str | None = None
     retrain: tuple[str, ...] = ()  # which variants (variants.VARIANTS); () = all
+    retrain_from: tuple[str, ...] = ()  # prefgen train folders whose equal stages are copied
     n_scorer_users: int = 200
     judge_images: int = 120  # pool images the judges are fitted (half) and tested (half) on
     judge_samples: int = 200  # styled images per attribute, for fitting and again for testing
@@ -84,7 +85,7 @@ class PrefGenEvalConfig:
         """Settings that must agree for saved stages to be reused."""
         record = asdict(self)
         record.pop("out_dir")
-        for name in ("lambdas", "reference_counts", "variants", "retrain"):
+        for name in ("lambdas", "reference_counts", "variants", "retrain", "retrain_from"):
             record[name] = [list(v) if isinstance(v, tuple) else v for v in record[name]]
         record["data_dir"] = str(self.data_dir) if self.data_dir else None
         return record
@@ -578,7 +579,7 @@ def _retrained_steps(ctx: _Context, ablation_users: list[M.EvalUser], users_dir:
     steps = []
     for k, variant in enumerate(ctx.retrained):
         def identity(variant=variant, before=ctx.retrained[:k]):
-            train_variant(variant, before, progress=ctx.progress)
+            train_variant(variant, before, sources=config.retrain_from, progress=ctx.progress)
             return model_identity(config, str(variant.folder))
 
         def make(variant=variant):
@@ -702,6 +703,7 @@ def _retrained_record(ctx: _Context) -> dict[str, Any]:
 
     path = ctx.config.retrain_recipe
     return {"recipe_path": str(path), "recipe": read_recipe(path),
+            "copied_from": list(ctx.config.retrain_from),
             "variants": {v.name: variant_summary(v, path) for v in ctx.retrained}}
 
 
@@ -774,6 +776,8 @@ def command_line(config: PrefGenEvalConfig) -> str:
             words += ["--retrain-data", str(config.retrain_data)]
         for name in config.retrain:
             words += ["--retrain", name]
+        for folder in config.retrain_from:
+            words += ["--retrain-from", folder]
     return " ".join(shlex.quote(w) for w in words)
 
 

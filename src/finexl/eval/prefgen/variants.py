@@ -49,7 +49,9 @@ _OPTIONS = {"align_loss": "--align-loss {}", "no_vqa": "--no-vqa", "layer_rule":
 # What each stage leaves in a model folder; the done record is copied last (its presence
 # means the stage is complete).
 _STAGE_FILES = {"vqa": ("extractor", "reports/vqa.json"),
-                "probe": ("probes.json", "probes.png", "reports/probe.json")}
+                "probe": ("probes.json", "probes.png", "reports/probe.json"),
+                "align": ("align", "text_table.safetensors", "vision", "config.json",
+                          "reports/align.json")}
 _BANK_KEYS = ("data", "seed", "pool", "bank_per_set")
 RECIPE_REFUSED = ("data", "out", "align_loss", "no_vqa", "layer_rule", "drop")
 
@@ -142,30 +144,43 @@ def _copy(source: Path, target: Path) -> None:
         write_atomic(target, source.read_bytes())
 
 
-def share_stages(variant: Variant, trained: Sequence[Variant]) -> list[str]:
-    """Copy into ``variant``'s folder the bank and the stages an already trained variant ran
-    with the same settings; returns the stages copied."""
+def share_stages(variant: Variant, trained: Sequence[Variant],
+                 sources: Sequence[str | Path] = ()) -> list[str]:
+    """Copy into ``variant``'s folder the bank and the stages that an already trained
+    variant, or another ``prefgen train`` folder in ``sources``, ran with the same settings;
+    returns the stages copied (in order; the first stage that differs ends the copying)."""
     config = variant.train_config()
-    copied: list[str] = []
-    for other in trained:
-        if all(other.settings.get(k) == variant.settings.get(k) for k in _BANK_KEYS):
-            bank, target = other.folder / "work" / "bank", variant.folder / "work" / "bank"
-            if (bank / "bank.json").is_file() and not (target / "bank.json").is_file():
-                _copy(bank, target)
+    folders = [o.folder for o in trained] + [Path(s) for s in sources]
+    target_bank = variant.folder / "work" / "bank"
+    for folder in folders:
+        settings = (_done(folder, "vqa") or {}).get("settings") or {}
+        if (all(settings.get(k) == variant.settings.get(k) for k in _BANK_KEYS)
+                and (folder / "work" / "bank" / "bank.json").is_file()
+                and not (target_bank / "bank.json").is_file()):
+            _copy(folder / "work" / "bank", target_bank)
             break
+    copied: list[str] = []
     for stage in _STAGE_FILES:
         wanted = config.stage_settings(stage)
         mine = _done(variant.folder, stage)
         if mine is not None and mine.get("settings") == wanted:
             continue  # already there (trained or copied before)
-        source = next((o for o in trained
-                       if (_done(o.folder, stage) or {}).get("settings") == wanted), None)
+        source = next((f for f in folders
+                       if (_done(f, stage) or {}).get("settings") == wanted), None)
         if source is None:
             break  # this stage differs: it and every later stage are trained here
         for name in _STAGE_FILES[stage]:
-            if (source.folder / name).exists():
-                _copy(source.folder / name, variant.folder / name)
-        _copy(source.folder / "work" / f"{stage}.done.json",
+            if (source / name).exists():
+                _copy(source / name, variant.folder / name)
+        if stage == "align":
+            # config.json came with the align stage; it says how this folder was trained.
+            from finexl.store.files import write_text_atomic
+
+            model_config = json.loads((variant.folder / "config.json").read_text("utf-8"))
+            model_config["training"] = {k: v for k, v in variant.settings.items() if k != "out"}
+            write_text_atomic(variant.folder / "config.json",
+                              json.dumps(model_config, indent=1, default=list))
+        _copy(source / "work" / f"{stage}.done.json",
               variant.folder / "work" / f"{stage}.done.json")
         copied.append(stage)
     return copied
@@ -197,8 +212,8 @@ def code_version() -> str | None:
     return found.stdout.strip() or None
 
 
-def train_variant(variant: Variant, trained: Sequence[Variant], *, progress: bool = False
-                  ) -> dict[str, Any]:
+def train_variant(variant: Variant, trained: Sequence[Variant], *,
+                  sources: Sequence[str | Path] = (), progress: bool = False) -> dict[str, Any]:
     """Train (or resume) one variant; returns what was done and how long it took.
 
     A variant finished from the same inputs is not touched again (not even by a newer
@@ -221,7 +236,7 @@ def train_variant(variant: Variant, trained: Sequence[Variant], *, progress: boo
         variant.folder.mkdir(parents=True, exist_ok=True)
         write_text_atomic(record_path, json.dumps(previous, indent=1) + "\n")
     started = time.perf_counter()
-    copied = share_stages(variant, trained)
+    copied = share_stages(variant, trained, sources)
     results = train(variant.train_config(), progress=progress)
     # Time adds up over resumed calls (a call stopped part-way loses its share).
     record = {"inputs": inputs, "settings": variant.settings, "overrides": variant.overrides,
