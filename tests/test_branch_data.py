@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from finexl.generate.tiny_data import SHAPES
 from finexl.prefgen import vocabulary as vocab
 from finexl.prefgen.agents import AgentSampler, agent_at, held_out_pairs
 from finexl.prefgen.branch_data import branch_batches, fixed_user_embedding, free_prompt
@@ -32,7 +33,7 @@ def test_free_prompt_leaves_out_the_open_slots():
     assert free_prompt({"prompt": "a cat"}, ["colour"]) == "a cat"
 
 
-def test_batches_show_liked_styles_and_open_only_liked_content(sampler):
+def test_batches_show_liked_styles_and_open_liked_and_disliked_content(sampler):
     agents = [agent_at(sampler, i, 0, "train") for i in range(40)]
     embeddings = {a.user_id: np.full(6, i, np.float32) for i, a in enumerate(agents)}
     data = branch_batches(sampler, agents, embeddings, batch_size=8, seed=1,
@@ -48,10 +49,14 @@ def test_batches_show_liked_styles_and_open_only_liked_content(sampler):
     by_value = {float(e[0]): agents[int(e[0])] for e in e_u}
     for row, prompt in zip(e_u, prompts):
         agent = by_value[float(row[0])]
-        for name in agent.content("liked"):  # the liked content's slot is left open
+        for name in agent.content("liked") + agent.content("disliked"):  # slots left open
             attribute = vocab.get(name)
-            if attribute.slot == "colour":
-                assert attribute.value not in prompt.split()
+            if attribute.slot == "colour":  # no colour word before the shape word
+                words = prompt.split()
+                shape = next(i for i, w in enumerate(words) if w in SHAPES)
+                assert attribute.value not in words[:shape]
+    dislikers = [a for a in agents if a.content("disliked")]
+    assert dislikers  # the seed gives some: their rows are checked above
 
 
 def test_fixed_embedding_is_the_contrast_then_the_liked_mean():

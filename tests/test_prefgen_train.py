@@ -55,8 +55,16 @@ def test_profile_layout_save_load_and_foreign_models(trained, tmp_path):
     model = PrefGenModel.load(root / "model")
     profile = model.profile(list(pool.images[:3]), list(pool.images[3:5]))
     parts = model.embedding_parts
-    assert parts == {"g_sem": 2 * 128, "e_core": 32, "e_img": 128}
+    assert parts == {"g_sem": 2 * 128, "e_core": 32, "e_img": 2 * 128}
     e_u = profile.user_embedding()
+    # e_img (contrast mode): mean liked minus mean disliked mini embedding, then mean liked.
+    liked = model.tower.features(model.reference_pixels(list(pool.images[:3])))[:, :128]
+    disliked = model.tower.features(model.reference_pixels(list(pool.images[3:5])))[:, :128]
+    raw = np.concatenate([liked.mean(0) - disliked.mean(0), liked.mean(0)])
+    norm = model.e_u_norm  # written by the align stage: e_u parts are centred and scaled
+    assert norm is not None and (root / "model" / "e_u_norm.safetensors").is_file()
+    np.testing.assert_allclose(profile.e_img, (raw - norm["e_img.mean"]) / norm["e_img.scale"],
+                               atol=1e-4)
     assert e_u.shape == (sum(parts.values()),) and e_u.dtype == np.float32
     dropped = profile.user_embedding(drop=("e_core",))
     assert not dropped[256:288].any() and np.array_equal(dropped[:256], e_u[:256])
@@ -132,3 +140,18 @@ def test_cli_agents_resumable(tmp_path, monkeypatch):
     assert len(lines) == 3
     assert runner.invoke(main, args).exit_code == 0  # a rerun is a no-op
     assert (tmp_path / "a" / "users.jsonl").read_text().splitlines() == lines
+
+
+def test_part_statistics_give_every_part_unit_spread():
+    from finexl.prefgen.model import normalize_parts, part_statistics
+
+    rng = np.random.default_rng(0)
+    parts = {"big": 30 + 20 * rng.normal(size=(500, 8)), "small": 0.01 * rng.normal(size=(500, 4))}
+    stats = part_statistics(parts)
+    out = normalize_parts(parts, stats)
+    for name in parts:
+        np.testing.assert_allclose(out[name].mean(axis=0), 0, atol=1e-4)
+        assert abs(out[name].var(axis=0).mean() - 1) < 1e-3
+    assert stats["big.scale"][0] == pytest.approx(20, rel=0.1)
+    untouched = normalize_parts({"other": np.ones((2, 3))}, stats)["other"]
+    assert np.array_equal(untouched, np.ones((2, 3)))

@@ -44,3 +44,35 @@ def test_shipped_branch_reads_shipped_profiles(profile_file, tmp_path, one_torch
     base = run("base")
     assert run("zero", user=str(profile_file), user_scale=0.0) == base
     assert run("one", user=str(profile_file), user_scale=1.0) != base
+
+
+def test_shipped_branch_follows_a_planted_brightness_taste(one_torch_thread):
+    """Known answer on the shipped weights: a user who likes dark images and dislikes bright
+    ones gets darker images than a user with the opposite taste (same prompts and seeds;
+    the taste is planted with the vocabulary's own transforms on drawn scenes)."""
+    if not (BUILTIN_DIR / loaders.USER_BRANCH_WEIGHTS).is_file():
+        pytest.skip("builtin:prefgen-tiny has no user branch")
+    from finexl.generate.pipelines import load_pipeline
+    from finexl.prefgen.user_branch import pipeline_user_embeds
+
+    rng = np.random.default_rng(1)
+    scenes = draw_scenes(pool_prompts(16, seed=5))
+    dark = [apply_styles(image, ["dark"], rng) for image in scenes[:8]]
+    bright = [apply_styles(image, ["bright"], rng) for image in scenes[8:]]
+    model = PrefGenModel.load()
+    likes_dark = model.profile(dark, bright).user_embedding()
+    likes_bright = model.profile(bright, dark).user_embedding()
+    pipe = load_pipeline("builtin:tiny")
+    loaders.load_user_branch(pipe, BUILTIN_DIR, scale=1.0)
+    prompts = ["a red circle on a blue background", "a green star", "a yellow square at night",
+               "a big ring on grass"]
+
+    def mean_luminance(e_u):
+        generators = [torch.Generator().manual_seed(7 + k) for k in range(len(prompts))]
+        images = pipe(prompts, num_inference_steps=10, guidance_scale=2.0,
+                      generator=generators, output_type="np",
+                      ip_adapter_image_embeds=pipeline_user_embeds(e_u, len(prompts),
+                                                                   guided=True)).images
+        return float(np.mean(images))
+
+    assert mean_luminance(likes_dark) < mean_luminance(likes_bright) - 0.05

@@ -108,6 +108,14 @@ def _write_agents(out_dir, pool_dir, pool_size, model, device, dtype, steps, gui
 @click.option("--align-steps", default=1500, show_default=True, type=click.IntRange(1))
 @click.option("--compare-align-losses", is_flag=True,
               help="Also fit g with the other losses and report their held-out word recall.")
+@click.option("--e-img", "e_img_mode", default="contrast", show_default=True,
+              type=click.Choice(["contrast", "medoid"]),
+              help="The e_img part of e_u: contrast = [mean liked - mean disliked; mean liked]"
+                   " mini image embeddings; medoid = one liked image's embedding (before"
+                   " session 4).")
+@click.option("--e-u-norm/--no-e-u-norm", "e_u_norm", default=True, show_default=True,
+              help="Centre and scale each part of e_u by its spread over training users (so"
+                   " no part drowns the others in the user branch).")
 @click.option("--adapter-steps", default=0, show_default=True, type=click.IntRange(0),
               help="User-branch training steps (0 skips the adapter stage).")
 @click.option("--adapter-batch-size", default=16, show_default=True, type=click.IntRange(1))

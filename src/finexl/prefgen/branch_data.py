@@ -6,8 +6,10 @@ was 0.52, PREFGEN.md §6). So a training image here is a pool image *for any pro
 re-rendered in the user's liked styles: the prompt fixes what is drawn, the user fixes how.
 Liked content (an object colour, a background, a size) can only show where the prompt leaves
 it open, so with ``free_content_rate`` a row draws a pool image that shows the user's liked
-content and a prompt with that slot left out ("a star on grass" for a user who likes red
-objects): the branch learns to fill open slots with the user's taste and nothing else.
+content and none of their disliked content, with a prompt that leaves the slots of both out
+("a star on grass" for a user who likes red objects; "a big star" for one who dislikes
+night backgrounds): the branch learns to fill open slots with the user's taste, and to keep
+what they dislike out of them.
 
 ``branch_batches`` returns a callable ``data(start)`` as ``train_branch`` takes it: micro-
 batch k depends only on (seed, k), so a resumed run reads what an uninterrupted one would.
@@ -52,9 +54,10 @@ def training_example(sampler, agent, rng: np.random.Generator, *,
                      free_content_rate: float = 0.5) -> tuple[np.ndarray, str]:
     """One image the branch should draw for ``agent``, and its prompt.
 
-    With probability ``free_content_rate`` (users with liked content only): a pool image
-    showing the liked content, with a prompt that leaves those slots open. Otherwise: any
-    usable pool image with its full prompt. Either way rendered in the agent's liked styles.
+    With probability ``free_content_rate`` (users with liked or disliked content only): a
+    pool image showing the liked content and none of the disliked content, with a prompt
+    that leaves those slots open. Otherwise: any usable pool image with its full prompt.
+    Either way rendered in the agent's liked styles.
 
     Returns
     -------
@@ -64,12 +67,13 @@ def training_example(sampler, agent, rng: np.random.Generator, *,
     from finexl.prefgen import vocabulary as vocab
     from finexl.prefgen.agents import render_image
 
-    liked_content = agent.content("liked")
-    if liked_content and rng.random() < free_content_rate:
-        candidates = sampler.matches(liked_content, agent.content("disliked"))
+    liked_content, disliked_content = agent.content("liked"), agent.content("disliked")
+    candidates = (sampler.matches(liked_content, disliked_content)
+                  if liked_content or disliked_content else ())
+    if len(candidates) and rng.random() < free_content_rate:
         index = int(candidates[int(rng.integers(len(candidates)))])
-        prompt = free_prompt(sampler.records[index],
-                             [vocab.get(name).slot for name in liked_content])
+        prompt = free_prompt(sampler.records[index], [
+            vocab.get(name).slot for name in liked_content + disliked_content])
     else:
         index = int(sampler.usable[int(rng.integers(len(sampler.usable)))])
         prompt = str(sampler.records[index]["prompt"])

@@ -35,7 +35,9 @@ MODEL_VERSION = 1
 BUILTIN_SPEC = "builtin:prefgen-tiny"
 BUILTIN_DIR = Path(__file__).resolve().parent / "builtin"
 CONFIG = "config.json"
-FINGERPRINTED = ("config.json", "vision", "extractor", "align", "text_table.safetensors")
+E_U_NORM = "e_u_norm.safetensors"  # per-part centring and scale of e_u (section 6)
+FINGERPRINTED = ("config.json", "vision", "extractor", "align", "text_table.safetensors",
+                 E_U_NORM)
 # The user branch sits next to config.json; a folder that keeps it in this subfolder (the
 # layout of branch-only runs) is read too (prefgen.user_generation.branch_for).
 BRANCH_DIR = "user_branch"
@@ -70,6 +72,56 @@ def fingerprint(folder: str | Path) -> str:
     return digest.hexdigest()[:16]
 
 
+E_IMG_MODES = {
+    "medoid": "medoid of the liked images' mini embeddings",
+    "contrast": "[mean liked - mean disliked ; mean liked] of the mini image embeddings",
+}
+
+
+def image_part(mode: str, liked: np.ndarray, disliked: np.ndarray) -> np.ndarray:
+    """The ``e_img`` part of e_u from a user's ``mini`` image embeddings ``(n, d)``.
+
+    ``medoid`` (models trained before session 4): one liked image's embedding, IP-Adapter
+    style; it says nothing about dislikes (a linear probe reads disliked styles from it at
+    chance, docs/PREFGEN.md section 7). ``contrast``: the mean liked embedding minus the mean
+    disliked one, then the mean liked embedding (``2d`` values): the prototype's fixed vector
+    (PREFGEN.md section 6), whose first half carries dislikes with a sign.
+    """
+    from finexl.prefgen.branch_data import fixed_user_embedding
+    from finexl.prefgen.profile import medoid
+
+    if mode == "medoid":
+        return liked[medoid(liked)]
+    if mode == "contrast":
+        return fixed_user_embedding(liked, disliked)
+    raise FinexlError(f"unknown e_img mode {mode!r}; known: {', '.join(E_IMG_MODES)}")
+
+
+def part_statistics(parts: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Centring and scale of each e_u part over many users (``parts[name]``: ``(n, d)``).
+
+    ``<name>.mean`` is the mean user (``(d,)``) and ``<name>.scale`` one number: the root
+    mean square over dimensions of the between-user standard deviation. Dividing by it
+    gives every part the same spread (mean per-dimension variance 1), so no part drowns
+    the others in the branch's linear projector: raw, e_core's spread is about 30 times
+    e_img's and g_sem's (docs/PREFGEN.md section 6).
+    """
+    stats = {}
+    for name, values in parts.items():
+        values = np.asarray(values, np.float32)
+        stats[f"{name}.mean"] = values.mean(axis=0)
+        spread = float(np.sqrt(values.var(axis=0).mean()))
+        stats[f"{name}.scale"] = np.array([max(spread, 1e-6)], np.float32)
+    return stats
+
+
+def normalize_parts(parts: dict[str, np.ndarray], stats: dict[str, np.ndarray]
+                    ) -> dict[str, np.ndarray]:
+    """``parts`` centred and scaled by :func:`part_statistics` (parts without stats as is)."""
+    return {name: ((values - stats[f"{name}.mean"]) / stats[f"{name}.scale"]).astype(np.float32)
+            if f"{name}.mean" in stats else values for name, values in parts.items()}
+
+
 @dataclass
 class ReadOut:
     """What the extractor read from a batch of users (one row each)."""
@@ -77,7 +129,7 @@ class ReadOut:
     states: np.ndarray  # (b, layers, hidden) read-out states of the profile question
     like_probs: np.ndarray  # (b, attributes)
     dislike_probs: np.ndarray
-    e_img: np.ndarray  # (b, image_embed_dim)
+    e_img: np.ndarray  # (b, e_img width: image_embed_dim, or twice it for contrast)
 
 
 class PrefGenModel:
@@ -95,6 +147,15 @@ class PrefGenModel:
         self.spec = spec
         self.attributes: list[str] = list(config["attributes"])
         self.fingerprint = fingerprint(folder)
+        self.e_u_norm: dict[str, np.ndarray] | None = None
+        if config.get("e_u_norm"):
+            from safetensors.numpy import load_file
+
+            try:
+                self.e_u_norm = load_file(str(folder / E_U_NORM))
+            except (OSError, ValueError) as exc:
+                raise FinexlError(f"PrefGen model {folder}: config.json asks for {E_U_NORM},"
+                                  f" which is missing or damaged ({exc})") from exc
 
     @property
     def base_model(self) -> str:
@@ -217,10 +278,9 @@ class PrefGenModel:
                 likes.append(probs[0])
                 dislikes.append(probs[1])
                 dim = self.tower.dim
-                images.append(liked[:, :dim])
-        from finexl.prefgen.profile import medoid
-
-        e_img = np.stack([emb[medoid(emb)] for emb in images])
+                images.append((liked[:, :dim], disliked[:, :dim]))
+        e_img = np.stack([image_part(self.config.get("e_img_mode", "medoid"), liked, disliked)
+                          for liked, disliked in images])
         return ReadOut(np.stack(states), np.stack(likes), np.stack(dislikes), e_img)
 
     def embeddings(self, read: ReadOut) -> dict[str, np.ndarray]:
@@ -230,8 +290,11 @@ class PrefGenModel:
         core = read.states[:, self.config["core_layers"]].mean(axis=1)
         sem = read.states[:, self.config["sem_layers"]].mean(axis=1)
         points, text_dim = int(self.config["align_points"]), int(self.config["text_dim"])
-        return {"g_sem": g_sem(self.align, sem, points, text_dim), "e_core": core,
-                "e_img": read.e_img, "e_sem": sem}
+        parts = {"g_sem": g_sem(self.align, sem, points, text_dim), "e_core": core,
+                 "e_img": read.e_img}
+        if self.e_u_norm is not None:
+            parts = normalize_parts(parts, self.e_u_norm)
+        return {**parts, "e_sem": sem}
 
     def profile(self, liked: Sequence, disliked: Sequence = (), *, threshold: float = 0.5,
                 liked_features: np.ndarray | None = None,

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from finexl.errors import FinexlError
+from finexl.prefgen.model import E_U_NORM
 from finexl.progress import track
 
 STAGES = ("vqa", "probe", "align", "adapter")
@@ -73,6 +74,9 @@ class TrainConfig:
     align_steps: int = 1500
     align_users: int = 3000
     compare_align_losses: bool = False
+    e_img_mode: str = "contrast"  # model.E_IMG_MODES: what the e_img part of e_u is
+    e_u_norm: bool = True  # centre and scale each e_u part (model.part_statistics)
+    e_u_norm_users: int = 1000
     # adapter (the user branch; see train_branch.BranchTrainingArgs)
     adapter_steps: int = 0
     adapter_batch_size: int = 16
@@ -87,7 +91,8 @@ class TrainConfig:
             "vqa": ["data", "seed", "pool", "bank_per_set", "no_vqa", "vqa_steps", "batch_size",
                     "lr", "hidden_size", "num_layers", "num_heads", "intermediate_size"],
             "probe": ["probe_users", "probe_sessions", "layer_rule"],
-            "align": ["align_loss", "align_points", "align_steps", "align_users"],
+            "align": ["align_loss", "align_points", "align_steps", "align_users", "e_img_mode",
+                      "e_u_norm", "e_u_norm_users"],
             "adapter": ["base_model", "adapter_steps", "adapter_batch_size", "adapter_lr",
                         "adapter_users", "adapter_args", "drop"],
         }
@@ -351,15 +356,41 @@ def stage_align(run: Run) -> dict[str, Any]:
 
         shutil.rmtree(align_dir)
     save_file({"table": table}, str(run.out / "text_table.safetensors"))
+    (run.out / E_U_NORM).unlink(missing_ok=True)
     write_model_config(run, core, sem, text_dim, names)
+    if c.e_u_norm:
+        result["e_u_norm"] = write_part_statistics(run, train_eps[:c.e_u_norm_users])
+        write_model_config(run, core, sem, text_dim, names, e_u_norm=True)
     return result
 
 
+def write_part_statistics(run: Run, episodes) -> dict[str, float]:
+    """``e_u_norm.safetensors``: each part's mean and spread over training users, read the
+    way profiles read them (the model as written so far, without normalisation)."""
+    from safetensors.numpy import save
+
+    from finexl.prefgen.model import PrefGenModel, part_statistics
+    from finexl.prefgen.profile import PARTS
+    from finexl.store.files import write_atomic
+
+    model = PrefGenModel.load(run.out)
+    rows: dict[str, list[np.ndarray]] = {name: [] for name in PARTS}
+    for episode in track(episodes, total=len(episodes), description="e_u statistics",
+                         enabled=run.progress):
+        parts = model.embeddings(model.read([episode.liked], [episode.disliked]))
+        for name in PARTS:
+            rows[name].append(parts[name][0])
+    stats = part_statistics({name: np.stack(values) for name, values in rows.items()})
+    write_atomic(run.out / E_U_NORM, save(stats))
+    return {name: float(stats[f"{name}.scale"][0]) for name in PARTS}
+
+
 def write_model_config(run: Run, core: list[int], sem: list[int], text_dim: int,
-                       names: list[str]) -> dict[str, Any]:
-    """``config.json`` of the model folder (written last: its presence means usable)."""
+                       names: list[str], *, e_u_norm: bool = False) -> dict[str, Any]:
+    """``config.json`` of the model folder (written last: its presence means usable;
+    rewritten with ``e_u_norm`` once the part statistics are written)."""
     from finexl.prefgen import vocabulary as vocab
-    from finexl.prefgen.model import MODEL_FORMAT, MODEL_VERSION
+    from finexl.prefgen.model import E_IMG_MODES, MODEL_FORMAT, MODEL_VERSION
     from finexl.store.files import write_atomic
 
     c = run.config
@@ -373,8 +404,10 @@ def write_model_config(run: Run, core: list[int], sem: list[int], text_dim: int,
         "core_layers": core, "sem_layers": sem, "layer_rule": c.layer_rule,
         "reference_size": int(run.pool.images.shape[1]),
         "feature_dim": run.tower.feature_dim, "image_embed_dim": run.tower.dim,
-        "embedding_parts": {"g_sem": g_width, "e_core": c.hidden_size, "e_img": run.tower.dim},
-        "e_img": "medoid of the liked images' mini embeddings",
+        "embedding_parts": {"g_sem": g_width, "e_core": c.hidden_size,
+                            "e_img": run.tower.dim * (2 if c.e_img_mode == "contrast" else 1)},
+        "e_img_mode": c.e_img_mode, "e_img": E_IMG_MODES[c.e_img_mode],
+        "e_u_norm": e_u_norm,
         "no_vqa": c.no_vqa,
         "training": {k: v for k, v in asdict(c).items() if k not in ("out",)},
     }
@@ -469,6 +502,11 @@ def train(config: TrainConfig, *, stages: tuple[str, ...] = STAGES, progress: bo
     if config.align_loss not in ("mmd", "mse", "cosine", "none"):
         raise FinexlError(f"--align-loss must be mmd, mse, cosine or none, got"
                           f" {config.align_loss!r}")
+    from finexl.prefgen.model import E_IMG_MODES
+
+    if config.e_img_mode not in E_IMG_MODES:
+        raise FinexlError(f"--e-img must be {' or '.join(E_IMG_MODES)}, got"
+                          f" {config.e_img_mode!r}")
     bad = set(config.drop) - {"g_sem", "e_core", "e_img"}
     if bad:
         raise FinexlError(f"--drop takes g_sem, e_core, e_img; got {sorted(bad)}")
