@@ -249,7 +249,7 @@ def test_retrained_variants_one_recipe_shared_stages_and_evaluation(agents_dir, 
                       "retrained_last_layer": {"out", "layer_rule"}}
     # Stages with the reference's settings are copied, not recomputed; the switch's own
     # stage and the ones after it are trained.
-    assert trained["retrained_mse"]["copied_stages"] == ["probe", "vqa"]
+    assert trained["retrained_mse"]["copied_stages"] == ["vqa", "probe"]
     assert trained["retrained_last_layer"]["copied_stages"] == ["vqa"]
     assert trained["retrained_no_vqa"]["copied_stages"] == []
     extractor = "extractor/diffusion_pytorch_model.safetensors"

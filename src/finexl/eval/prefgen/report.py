@@ -338,7 +338,9 @@ def _retrained_section(result: dict[str, Any]) -> list[str]:
     methods = result["methods"]
     rows = []
     for name, info in variants.items():
-        m = methods.get(name) or {}
+        m = methods.get(name)
+        if m is None:
+            continue  # not trained or not evaluated: said below
         minutes = info.get("train_seconds")
         rows.append([f"`{name}`", _pct(m.get("liked_present")), _pct(m.get("disliked_present")),
                      _pct(m.get("prompt_fidelity")), _f(m.get("diversity")),
@@ -349,6 +351,10 @@ def _retrained_section(result: dict[str, Any]) -> list[str]:
                      "–" if minutes is None else f"{minutes / 60:.1f}",
                      ", ".join(info.get("copied_stages") or []) or "–"])
     recipe = json.dumps(retrained.get("recipe"), sort_keys=True)
+    made = sorted({(i.get("e_img_mode"), i.get("e_u_norm"))
+                   for i in variants.values() if i.get("e_img_mode")}, key=str)
+    how = "; ".join(f"e_img {mode}, e_u parts {'normalised' if norm else 'raw'}"
+                    for mode, norm in made)
     ref = methods.get("lambda_1") or {}
     return ["", "## Retrained ablations", "",
             ("Each variant is a PrefGen model trained from scratch by `finexl prefgen train`"
@@ -356,21 +362,28 @@ def _retrained_section(result: dict[str, Any]) -> list[str]:
              " retrained for each. `retrained` is the recipe itself, the reference for the"
              " others (not the shipped model, which had another budget). Variants with the same"
              " earlier-stage settings start from a copy of those stages (same settings and seed:"
-             " the same computation), listed under *shared*. Evaluated on the same"
+             " the same computation), listed under *stages copied*. Evaluated on the same"
              f" {result['settings']['n_ablation_users']} held-out users, prompts and seeds as"
              " the other ablations; the evaluated model on them (`lambda_1`):"
              f" liked {_pct(ref.get('liked_present'))}, diversity {_f(ref.get('diversity'))}."),
-            "", f"Recipe (`{retrained.get('recipe_path')}`): `{recipe}`", "",
+            "", f"Recipe (`{retrained.get('recipe_path')}`): `{recipe}`; stages copied from"
+                f" {', '.join(f'`{f}`' for f in retrained.get('copied_from') or []) or 'nothing'}"
+                f" where their settings are equal. The variants' e_u: {how or 'not read'} (they are"
+                f" compared with each other; the evaluated model may make e_u otherwise).", "",
             _table(rows, ["variant", "liked present", "disliked present", "prompt fidelity",
                           "diversity", "between users", "scorer P(liked)",
                           "align word recall", "align spread", "VQA score acc.",
-                          "layers e_core / e_sem", "train min", "shared"]),
+                          "layers e_core / e_sem", "train min", "stages copied"]),
             "", *[f"- `{n}`: {VARIANT_NOTES[n]}; `{i['command']}`" for n, i in variants.items()
-                  if n in VARIANT_NOTES],
+                  if n in VARIANT_NOTES and n in methods],
+            *([f"- Not measured in this run (not trained, or not evaluated):"
+               f" {', '.join(f'`{n}`' for n in VARIANT_NOTES if n not in methods)}."]
+              if any(n not in methods for n in VARIANT_NOTES) else []),
             "", ("*Alignment*: liked present (images) and the alignment stage's held-out word"
                  " recall; *diversity*: within a user's images and between users' images of"
                  " one prompt and seed, and the spread of users' mapped g(e_sem) (alignment"
-                 " stage). Training minutes are wall time on the shared machine, niced.")]
+                 " stage). Training minutes: wall time of the stages trained here (copied ones cost"
+                 " nothing), niced on the shared machine.")]
 
 
 def _loop_rows(loop: dict[str, Any], ceiling: dict[str, Any]) -> list[list[str]]:

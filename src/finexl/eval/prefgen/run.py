@@ -263,6 +263,20 @@ class _Context:
     retrained: list[Any] = field(default_factory=list)  # variants.Variant, in training order
 
     @property
+    def encoder_identity(self) -> str:
+        """The shipped mini encoder's content (the loop and the similarity score use it)."""
+        if not hasattr(self, "_encoder_identity"):
+            import hashlib
+
+            from finexl.encoders.loader import mini_directory
+
+            digest = hashlib.sha256()
+            for path in sorted(p for p in mini_directory().rglob("*") if p.is_file()):
+                digest.update(path.name.encode() + b"\0" + path.read_bytes())
+            self._encoder_identity = digest.hexdigest()[:16]
+        return self._encoder_identity
+
+    @property
     def parts(self) -> tuple[str, ...]:
         return tuple(self.personalizer.parts) if self.personalizer is not None else ()
 
@@ -356,18 +370,28 @@ def _shared_key(config: PrefGenEvalConfig) -> dict[str, Any]:
 def model_identity(config: PrefGenEvalConfig, spec: str | None = None, *,
                    branch: bool = True) -> Any:
     """What the PrefGen model is now: its fingerprint (the files that decide e_u) and, for
-    methods that generate through it, its user branch files (names, sizes, times)."""
+    methods that generate through it, its user branch files.
+
+    The evaluated model (``spec`` None) is known by content only (branch files hashed), so a
+    run on a candidate folder is reused when the same files ship as ``builtin:prefgen-tiny``.
+    A variant (``spec``, a folder under OUT that never moves) is known by its path and its
+    branch files' size and time, which is cheaper and stays valid across runs.
+    """
+    import hashlib
+
     from finexl.from_models import files_identity
     from finexl.prefgen.model import fingerprint
     from finexl.prefgen.user_generation import prefgen_model_dir
 
     if config.stand_in and spec is None:
         return "stand-in"
-    spec = spec or config.model
-    folder = prefgen_model_dir(spec)
-    identity: list[Any] = [spec, fingerprint(folder)]
+    folder = prefgen_model_dir(spec or config.model)
+    identity: list[Any] = [fingerprint(folder)] if spec is None else [spec, fingerprint(folder)]
     if branch:
-        identity.append([files_identity(p) for p in sorted(folder.glob("*branch*"))])
+        files = sorted(p for p in folder.glob("*branch*") if p.is_file())
+        identity.append([[p.name, hashlib.sha256(p.read_bytes()).hexdigest()[:16]]
+                         for p in files] if spec is None else
+                        [files_identity(p) for p in files])
     return identity
 
 
@@ -390,7 +414,9 @@ def _method(ctx: _Context, name: str, users: Sequence[M.EvalUser], make, *,
     json_path = ctx.out / "methods" / f"{name}.json"
     images_path = ctx.out / "methods" / f"{name}.npy"
     made_path = ctx.out / "methods" / f"{name}.made.json"
-    saved = _load_json(json_path, {**key, "metrics_version": METRICS_VERSION})
+    # Scores depend on the mini encoder too (similarity); images do not.
+    scored_key = {**key, "metrics_version": METRICS_VERSION, "encoder": ctx.encoder_identity}
+    saved = _load_json(json_path, scored_key)
     if saved is not None and images_path.is_file():
         ctx.results[name] = saved["metrics"]
         return saved["metrics"]
@@ -411,8 +437,7 @@ def _method(ctx: _Context, name: str, users: Sequence[M.EvalUser], make, *,
         _save_json(made_path, {"settings": key, "seconds_per_user": made.seconds_per_user,
                                "info": made.info})
     record = _score(ctx, name, made, users)
-    _save_json(json_path, {"settings": {**key, "metrics_version": METRICS_VERSION},
-                           "metrics": record})
+    _save_json(json_path, {"settings": scored_key, "metrics": record})
     ctx.results[name] = record
     return record
 
@@ -624,7 +649,7 @@ def _loop_on(ctx: _Context, method: str, model: Any, images: np.ndarray, base: n
     path = ctx.out / f"loop_{method}.json"
     key = {"shared": _shared_key(ctx.config), "model": model,
            "users": [u.user_id for u in ctx.users], "loop_version": LOOP_VERSION,
-           "loop_prompts": ctx.config.loop_prompts}
+           "loop_prompts": ctx.config.loop_prompts, "encoder": ctx.encoder_identity}
     saved = _load_json(path, key)
     if saved is not None:
         return saved["loop"]

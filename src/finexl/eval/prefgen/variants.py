@@ -199,25 +199,13 @@ def _inputs(variant: Variant) -> dict[str, Any]:
                                  default=list))
 
 
-def code_version() -> str | None:
-    """The git commit of the finexl source that trains the variants (None outside git)."""
-    import subprocess
-
-    folder = Path(__file__).resolve().parent
-    try:
-        found = subprocess.run(["git", "-C", str(folder), "rev-parse", "--short", "HEAD"],
-                               capture_output=True, text=True, timeout=10, check=False)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return found.stdout.strip() or None
-
-
 def train_variant(variant: Variant, trained: Sequence[Variant], *,
                   sources: Sequence[str | Path] = (), progress: bool = False) -> dict[str, Any]:
     """Train (or resume) one variant; returns what was done and how long it took.
 
     A variant finished from the same inputs is not touched again (not even by a newer
-    ``prefgen train`` that would now train it differently): its record says which code made it.
+    ``prefgen train`` that would now train it differently): its ``config.json`` says how its
+    e_u is made.
     """
     from finexl.prefgen.train import train
     from finexl.store.files import write_text_atomic
@@ -240,10 +228,11 @@ def train_variant(variant: Variant, trained: Sequence[Variant], *,
     results = train(variant.train_config(), progress=progress)
     # Time adds up over resumed calls (a call stopped part-way loses its share).
     record = {"inputs": inputs, "settings": variant.settings, "overrides": variant.overrides,
-              "copied_stages": sorted(set(previous.get("copied_stages", [])) | set(copied)),
+              "copied_stages": [stage for stage in _STAGE_FILES
+                                if stage in set(previous.get("copied_stages", [])) | set(copied)],
               "train_seconds": round(previous.get("train_seconds", 0.0)
                                      + time.perf_counter() - started, 1),
-              "code": code_version(), "complete": True, "results": results}
+              "complete": True, "results": results}
     write_text_atomic(record_path, json.dumps(record, indent=1, default=list) + "\n")
     return record
 
@@ -257,9 +246,14 @@ def variant_summary(variant: Variant, recipe_path: str | Path) -> dict[str, Any]
     align = results.get("align") or {}
     vqa = (results.get("vqa") or {}).get("heldout") or {}
     probe = results.get("probe") or {}
+    config_path = variant.folder / "config.json"
+    model_config = (json.loads(config_path.read_text(encoding="utf-8"))
+                    if config_path.is_file() else {})
     return {"command": variant.command(recipe_path), "overrides": variant.overrides,
+            # How e_u was made (folders from before these settings existed: medoid, raw).
+            "e_img_mode": model_config.get("e_img_mode", "medoid") if model_config else None,
+            "e_u_norm": bool(model_config.get("e_u_norm", False)) if model_config else None,
             "folder": str(variant.folder), "copied_stages": record.get("copied_stages", []),
-            "code": record.get("code"),
             "train_seconds": record.get("train_seconds"),
             "align_word_recall": (align.get("heldout_word_recall") or {}).get(
                 variant.settings.get("align_loss", "mmd")),
