@@ -1,0 +1,73 @@
+"""Choose PrefGen settings on PROBE-split users, never on held-out ones (docs/PREFGEN.md §8).
+
+The same judges, prompt plan and sampling as ``finexl eval prefgen`` (its pieces are
+reused), on the probe split of a users folder: liked / disliked styles present (paired
+judges), prompt fidelity (and "styled"), object-mask IoU with the base image, for a PrefGen
+model folder at several λ, with the base model and the ceiling beside it.
+
+    python scripts/prefgen_probe_users.py --model DIR --data USERS --judges EVAL_OUT/judges.json \
+        --users 40 --scales 1,0.75 --out probe_users.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--data", required=True, help="a finexl prefgen agents folder")
+    parser.add_argument("--judges", required=True, help="judges.json of a finexl eval prefgen run")
+    parser.add_argument("--users", type=int, default=40)
+    parser.add_argument("--scales", default="1")
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+
+    import torch
+
+    from finexl.eval.prefgen import methods as M
+    from finexl.eval.prefgen.generation import SamplingSettings
+    from finexl.eval.prefgen.metrics import UserTaste, score_method
+    from finexl.eval.prefgen.personalizers import PrefGenPersonalizer
+    from finexl.eval.prefgen.run import judges_from_dict, load_eval_users, prompt_plan
+    from finexl.generate.pipelines import load_pipeline
+
+    torch.set_num_threads(1)
+    users = load_eval_users(Path(args.data), "probe", args.users, 8)
+    judges = judges_from_dict(json.loads(Path(args.judges).read_text())["judges"])
+    plan = prompt_plan(4, 2, seed=0)
+    settings = SamplingSettings(args.steps, 2.0, 16)
+    pipe = load_pipeline("builtin:tiny")
+    base = M.base_images(pipe, plan, settings)
+    ceiling = M.with_styles_applied(base, users).images
+    tastes = [UserTaste(u.user_id, u.liked_attributes, u.disliked_attributes) for u in users]
+    keys = ("liked_present", "disliked_present", "prompt_fidelity", "prompt_fidelity_styled",
+            "mask_iou")
+
+    def record(images):
+        metrics = score_method(judges, tastes, images, base, plan, ceiling).to_dict()
+        return {k: metrics[k] for k in keys}
+
+    out = {"model": args.model, "split": "probe", "users": len(users),
+           "base": record(np.stack([base] * len(users))), "ceiling": record(ceiling)}
+    personalizer = PrefGenPersonalizer(args.model)
+    cache = M.ProfileCache()
+    for scale in args.scales.split(","):
+        start = time.perf_counter()
+        made = M.with_user_branch(pipe, personalizer, cache, users, plan, settings,
+                                  scale=float(scale))
+        out[f"lambda_{scale}"] = {**record(made.images),
+                                  "seconds": round(time.perf_counter() - start, 1)}
+        print(scale, out[f"lambda_{scale}"], flush=True)
+    Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
