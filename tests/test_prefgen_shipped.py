@@ -62,3 +62,5 @@ def test_shipped_model_reads_a_planted_style_better_than_for_other_users(model):
                             _styled(list(scenes[6:12]), ["blurry"], 6))
     assert profile.user_embedding().shape == (model.user_embedding_dim,)
     assert profile.model_fingerprint == model.fingerprint
+    # Words are read from g's points in the text space, not from e_u's scaled copy of them.
+    assert profile.aligned_words and all(-1.001 <= c <= 1.001 for _, c in profile.aligned_words)

@@ -284,7 +284,8 @@ class PrefGenModel:
         return ReadOut(np.stack(states), np.stack(likes), np.stack(dislikes), e_img)
 
     def embeddings(self, read: ReadOut) -> dict[str, np.ndarray]:
-        """``g_sem``, ``e_core``, ``e_img`` (and ``e_sem``) for a batch of read-outs."""
+        """``g_sem``, ``e_core``, ``e_img`` (and ``e_sem``, and ``g_points``: g(e_sem) in the
+        text space, unscaled) for a batch of read-outs."""
         from finexl.prefgen.align import g_sem
 
         core = read.states[:, self.config["core_layers"]].mean(axis=1)
@@ -292,9 +293,11 @@ class PrefGenModel:
         points, text_dim = int(self.config["align_points"]), int(self.config["text_dim"])
         parts = {"g_sem": g_sem(self.align, sem, points, text_dim), "e_core": core,
                  "e_img": read.e_img}
+        # g's points in the text space (for reading words) before e_u's scaling.
+        points_in_text_space = parts["g_sem"]
         if self.e_u_norm is not None:
             parts = normalize_parts(parts, self.e_u_norm)
-        return {**parts, "e_sem": sem}
+        return {**parts, "e_sem": sem, "g_points": points_in_text_space}
 
     def profile(self, liked: Sequence, disliked: Sequence = (), *, threshold: float = 0.5,
                 liked_features: np.ndarray | None = None,
@@ -328,7 +331,7 @@ class PrefGenModel:
             order = np.argsort(-probs)
             return [(self.attributes[i], float(probs[i])) for i in order if probs[i] >= threshold]
 
-        aligned = (nearest_words(parts["g_sem"][:1], self.text_names, self.text_table, k=3)[0]
+        aligned = (nearest_words(parts["g_points"][:1], self.text_names, self.text_table, k=3)[0]
                    if self.align is not None else [])
         return UserProfile(g_sem=parts["g_sem"][0], e_core=parts["e_core"][0],
                            e_img=parts["e_img"][0], likes=words(like), dislikes=words(dislike),
