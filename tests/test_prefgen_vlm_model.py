@@ -82,14 +82,29 @@ def test_build_vlm_model_then_profile_reads_the_vlm_with_its_lora(
 
     model = PrefGenModel.load(tmp_path / "model")
     assert model.embedding_parts == {"g_sem": 4 * model.config["text_dim"], "e_core": 32,
-                                     "e_img": model.tower.dim}
+                                     "e_img": 2 * model.tower.dim}
     # The known answer: a profile of a user's images holds the e_core / e_sem that
-    # prefgen extract wrote for that user (same VLM, LoRA, question and bands).
+    # prefgen extract wrote for that user (same VLM, LoRA, question and bands), centred and
+    # scaled by the statistics build-vlm-model took over the users.
+    stats = model.e_u_norm
+    assert stats is not None and model.config["e_img_mode"] == "contrast"
+    profiles, cores = [], []
+    for folder, user in zip(sorted((users_dir / "img").iterdir()), ("ann", "bo", "cy")):
+        liked = load_images(sorted(folder.glob("liked_*.png")))
+        disliked = load_images(sorted(folder.glob("disliked_*.png")))
+        profiles.append(model.profile(liked, disliked))
+        tensors, _ = read_features(tmp_path / "feat" / user_file_name(user, ".features.safetensors"))
+        cores.append(tensors["e_core"])
+    profile = profiles[0]
     liked = load_images(sorted((users_dir / "img/0").glob("liked_*.png")))
     disliked = load_images(sorted((users_dir / "img/0").glob("disliked_*.png")))
-    profile = model.profile(liked, disliked)
-    tensors, _ = read_features(tmp_path / "feat" / user_file_name("ann", ".features.safetensors"))
-    np.testing.assert_allclose(profile.e_core, tensors["e_core"], atol=1e-5)
+    np.testing.assert_allclose(profile.e_core * stats["e_core.scale"] + stats["e_core.mean"],
+                               cores[0], atol=1e-5)
+    # Over the users the statistics came from, every part is centred with unit mean variance.
+    for part in ("g_sem", "e_core", "e_img"):
+        values = np.stack([getattr(p, part) for p in profiles])
+        np.testing.assert_allclose(values.mean(axis=0), 0, atol=1e-4)
+        assert values.var(axis=0).mean() == pytest.approx(1, rel=1e-3)
     assert profile.user_embedding().size == model.user_embedding_dim
     assert len(profile.aligned_words) == 3 and profile.likes == []
     # The LoRA copied into the model is what reads: without it the states differ.

@@ -97,6 +97,28 @@ def image_part(mode: str, liked: np.ndarray, disliked: np.ndarray) -> np.ndarray
     raise FinexlError(f"unknown e_img mode {mode!r}; known: {', '.join(E_IMG_MODES)}")
 
 
+def reference_pixels(images: Sequence, size: int) -> np.ndarray:
+    """PIL images or arrays -> uint8 ``(n, size, size, 3)``.
+
+    References are brought to the size the extractor was trained on (the tiny world's
+    32x32) before the tower's own resize, so a large photo looks to it like a generated
+    image does.
+    """
+    from PIL import Image
+
+    out = []
+    for image in images:
+        if isinstance(image, np.ndarray):
+            array = image if image.dtype == np.uint8 else (
+                np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8)
+            image = Image.fromarray(array[..., :3])
+        image = image.convert("RGB")
+        if image.size != (size, size):
+            image = image.resize((size, size), Image.Resampling.BICUBIC)
+        out.append(np.asarray(image, np.uint8))
+    return np.stack(out)
+
+
 def part_statistics(parts: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Centring and scale of each e_u part over many users (``parts[name]``: ``(n, d)``).
 
@@ -227,26 +249,9 @@ class PrefGenModel:
 
     # reading users ------------------------------------------------------------------------
     def reference_pixels(self, images: Sequence) -> np.ndarray:
-        """PIL images or arrays -> uint8 ``(n, s, s, 3)`` at the generator's size ``s``.
-
-        References are brought to the size the extractor was trained on (the tiny world's
-        32x32) before the tower's own resize, so a large photo looks to it like a
-        generated image does.
-        """
-        from PIL import Image
-
-        size = int(self.config["reference_size"])
-        out = []
-        for image in images:
-            if isinstance(image, np.ndarray):
-                array = image if image.dtype == np.uint8 else (
-                    np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8)
-                image = Image.fromarray(array[..., :3])
-            image = image.convert("RGB")
-            if image.size != (size, size):
-                image = image.resize((size, size), Image.Resampling.BICUBIC)
-            out.append(np.asarray(image, np.uint8))
-        return np.stack(out)
+        """PIL images or arrays -> uint8 ``(n, s, s, 3)`` at the size the extractor was trained
+        on (:func:`reference_pixels`)."""
+        return reference_pixels(images, int(self.config["reference_size"]))
 
     def read(self, liked_features: Sequence[np.ndarray],
              disliked_features: Sequence[np.ndarray]) -> ReadOut:
@@ -345,7 +350,7 @@ class PrefGenModel:
         from PIL import Image
 
         from finexl.prefgen.align import g_sem, nearest_words
-        from finexl.prefgen.profile import UserProfile, medoid
+        from finexl.prefgen.profile import UserProfile
         from finexl.prefgen.vlm_features import PreferenceQuery, pool_layer_bands
 
         if len(liked) == 0:
@@ -363,11 +368,18 @@ class PrefGenModel:
                                          self.config["sem_layers"])
         points, text_dim = int(self.config["align_points"]), int(self.config["text_dim"])
         aligned_sem = g_sem(self.align, e_sem, points, text_dim)
-        embeds = self.tower.features(self.reference_pixels(liked))[:, :self.tower.dim]
+        dim = self.tower.dim
+        liked_embeds = self.tower.features(self.reference_pixels(liked))[:, :dim]
+        disliked_embeds = (self.tower.features(self.reference_pixels(disliked))[:, :dim]
+                           if len(disliked) else np.zeros((0, dim), np.float32))
         aligned = (nearest_words(aligned_sem, self.text_names, self.text_table, k=3)[0]
                    if self.align is not None else [])
-        return UserProfile(g_sem=aligned_sem[0], e_core=e_core[0], e_img=embeds[medoid(embeds)],
-                           likes=[], dislikes=[], aligned_words=aligned,
+        parts = {"g_sem": aligned_sem[0], "e_core": e_core[0],
+                 "e_img": image_part(self.config.get("e_img_mode", "medoid"), liked_embeds,
+                                     disliked_embeds)}
+        if self.e_u_norm is not None:
+            parts = normalize_parts(parts, self.e_u_norm)
+        return UserProfile(**parts, likes=[], dislikes=[], aligned_words=aligned,
                            model_fingerprint=self.fingerprint, base_model=self.base_model,
                            n_liked=len(liked), n_disliked=len(disliked))
 

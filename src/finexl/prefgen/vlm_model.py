@@ -8,7 +8,7 @@ e_sem bands. :func:`build_vlm_model` turns them into a folder that
 - ``align/``: g fitted (:func:`finexl.prefgen.align.train_align`, the tiny path's own code)
   from the users' e_sem to their liked-attribute text embeddings (agents have attribute
   words; imported real users have none, so they cannot teach g: use ``align_loss="none"``);
-- ``vision/``: the frozen mini image tower that gives e_img (medoid of the liked images);
+- ``vision/``: the frozen mini image tower that gives e_img (the contrast of liked and disliked images);
 - ``extractor/``: ``vlm.json`` (where the VLM is, a hash of its config.json, the question,
   the bands) and ``lora/``, a copy of the preference-VQA LoRA, so both are in the model's
   fingerprint. The VLM weights stay where they are (gigabytes); the fingerprint covers
@@ -94,14 +94,14 @@ def build_vlm_model(vlm: str, probes: str | Path, features_dir: str | Path,
                     users_dir: str | Path, out: str | Path, *, lora: str | Path | None = None,
                     base_model: str = "builtin:tiny", align_loss: str = "mmd",
                     align_points: int = 4, align_steps: int = 1500, seed: int = 0,
-                    progress: bool = False) -> VLMModelBuild:
+                    e_u_norm_users: int = 1000, progress: bool = False) -> VLMModelBuild:
     """Fit g on the users' e_sem and write a PrefGen model folder that uses the VLM."""
     from safetensors.numpy import save_file
 
     from finexl.prefgen import vocabulary as vocab
     from finexl.prefgen.align import text_table, train_align
     from finexl.prefgen.features import ImageTower
-    from finexl.prefgen.model import CONFIG, MODEL_FORMAT, MODEL_VERSION, VLM_FILE
+    from finexl.prefgen.model import CONFIG, E_IMG_MODES, E_U_NORM, MODEL_FORMAT, MODEL_VERSION, VLM_FILE
     from finexl.prefgen.vlm_features import check_vlm_directory, resolve_vlm_directory
     from finexl.store.files import write_atomic
 
@@ -142,6 +142,9 @@ def build_vlm_model(vlm: str, probes: str | Path, features_dir: str | Path,
     if fitted.model is not None:
         fitted.model.save_pretrained(str(out / "align"))
     save_file({"table": table}, str(out / "text_table.safetensors"))
+    save_file(user_part_statistics(users[:e_u_norm_users], fitted.model, e_sem, e_core, tower,
+                                   align_points, int(table.shape[1])),
+              str(out / E_U_NORM))
     shutil.copy2(probes, out / "probes.json")
     text_dim = int(table.shape[1])
     config = {
@@ -154,11 +157,35 @@ def build_vlm_model(vlm: str, probes: str | Path, features_dir: str | Path,
         "reference_size": tower.image_size, "feature_dim": tower.feature_dim,
         "image_embed_dim": tower.dim,
         "embedding_parts": {"g_sem": align_points * text_dim, "e_core": int(e_core.shape[1]),
-                            "e_img": tower.dim},
-        "e_img": "medoid of the liked images' mini embeddings",
+                            "e_img": 2 * tower.dim},
+        # The tiny path's e_u recipe (docs/PREFGEN.md section 6): the contrast e_img, and every
+        # part centred and scaled over the users, so a VLM's wide e_core (4096 values on a 7B
+        # model) does not drown g_sem and e_img in the branch's linear projector.
+        "e_img_mode": "contrast", "e_img": E_IMG_MODES["contrast"], "e_u_norm": True,
         "training": {"users": len(users), "align_users": taught, "align_steps": align_steps,
-                     "seed": seed, "features": str(Path(features_dir).expanduser().resolve())},
+                     "e_u_norm_users": min(len(users), e_u_norm_users), "seed": seed, "features": str(Path(features_dir).expanduser().resolve())},
     }
     write_atomic(out / CONFIG, json.dumps(config, indent=1).encode())
     final = float(np.mean(fitted.losses[-100:])) if fitted.losses else None
     return VLMModelBuild(out, len(users), taught, core, sem, final)
+
+
+def user_part_statistics(users: list[Any], align, e_sem: np.ndarray, e_core: np.ndarray, tower,
+                         points: int, text_dim: int) -> dict[str, np.ndarray]:
+    """``e_u_norm.safetensors`` for a VLM model: :func:`~finexl.prefgen.model.part_statistics`
+    of g_sem, e_core and the contrast e_img over ``users`` (the first users of the folder,
+    whose rows of ``e_sem``/``e_core`` come first)."""
+    from finexl.imaging.decode import load_images
+    from finexl.prefgen.align import g_sem
+    from finexl.prefgen.model import image_part, part_statistics, reference_pixels
+
+    def embed(paths) -> np.ndarray:
+        if not paths:
+            return np.zeros((0, tower.dim), np.float32)
+        return tower.features(reference_pixels(load_images(paths), tower.image_size)
+                              )[:, :tower.dim]
+
+    n = len(users)
+    e_img = np.stack([image_part("contrast", embed(u.liked), embed(u.disliked)) for u in users])
+    return part_statistics({"g_sem": g_sem(align, e_sem[:n], points, text_dim),
+                            "e_core": e_core[:n], "e_img": e_img})
