@@ -496,6 +496,8 @@ def results_section(result: dict[str, Any]) -> str:
         "",
         _table(_loop_rows(loop, ceiling), ["generator explained", *LOOP_HEADER[1:]]),
         "",
+        _loop_plan_note(result, loop),
+        "",
         (f"{ceiling.get('n_users', '–')} held-out users,"
         f" {ceiling.get('n_prompts') or len(result.get('plan', []))} prompts (image pairs)"
         f" each; PrefGen row: `{result.get('evaluated')}`."),
