@@ -71,6 +71,26 @@ def one_torch_thread():
     torch.set_num_threads(before)
 
 
+def write_user_images(root: Path, user: int, counts: dict[str, int], size: tuple[int, int]
+                      ) -> dict[str, list[str]]:
+    """Random PNGs ``img/<user>/<side>_<k>.png`` under ``root`` (the users.jsonl layout), a
+    reproducible picture per (user, k, side); returns each side's paths relative to ``root``."""
+    import numpy as np
+    from PIL import Image
+
+    paths: dict[str, list[str]] = {}
+    for side, n in counts.items():
+        paths[side] = []
+        for k in range(n):
+            relative = f"img/{user}/{side}_{k}.png"
+            (root / relative).parent.mkdir(parents=True, exist_ok=True)
+            pixels = np.random.default_rng([user, k, len(side)]).integers(
+                0, 256, (*size, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(root / relative)
+            paths[side].append(relative)
+    return paths
+
+
 @pytest.fixture(scope="session")
 def tiny_clip_dir(tmp_path_factory) -> Path:
     """A saved tiny random CLIP directory (read-only: copy it before changing files)."""

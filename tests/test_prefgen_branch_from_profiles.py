@@ -11,10 +11,10 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from PIL import Image
 
 torch = pytest.importorskip("torch")
 
+from conftest import write_user_images
 from test_cli import assert_one_line_error, run_cli
 
 from finexl.errors import FinexlError
@@ -32,17 +32,10 @@ def _pngs(folder: Path) -> dict[str, bytes]:
 def _write_users(root: Path, *, prompts: bool = True, attributes: bool = True) -> Path:
     lines = []
     for u, user_id in enumerate(["ann", "bo", "cy"]):
-        liked, disliked, texts = [], [], {}
-        for side, paths, n in (("liked", liked, 2), ("disliked", disliked, 1)):
-            for k in range(n):
-                relative = f"img/{u}/{side}_{k}.png"
-                (root / relative).parent.mkdir(parents=True, exist_ok=True)
-                pixels = np.random.default_rng([u, k, len(side)]).integers(
-                    0, 256, (20, 24, 3), dtype=np.uint8)
-                Image.fromarray(pixels).save(root / relative)
-                paths.append(relative)
-                texts[relative] = PROMPTS[(u + k) % len(PROMPTS)]
-        line = {"user_id": user_id, "liked": liked, "disliked": disliked}
+        paths = write_user_images(root, u, {"liked": 2, "disliked": 1}, (20, 24))
+        texts = {relative: PROMPTS[(u + k) % len(PROMPTS)]
+                 for side in paths for k, relative in enumerate(paths[side])}
+        line = {"user_id": user_id, "liked": paths["liked"], "disliked": paths["disliked"]}
         if prompts:
             line["prompts"] = texts
         if attributes:

@@ -11,6 +11,8 @@ from PIL import Image
 from test_generate_user import world  # noqa: F401  (the tiny generator + user branch fixture)
 from test_prefgen_train import trained  # noqa: F401  (a tiny trained PrefGen model)
 
+from conftest import write_user_images
+
 from finexl.errors import FinexlError
 from finexl.prefgen.population import (
     ExtractSettings,
@@ -29,16 +31,9 @@ def users_dir(tmp_path):
     root = tmp_path / "users"
     lines = []
     for u, user_id in enumerate(["ann", "bo/../b", "cy"]):
-        liked, disliked = [], []
-        for side, paths, n in (("liked", liked, 2), ("disliked", disliked, u % 2)):
-            for k in range(n):
-                relative = f"img/{u}/{side}_{k}.png"
-                (root / relative).parent.mkdir(parents=True, exist_ok=True)
-                pixels = np.random.default_rng([u, k, len(side)]).integers(
-                    0, 256, (10, 10, 3), dtype=np.uint8)
-                Image.fromarray(pixels).save(root / relative)
-                paths.append(relative)
-        lines.append(json.dumps({"user_id": user_id, "liked": liked, "disliked": disliked}))
+        paths = write_user_images(root, u, {"liked": 2, "disliked": u % 2}, (10, 10))
+        lines.append(json.dumps({"user_id": user_id, "liked": paths["liked"],
+                                 "disliked": paths["disliked"]}))
     (root / "users.jsonl").write_text("\n".join(lines) + "\n")
     return root
 

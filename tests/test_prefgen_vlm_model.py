@@ -7,7 +7,8 @@ import json
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+
+from conftest import write_user_images
 
 from finexl.errors import FinexlError
 from finexl.prefgen.population import (
@@ -29,16 +30,9 @@ def users_dir(tmp_path):
     root = tmp_path / "users"
     lines = []
     for u, user_id in enumerate(["ann", "bo", "cy"]):
-        liked, disliked = [], []
-        for side, paths, n in (("liked", liked, 2), ("disliked", disliked, 1)):
-            for k in range(n):
-                relative = f"img/{u}/{side}_{k}.png"
-                (root / relative).parent.mkdir(parents=True, exist_ok=True)
-                pixels = np.random.default_rng([u, k, len(side)]).integers(
-                    0, 256, (12, 12, 3), dtype=np.uint8)
-                Image.fromarray(pixels).save(root / relative)
-                paths.append(relative)
-        lines.append(json.dumps({"user_id": user_id, "liked": liked, "disliked": disliked,
+        paths = write_user_images(root, u, {"liked": 2, "disliked": 1}, (12, 12))
+        lines.append(json.dumps({"user_id": user_id, "liked": paths["liked"],
+                                 "disliked": paths["disliked"],
                                  "liked_attributes": TASTES[u]}))
     (root / "users.jsonl").write_text("\n".join(lines) + "\n")
     return root

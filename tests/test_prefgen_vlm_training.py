@@ -8,7 +8,8 @@ import sys
 
 import numpy as np
 import pytest
-from PIL import Image
+
+from conftest import write_user_images
 
 from finexl.errors import FinexlError
 from finexl.prefgen.users import load_users
@@ -23,16 +24,9 @@ def agents_dir(tmp_path_factory):
     lines = []
     for u, (likes, dislikes) in enumerate([(["sepia"], ["blurry"]), (["dark", "red object"], []),
                                            ([], [])]):
-        liked, disliked = [], []
-        for side, paths in (("liked", liked), ("disliked", disliked)):
-            for k in range(2):
-                relative = f"img/{u}/{side}_{k}.png"
-                (root / relative).parent.mkdir(parents=True, exist_ok=True)
-                pixels = np.random.default_rng([u, k, len(side)]).integers(
-                    0, 256, (8, 8, 3), dtype=np.uint8)
-                Image.fromarray(pixels).save(root / relative)
-                paths.append(relative)
-        lines.append(json.dumps({"user_id": f"u{u}", "liked": liked, "disliked": disliked,
+        paths = write_user_images(root, u, {"liked": 2, "disliked": 2}, (8, 8))
+        lines.append(json.dumps({"user_id": f"u{u}", "liked": paths["liked"],
+                                 "disliked": paths["disliked"],
                                  "liked_attributes": likes, "disliked_attributes": dislikes}))
     (root / "users.jsonl").write_text("\n".join(lines) + "\n")
     return root
