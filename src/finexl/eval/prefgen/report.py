@@ -25,6 +25,18 @@ METHOD_NOTES = {
 }
 
 
+def _method_note(name: str, note: str, result: dict[str, Any]) -> str:
+    """The note, with how the evaluated model makes e_img and what a zeroed part means."""
+    e_u = result.get("model_e_u") or {}
+    if name != "e_img" or not e_u:
+        return note
+    zero = ("set to zero after centring and scaling, i.e. to the average training user's"
+            if e_u.get("e_u_norm") else "zeroed")
+    return (f"only the e_img part of e_u ({e_u.get('e_img') or e_u.get('e_img_mode')}), IP-Adapter"
+            f" style: the same user branch with g_sem and e_core {zero}, not a separately"
+            f" trained adapter")
+
+
 def _f(value: Any, digits: int = 3) -> str:
     if value is None:
         return "–"
@@ -229,7 +241,8 @@ def markdown(result: dict[str, Any], *, command: str, curve: str = "lambda_curve
         "",
         _table(_method_rows(methods, [m for m in METHOD_NOTES if m in methods]), METHOD_HEADER),
         "",
-        *[f"- `{m}`: {note}" for m, note in METHOD_NOTES.items() if m in methods],
+        *[f"- `{m}`: {_method_note(m, note, result)}" for m, note in METHOD_NOTES.items()
+          if m in methods],
     ]
     shift = methods.get("true_words", {}).get("info", {})
     if shift.get("words_unknown_to_text_encoder"):
@@ -251,7 +264,10 @@ def markdown(result: dict[str, Any], *, command: str, curve: str = "lambda_curve
         parts += ["", "## Ablations", "",
                   (f"On the first {settings['n_ablation_users']} held-out users (`lambda_1` is"
                   " the full model on them, `lambda_0` the base). `no_X`: that part of e_u"
-                  " zeroed at inference (the branch was trained with it). `refs_N`: profile"
+                  " zeroed at inference (the branch was trained with it"
+                  + ("; e_u's parts are centred and scaled, so zero is the average training"
+                     " user's value" if (result.get("model_e_u") or {}).get("e_u_norm") else "")
+                  + "). `refs_N`: profile"
                   " from N liked images. Retrained variants are listed by name."), "",
                   _table(_method_rows(methods, ablations), METHOD_HEADER), "",
                   f"![liked presence and prompt fidelity against λ]({curve})"]

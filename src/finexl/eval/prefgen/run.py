@@ -713,6 +713,7 @@ def assemble(ctx: _Context, loop: dict[str, Any], scorer: dict[str, Any], second
         "retrained": _retrained_record(ctx),
         "command": command_line(config),
         "model_reports": model_reports(config),
+        "model_e_u": model_e_u(config),
         "evaluated": ("baselines only" if not config.personal else
                       "stand-in (untrained branch)" if config.stand_in else config.model),
         "machine": machine(),
@@ -769,6 +770,21 @@ def model_reports(config: PrefGenEvalConfig) -> dict[str, Any]:
         except ValueError:
             continue
     return reports
+
+
+def model_e_u(config: PrefGenEvalConfig) -> dict[str, Any]:
+    """How the evaluated model makes e_u (its config.json): the e_img mode and whether the
+    parts are centred and scaled (then a zeroed part is the average training user's)."""
+    if not config.personal or config.stand_in:
+        return {}
+    from finexl.prefgen.user_generation import prefgen_model_dir
+
+    path = prefgen_model_dir(config.model) / "config.json"
+    if not path.is_file():
+        return {}
+    record = json.loads(path.read_text(encoding="utf-8"))
+    return {"e_img_mode": record.get("e_img_mode", "medoid"), "e_img": record.get("e_img"),
+            "e_u_norm": bool(record.get("e_u_norm", False))}
 
 
 def command_line(config: PrefGenEvalConfig) -> str:
