@@ -16,14 +16,19 @@ from finexl.prefgen.pool import draw_scenes, pool_prompts
 from finexl.prefgen.vocabulary import apply_styles
 
 
+def _dark_and_bright(n: int, *, scene_seed: int, style_seed: int) -> tuple[list, list]:
+    """A planted taste: ``n`` drawn scenes, the first half made dark, the rest bright."""
+    rng = np.random.default_rng(style_seed)
+    scenes = draw_scenes(pool_prompts(n, seed=scene_seed))
+    return ([apply_styles(image, ["dark"], rng) for image in scenes[:n // 2]],
+            [apply_styles(image, ["bright"], rng) for image in scenes[n // 2:]])
+
+
 @pytest.fixture(scope="module")
 def profile_file(tmp_path_factory):
     if not (BUILTIN_DIR / loaders.USER_BRANCH_WEIGHTS).is_file():
         pytest.skip("builtin:prefgen-tiny has no user branch")
-    rng = np.random.default_rng(0)
-    scenes = draw_scenes(pool_prompts(8, seed=3))
-    liked = [apply_styles(image, ["dark"], rng) for image in scenes[:4]]
-    disliked = [apply_styles(image, ["bright"], rng) for image in scenes[4:]]
+    liked, disliked = _dark_and_bright(8, scene_seed=3, style_seed=0)
     profile = PrefGenModel.load().profile(liked, disliked)
     return profile.save(tmp_path_factory.mktemp("user") / "me.user.safetensors")
 
@@ -55,10 +60,7 @@ def test_shipped_branch_follows_a_planted_brightness_taste(one_torch_thread):
     from finexl.generate.pipelines import load_pipeline
     from finexl.prefgen.user_branch import pipeline_user_embeds
 
-    rng = np.random.default_rng(1)
-    scenes = draw_scenes(pool_prompts(16, seed=5))
-    dark = [apply_styles(image, ["dark"], rng) for image in scenes[:8]]
-    bright = [apply_styles(image, ["bright"], rng) for image in scenes[8:]]
+    dark, bright = _dark_and_bright(16, scene_seed=5, style_seed=1)
     model = PrefGenModel.load()
     likes_dark = model.profile(dark, bright).user_embedding()
     likes_bright = model.profile(bright, dark).user_embedding()

@@ -119,6 +119,14 @@ def reference_pixels(images: Sequence, size: int) -> np.ndarray:
     return np.stack(out)
 
 
+def image_embeddings(tower, images: Sequence, size: int) -> np.ndarray:
+    """``(n, tower.dim)`` mini embeddings of images brought to ``size`` (:func:`reference_pixels`);
+    ``(0, tower.dim)`` for no images (a user may have no disliked ones)."""
+    if len(images) == 0:
+        return np.zeros((0, tower.dim), np.float32)
+    return tower.features(reference_pixels(images, size))[:, :tower.dim]
+
+
 def part_statistics(parts: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Centring and scale of each e_u part over many users (``parts[name]``: ``(n, d)``).
 
@@ -368,15 +376,13 @@ class PrefGenModel:
                                          self.config["sem_layers"])
         points, text_dim = int(self.config["align_points"]), int(self.config["text_dim"])
         aligned_sem = g_sem(self.align, e_sem, points, text_dim)
-        dim = self.tower.dim
-        liked_embeds = self.tower.features(self.reference_pixels(liked))[:, :dim]
-        disliked_embeds = (self.tower.features(self.reference_pixels(disliked))[:, :dim]
-                           if len(disliked) else np.zeros((0, dim), np.float32))
+        size = int(self.config["reference_size"])
         aligned = (nearest_words(aligned_sem, self.text_names, self.text_table, k=3)[0]
                    if self.align is not None else [])
         parts = {"g_sem": aligned_sem[0], "e_core": e_core[0],
-                 "e_img": image_part(self.config.get("e_img_mode", "medoid"), liked_embeds,
-                                     disliked_embeds)}
+                 "e_img": image_part(self.config.get("e_img_mode", "medoid"),
+                                     image_embeddings(self.tower, liked, size),
+                                     image_embeddings(self.tower, disliked, size))}
         if self.e_u_norm is not None:
             parts = normalize_parts(parts, self.e_u_norm)
         return UserProfile(**parts, likes=[], dislikes=[], aligned_words=aligned,

@@ -8,7 +8,8 @@ e_sem bands. :func:`build_vlm_model` turns them into a folder that
 - ``align/``: g fitted (:func:`finexl.prefgen.align.train_align`, the tiny path's own code)
   from the users' e_sem to their liked-attribute text embeddings (agents have attribute
   words; imported real users have none, so they cannot teach g: use ``align_loss="none"``);
-- ``vision/``: the frozen mini image tower that gives e_img (the contrast of liked and disliked images);
+- ``vision/``: the frozen mini image tower that gives e_img (the contrast of the liked and
+  disliked images);
 - ``extractor/``: ``vlm.json`` (where the VLM is, a hash of its config.json, the question,
   the bands) and ``lora/``, a copy of the preference-VQA LoRA, so both are in the model's
   fingerprint. The VLM weights stay where they are (gigabytes); the fingerprint covers
@@ -101,7 +102,14 @@ def build_vlm_model(vlm: str, probes: str | Path, features_dir: str | Path,
     from finexl.prefgen import vocabulary as vocab
     from finexl.prefgen.align import text_table, train_align
     from finexl.prefgen.features import ImageTower
-    from finexl.prefgen.model import CONFIG, E_IMG_MODES, E_U_NORM, MODEL_FORMAT, MODEL_VERSION, VLM_FILE
+    from finexl.prefgen.model import (
+        CONFIG,
+        E_IMG_MODES,
+        E_U_NORM,
+        MODEL_FORMAT,
+        MODEL_VERSION,
+        VLM_FILE,
+    )
     from finexl.prefgen.vlm_features import check_vlm_directory, resolve_vlm_directory
     from finexl.store.files import write_atomic
 
@@ -142,11 +150,11 @@ def build_vlm_model(vlm: str, probes: str | Path, features_dir: str | Path,
     if fitted.model is not None:
         fitted.model.save_pretrained(str(out / "align"))
     save_file({"table": table}, str(out / "text_table.safetensors"))
+    text_dim = int(table.shape[1])
     save_file(user_part_statistics(users[:e_u_norm_users], fitted.model, e_sem, e_core, tower,
-                                   align_points, int(table.shape[1])),
+                                   align_points, text_dim),
               str(out / E_U_NORM))
     shutil.copy2(probes, out / "probes.json")
-    text_dim = int(table.shape[1])
     config = {
         "format": MODEL_FORMAT, "version": MODEL_VERSION, "base_model": base_model,
         "extractor": EXTRACTOR_KIND, "attributes": [], "vocabulary": vocab.names(),
@@ -163,7 +171,8 @@ def build_vlm_model(vlm: str, probes: str | Path, features_dir: str | Path,
         # model) does not drown g_sem and e_img in the branch's linear projector.
         "e_img_mode": "contrast", "e_img": E_IMG_MODES["contrast"], "e_u_norm": True,
         "training": {"users": len(users), "align_users": taught, "align_steps": align_steps,
-                     "e_u_norm_users": min(len(users), e_u_norm_users), "seed": seed, "features": str(Path(features_dir).expanduser().resolve())},
+                     "e_u_norm_users": min(len(users), e_u_norm_users), "seed": seed,
+                     "features": str(Path(features_dir).expanduser().resolve())},
     }
     write_atomic(out / CONFIG, json.dumps(config, indent=1).encode())
     final = float(np.mean(fitted.losses[-100:])) if fitted.losses else None
@@ -177,13 +186,10 @@ def user_part_statistics(users: list[Any], align, e_sem: np.ndarray, e_core: np.
     whose rows of ``e_sem``/``e_core`` come first)."""
     from finexl.imaging.decode import load_images
     from finexl.prefgen.align import g_sem
-    from finexl.prefgen.model import image_part, part_statistics, reference_pixels
+    from finexl.prefgen.model import image_embeddings, image_part, part_statistics
 
-    def embed(paths) -> np.ndarray:
-        if not paths:
-            return np.zeros((0, tower.dim), np.float32)
-        return tower.features(reference_pixels(load_images(paths), tower.image_size)
-                              )[:, :tower.dim]
+    def embed(paths) -> np.ndarray:  # at the size the model's config gives: the tower's own
+        return image_embeddings(tower, load_images(paths), tower.image_size)
 
     n = len(users)
     e_img = np.stack([image_part("contrast", embed(u.liked), embed(u.disliked)) for u in users])
