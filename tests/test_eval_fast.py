@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from finexl.encoders.loader import load_encoder
@@ -43,11 +44,44 @@ def test_scenario1_fast(mini, tmp_path):
     assert (tmp_path / "scenario1.md").read_text().startswith("| method |")
 
 
-def test_scenario2_fast(mini):
+@pytest.fixture(scope="module")
+def scenario2_8(mini):
+    """Scenario 2 on 8 pairs (2 crops of each of the 4 photos): 9 models, sepia at levels
+    1-3 times grain at levels 1-3, answer-list candidates, the default significance stop."""
     result = run_scenario2(mini, n_images=8)
-    accuracy = result.methods["finexl"]["accuracy"]
-    assert accuracy > 1 / 3 + 0.15  # chance is one level in three
+    truth = np.asarray(result.details["truth"])
+    assert sorted(map(tuple, truth.tolist())) == [(a, b) for a in (1, 2, 3) for b in (1, 2, 3)]
+    return result, truth, np.asarray(result.details["scores"]["finexl"])
+
+
+# Why not one accuracy over both aspects (it was "> chance + 0.15"): with 8 pairs FineXL
+# never selects grain, with the first mini (v1) or the third (v3): the grain difference is
+# taken by "pencil sketch" (and with v3 "halftone"), whose weight grows with the grain level,
+# so grain scores 0 on all 9 models and its level calls are chance (3 of 9) for both. The old
+# bar passed on sepia alone (v1 7 of 9) and v3's 5 of 9 failed it. The tests below say which
+# aspect holds and which does not.
+
+
+def test_scenario2_fast(scenario2_8):
+    result, truth, scores = scenario2_8
+    # Known answer: with the grain level fixed, more sepia never lowers the sepia score, and
+    # the strongest sepia scores above the weakest.
+    for grain in (1, 2, 3):
+        sepia = [scores[(truth[:, 0] == level) & (truth[:, 1] == grain), 0][0]
+                 for level in (1, 2, 3)]
+        assert sepia[0] <= sepia[1] <= sepia[2] and sepia[2] > sepia[0], (grain, sepia)
+    # Sepia's level calls across all 9 models beat chance (one level in three): v3 5 of 9,
+    # v1 7 of 9. Grain pulls the sepia score down (the bins mix grain levels), more with v3,
+    # where "pencil sketch" takes more of a sepia + grain difference.
+    assert result.methods["finexl"]["per_aspect"]["sepia"] > 1 / 3 + 0.15
     # Not asserted against the baselines as published: with 8 images on 4 photos, FineXL
     # names only what is significant across the photos, and VisDiff may beat it here.
     assert all(0 <= result.methods[b]["accuracy"] <= 1 for b in BASELINES_AS_PUBLISHED)
-    assert len(result.details["truth"]) == 9
+
+
+@pytest.mark.xfail(strict=True, reason="known miss (docs/MINI_ENCODER.md): on 8 pairs "
+                   "FineXL gives a sepia + grain mix's grain to 'pencil sketch' with the mini "
+                   "encoder, so every grain level ties at 0; strict, so a fix shows")
+def test_scenario2_fast_grain_levels(scenario2_8):
+    result, _, _ = scenario2_8
+    assert result.methods["finexl"]["per_aspect"]["grainy"] > 1 / 3 + 0.15
