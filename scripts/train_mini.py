@@ -74,6 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--render-min", type=int, default=144)
     parser.add_argument("--render-max", type=int, default=224)
     parser.add_argument("--p-confusable", type=float, default=0.0)
+    parser.add_argument("--confusable-mixtures", action="store_true",
+                        help="confusable pairs also set a sketch beside sepia + grain and "
+                             "black and white + grain on one picture (finexl.train.data)")
     parser.add_argument("--w-diff", type=float, default=1.0)
     parser.add_argument("--w-magnitude", type=float, default=1.0)
     parser.add_argument("--w-clip", type=float, default=1.0)
@@ -111,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     data_config = DataConfig(image_size=args.image_size, n_bases=args.n_bases,
                              n_variants=args.n_variants, render_min=args.render_min,
                              render_max=args.render_max, p_confusable=args.p_confusable,
+                             confusable_mixtures=args.confusable_mixtures,
                              families=args.families, p_canonical=args.p_canonical,
                              p_canonical_for=tuple(_quality_probability(item)
                                                    for item in args.p_canonical_for),

@@ -178,3 +178,26 @@ def test_debian_captions_say_what_is_shown_not_a_quality_or_style():
             assert not found, (stem, caption, found)
         assert not words & style_words, (stem, words & style_words)
         assert not words & {"wallpaper", "abstract", "pattern", "texture", "painting"}, stem
+
+
+@pytest.mark.parametrize("mixtures", [False, True])
+def test_confusable_mixtures_set_a_sketch_beside_toned_grain(mixtures):
+    """--confusable-mixtures: some bases carry a pencil sketch and, on another variant,
+    sepia (or black and white) with grain, both named in its caption; off, no variant is
+    drawn as a mixture main (the third version's recipe draws the same batches as before)."""
+    from finexl.train.data import BatchMaker, DataConfig
+
+    config = DataConfig(n_bases=24, n_variants=2, render_min=40, render_max=48, image_size=32,
+                        p_confusable=1.0, confusable_mixtures=mixtures, p_neutral=0.0,
+                        quality_counts=(1.0,))
+    batch = BatchMaker(config, [], [], seed=0)()
+    by_base: dict[int, list[set[str]]] = {}
+    for b, picked in zip(batch.base_index, batch.qualities):
+        by_base.setdefault(int(b), []).append({name for name, _ in picked})
+    beside = [v for v in by_base.values() if {"pencil_sketch"} in v
+              and any({"grainy", "sepia"} <= q or {"grainy", "black_and_white"} <= q for q in v)]
+    assert bool(beside) == mixtures
+    for picked, caption in zip(batch.qualities, batch.captions[config.n_bases:]):
+        if {"grainy", "sepia"} <= {name for name, _ in picked}:
+            # one quality per variant (quality_counts=(1.0,)): only a mixture main adds one
+            assert mixtures and len(picked) == 2 and "," in caption

@@ -54,6 +54,14 @@ CONFUSABLE = (
     ("glow", "bright"), ("low_contrast", "bright"), ("halftone", "grainy"),
     ("thick_outlines", "pencil_sketch"), ("neon", "purple_tint"), ("pink_tint", "purple_tint"),
 )
+# Mixtures an encoder reads as a third quality (``DataConfig.confusable_mixtures``): a
+# "+" names one variant carrying both. The third version read sepia + grain, and black and
+# white + grain, as "line drawing": a toned photo with fine texture sits between the
+# colour and the grain directions, where the pencil sketch's desaturated strokes also sit,
+# and it rarely saw the mix beside a sketch of the same picture.
+CONFUSABLE_MIXTURES = (
+    ("pencil_sketch", "sepia+grainy"), ("pencil_sketch", "black_and_white+grainy"),
+)
 
 
 @dataclass
@@ -78,6 +86,7 @@ class DataConfig:
     p_neutral: float = 0.05  # a variant with no quality (caption unchanged or neutral)
     strength_min: float = 0.05
     p_confusable: float = 0.0  # chance a base's variants include a confusable pair
+    confusable_mixtures: bool = False  # CONFUSABLE_MIXTURES join the confusable pairs
     qualities: tuple[str, ...] = field(default_factory=lambda: tuple(QUALITIES))
 
 
@@ -170,10 +179,12 @@ class BatchMaker:
         return image, caption_text.with_prefix(subject, rng)
 
     def pick_qualities(self, main: str) -> list[tuple[str, float]]:
-        """``main`` plus compatible extra qualities, each with a random strength."""
+        """``main`` (one quality, or a mixture "a+b") plus compatible extra qualities, each
+        with a random strength."""
         cfg, rng = self.config, self.rng
         count = 1 + int(rng.choice(len(cfg.quality_counts), p=cfg.quality_counts))
-        chosen = [main]
+        chosen = main.split("+")
+        count = max(count, len(chosen))
         for name in rng.permutation(list(cfg.qualities)):
             if len(chosen) >= count:
                 break
@@ -192,8 +203,9 @@ class BatchMaker:
             texts.append(subject)
             mains = list(rng.choice(list(cfg.qualities), size=cfg.n_variants, replace=False))
             if cfg.n_variants >= 2 and rng.random() < cfg.p_confusable:
-                pair = [q for q in CONFUSABLE[int(rng.integers(len(CONFUSABLE)))]
-                        if q in cfg.qualities]
+                pairs = CONFUSABLE + (CONFUSABLE_MIXTURES if cfg.confusable_mixtures else ())
+                pair = [q for q in pairs[int(rng.integers(len(pairs)))]
+                        if all(part in cfg.qualities for part in q.split("+"))]
                 if len(pair) == 2:
                     rest = [q for q in mains if q not in pair][:cfg.n_variants - 2]
                     mains = pair + rest
