@@ -77,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--confusable-mixtures", action="store_true",
                         help="confusable pairs also set a sketch beside sepia + grain and "
                              "black and white + grain on one picture (finexl.train.data)")
+    parser.add_argument("--p-mixture-pair", type=float, default=0.0,
+                        help="chance a base's variants start with such a pair (on its own)")
     parser.add_argument("--w-diff", type=float, default=1.0)
     parser.add_argument("--w-magnitude", type=float, default=1.0)
     parser.add_argument("--w-clip", type=float, default=1.0)
@@ -115,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
                              n_variants=args.n_variants, render_min=args.render_min,
                              render_max=args.render_max, p_confusable=args.p_confusable,
                              confusable_mixtures=args.confusable_mixtures,
+                             p_mixture_pair=args.p_mixture_pair,
                              families=args.families, p_canonical=args.p_canonical,
                              p_canonical_for=tuple(_quality_probability(item)
                                                    for item in args.p_canonical_for),

@@ -180,16 +180,17 @@ def test_debian_captions_say_what_is_shown_not_a_quality_or_style():
         assert not words & {"wallpaper", "abstract", "pattern", "texture", "painting"}, stem
 
 
-@pytest.mark.parametrize("mixtures", [False, True])
-def test_confusable_mixtures_set_a_sketch_beside_toned_grain(mixtures):
-    """--confusable-mixtures: some bases carry a pencil sketch and, on another variant,
-    sepia (or black and white) with grain, both named in its caption; off, no variant is
-    drawn as a mixture main (the third version's recipe draws the same batches as before)."""
+@pytest.mark.parametrize("mixtures, p_pair", [(False, 0.0), (True, 0.0), (False, 0.5)])
+def test_confusable_mixtures_set_a_sketch_beside_toned_grain(mixtures, p_pair):
+    """--confusable-mixtures or --p-mixture-pair: some bases carry a pencil sketch and, on
+    another variant, sepia (or black and white) with grain; off, no variant is drawn as a
+    mixture main (the third version's recipe draws the same batches as before)."""
     from finexl.train.data import BatchMaker, DataConfig
 
     config = DataConfig(n_bases=24, n_variants=2, render_min=40, render_max=48, image_size=32,
                         p_confusable=1.0, confusable_mixtures=mixtures, p_neutral=0.0,
-                        quality_counts=(1.0,))
+                        quality_counts=(1.0,), p_mixture_pair=p_pair)
+    mixtures = mixtures or p_pair > 0
     batch = BatchMaker(config, [], [], seed=0)()
     by_base: dict[int, list[set[str]]] = {}
     for b, picked in zip(batch.base_index, batch.qualities):

@@ -87,6 +87,7 @@ class DataConfig:
     strength_min: float = 0.05
     p_confusable: float = 0.0  # chance a base's variants include a confusable pair
     confusable_mixtures: bool = False  # CONFUSABLE_MIXTURES join the confusable pairs
+    p_mixture_pair: float = 0.0  # chance a base's variants start with a CONFUSABLE_MIXTURES pair
     qualities: tuple[str, ...] = field(default_factory=lambda: tuple(QUALITIES))
 
 
@@ -202,7 +203,10 @@ class BatchMaker:
             bases.append(image)
             texts.append(subject)
             mains = list(rng.choice(list(cfg.qualities), size=cfg.n_variants, replace=False))
-            if cfg.n_variants >= 2 and rng.random() < cfg.p_confusable:
+            if cfg.n_variants >= 2 and cfg.p_mixture_pair and rng.random() < cfg.p_mixture_pair:
+                pair = list(CONFUSABLE_MIXTURES[int(rng.integers(len(CONFUSABLE_MIXTURES)))])
+                mains = pair + [q for q in mains if q not in pair][:cfg.n_variants - 2]
+            elif cfg.n_variants >= 2 and rng.random() < cfg.p_confusable:
                 pairs = CONFUSABLE + (CONFUSABLE_MIXTURES if cfg.confusable_mixtures else ())
                 pair = [q for q in pairs[int(rng.integers(len(pairs)))]
                         if all(part in cfg.qualities for part in q.split("+"))]
