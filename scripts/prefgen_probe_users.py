@@ -6,7 +6,10 @@ judges), prompt fidelity (and "styled"), object-mask IoU with the base image, fo
 model folder at several λ, with the base model and the ceiling beside it.
 
     python scripts/prefgen_probe_users.py --model DIR --data USERS --judges EVAL_OUT/judges.json \
-        --users 40 --scales 1,0.75 --out probe_users.json
+        --users 40 --scales 1,0.75 --guidance-null anti_user,zeros --out probe_users.json
+
+``--guidance-null``: what guidance's null half is, each profile's anti-user (liked and
+disliked swapped; what ``finexl generate --user`` does) and/or zeros (no user).
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=40)
     parser.add_argument("--scales", default="1")
     parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--guidance-null", default="anti_user",
+                        help="comma-separated: anti_user, zeros")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
 
@@ -59,13 +64,16 @@ def main() -> None:
            "base": record(np.stack([base] * len(users))), "ceiling": record(ceiling)}
     personalizer = PrefGenPersonalizer(args.model)
     cache = M.ProfileCache()
-    for scale in args.scales.split(","):
-        start = time.perf_counter()
-        made = M.with_user_branch(pipe, personalizer, cache, users, plan, settings,
-                                  scale=float(scale))
-        out[f"lambda_{scale}"] = {**record(made.images),
-                                  "seconds": round(time.perf_counter() - start, 1)}
-        print(scale, out[f"lambda_{scale}"], flush=True)
+    for null in args.guidance_null.split(","):
+        if null not in ("anti_user", "zeros"):
+            parser.error(f"--guidance-null {null!r}: use anti_user or zeros")
+        for scale in args.scales.split(","):
+            start = time.perf_counter()
+            made = M.with_user_branch(pipe, personalizer, cache, users, plan, settings,
+                                      scale=float(scale), anti_user=null == "anti_user")
+            name = f"lambda_{scale}_{null}"
+            out[name] = {**record(made.images), "seconds": round(time.perf_counter() - start, 1)}
+            print(name, out[name], flush=True)
     Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
 
 

@@ -43,12 +43,16 @@ def profiles(monkeypatch, tmp_path):
     """Profiles stand in for prefgen-core's UserProfile files: ``make(name, **fields)``."""
     made = {}
 
-    def make(name="me", *, fingerprint="prefgen-A", base_model=None, dim=EMBED_DIM, seed=0):
+    def make(name="me", *, fingerprint="prefgen-A", base_model=None, dim=EMBED_DIM, seed=0,
+             anti=False):
         path = tmp_path / f"{name}.user.safetensors"
         vector = np.random.default_rng(seed).normal(size=dim).astype(np.float32)
+        anti_vector = -3 * vector if anti else None
         path.write_bytes(vector.tobytes() + fingerprint.encode())  # content identifies it
         made[path] = SimpleNamespace(model_fingerprint=fingerprint, base_model=base_model,
-                                     user_embedding=lambda drop=(): vector)
+                                     user_embedding=lambda drop=(): vector,
+                                     anti_embedding=anti_vector,
+                                     null_embedding=lambda drop=(): anti_vector)
         return path
 
     monkeypatch.setattr(user_generation, "read_profile", lambda path: made[Path(path)])
@@ -82,6 +86,28 @@ def test_scale_zero_gives_the_base_images_byte_for_byte(world, profiles, tmp_pat
     assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "one").glob("*.png")} == before
     with pytest.raises(FinexlError, match="user_scale"):
         generate(_config(world, tmp_path / "one", user=str(me), user_scale=0.5))
+
+
+def test_guidance_moves_away_from_the_anti_user(world, profiles, tmp_path, one_torch_thread):
+    """A profile with an anti-user puts it in guidance's null half: λ = 0 is still the base
+    model byte for byte, at λ = 1 the images differ from --no-anti-user's (zeros), and the
+    records say which was used (so a rerun with the other setting is not reused)."""
+    me = profiles("me", anti=True)
+    generate(_config(world, tmp_path / "base"))
+    generate(_config(world, tmp_path / "zero", user=str(me), user_scale=0.0))
+    assert _pngs(tmp_path / "zero") == _pngs(tmp_path / "base")
+    away = generate(_config(world, tmp_path / "away", user=str(me)))
+    plain = generate(_config(world, tmp_path / "plain", user=str(me), anti_user=False))
+    assert _pngs(tmp_path / "away") != _pngs(tmp_path / "plain")
+    assert away[0]["anti_user"] is True and "anti_user" not in plain[0]
+    with pytest.raises(FinexlError, match="anti_user"):
+        generate(_config(world, tmp_path / "away", user=str(me), anti_user=False))
+
+    embeds = user_branch.pipeline_user_embeds(np.ones(4), 3, guided=True,
+                                              null_embedding=np.full(4, -2.0))[0]
+    assert embeds.shape == (6, 1, 4)
+    assert torch.equal(embeds[:3], torch.full((3, 1, 4), -2.0))
+    assert torch.equal(embeds[3:], torch.ones(3, 1, 4))
 
 
 def test_a_caller_pipeline_gets_its_processors_back(world, profiles, tmp_path,

@@ -10,7 +10,13 @@ import pytest
 from finexl.errors import FinexlError
 from finexl.eval.prefgen import judges as J
 from finexl.eval.prefgen.loop import recovery
-from finexl.eval.prefgen.metrics import PlannedImage, UserTaste, score_method
+from finexl.eval.prefgen.metrics import (
+    PlannedImage,
+    UserTaste,
+    cell_share,
+    paired_difference,
+    score_method,
+)
 from finexl.generate.tiny_data import random_scene, render
 from finexl.prefgen.vocabulary import apply_styles
 
@@ -94,6 +100,36 @@ def test_metrics_see_liked_styles_and_prompt_colours(judges):
                         styled=followed).prompt_fidelity_styled == 1.0
     assert good.per_attribute["dark"]["likers"] >= 0.75
     assert good.per_attribute["dark"]["dislikers"] < 0.25
+    # The cells behind the shares give the same shares back.
+    assert cell_share(good.liked_cells) == pytest.approx(good.liked_present)
+    assert cell_share(unchanged.disliked_cells) == pytest.approx(unchanged.disliked_present)
+
+
+def _cells(rates, n_prompts=4, seeds=2, attributes=3, seed=0):
+    """Cells of users whose images show each attribute with probability rates[u, prompt]."""
+    rng = np.random.default_rng(seed)
+    rates = np.repeat(np.asarray(rates, float), seeds, axis=1)
+    present = rng.binomial(attributes, rates)
+    return np.stack([present, np.full_like(present, attributes)], axis=-1)
+
+
+def test_paired_difference_finds_a_known_shift_and_widens_when_one_prompt_carries_it():
+    prompts = [f"p{k}" for k in range(4) for _ in range(2)]
+    users = 30
+    base = _cells(np.full((users, 4), 0.1), seed=1)
+    shifted = _cells(np.full((users, 4), 0.5), seed=2)
+    up = paired_difference(shifted, base, prompts, n_boot=500)
+    assert up.low > 0.25 and up.high < 0.55 and up.low < up.difference < up.high
+    assert up.n_users == users and up.n_prompts == 4
+    same = paired_difference(base, base, prompts, n_boot=200)
+    assert same.difference == 0 and same.low == 0 and same.high == 0
+    # The same average shift carried by one prompt: users agree, prompts do not, so the
+    # two-way interval must be wide enough to include no effect at all.
+    one_prompt = _cells(np.tile([0.1, 0.1, 0.1, 0.9], (users, 1)), seed=3)
+    narrow = paired_difference(one_prompt, base, prompts, n_boot=500)
+    assert narrow.low <= 0.02 < narrow.difference
+    with pytest.raises(ValueError):
+        paired_difference(base, base[:, :6], prompts)
 
 
 def test_recovery_counts_liked_in_top3_and_disliked_among_negatives():

@@ -64,3 +64,40 @@ def test_shipped_model_reads_a_planted_style_better_than_for_other_users(model):
     assert profile.model_fingerprint == model.fingerprint
     # Words are read from g's points in the text space, not from e_u's scaled copy of them.
     assert profile.aligned_words and all(-1.001 <= c <= 1.001 for _, c in profile.aligned_words)
+
+
+def test_the_anti_user_is_the_profile_with_liked_and_disliked_swapped(model, tmp_path):
+    """A profile keeps the e_u of its anti-user (guidance's null half): exactly the profile
+    of the same images with liked and disliked swapped; without disliked images there is
+    none. It survives save and load, and a damaged one is a one-line error."""
+    from safetensors.numpy import load_file, save_file
+
+    from finexl.errors import FinexlError
+    from finexl.prefgen.profile import UserProfile
+
+    scenes = draw_scenes(pool_prompts(12, seed=4))
+    liked = _styled(list(scenes[:6]), ["dark"], 1)
+    disliked = _styled(list(scenes[6:]), ["grainy"], 2)
+    me = model.profile(liked, disliked)
+    swapped = model.profile(disliked, liked)
+    np.testing.assert_allclose(me.anti_embedding, swapped.user_embedding(), atol=1e-5)
+    np.testing.assert_allclose(me.null_embedding(), me.anti_embedding)
+    assert not np.allclose(me.anti_embedding, me.user_embedding(), atol=1e-2)
+    dropped = me.null_embedding(("g_sem", "e_core"))
+    assert np.all(dropped[: -me.e_img.size] == 0)
+    assert np.array_equal(dropped[-me.e_img.size:], me.anti_embedding[-me.e_img.size:])
+
+    alone = model.profile(liked)
+    assert alone.anti_embedding is None and not alone.null_embedding().any()
+
+    path = me.save(tmp_path / "me.user.safetensors")
+    assert np.array_equal(UserProfile.load(path).anti_embedding, me.anti_embedding)
+    tensors = load_file(str(path))
+    tensors["anti_embedding"] = tensors["anti_embedding"][:5]
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="numpy") as handle:
+        metadata = handle.metadata()
+    save_file(tensors, str(tmp_path / "bad.user.safetensors"), metadata=metadata)
+    with pytest.raises(FinexlError, match="damaged user profile"):
+        UserProfile.load(tmp_path / "bad.user.safetensors")

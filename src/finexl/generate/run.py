@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 
 # Settings that must agree for an image on disk to be reused by a rerun.
 _RESUME_KEYS = ("prompt", "seed", "model", "loras", "negative_prompt", "steps", "guidance",
-                "size", "user", "user_scale", "prefgen_model")
+                "size", "user", "user_scale", "prefgen_model", "anti_user")
 _MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed's range
 
 
@@ -61,6 +61,7 @@ class GenerateConfig:
     user: str | None = None  # a PrefGen profile (*.user.safetensors) to generate for
     user_scale: float = 1.0  # λ, the user branch's strength (0: the base model's images)
     prefgen_model: str | None = None  # whose user branch; None: the model's default
+    anti_user: bool = True  # guide away from the profile's anti-user (its dislikes)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "loras", tuple(
@@ -271,7 +272,7 @@ def generate(config: GenerateConfig, *, progress: bool = False,
         from finexl.prefgen.user_generation import resolve_user
 
         user = resolve_user(config.user, config.model, prefgen_model=config.prefgen_model,
-                            scale=config.user_scale)
+                            scale=config.user_scale, anti_user=config.anti_user)
     out_dir = Path(config.out_dir)
     jobs = plan_jobs(config, load_prompt_records(config))
     # The check against metadata.jsonl and the writes are one critical section: a concurrent

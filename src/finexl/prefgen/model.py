@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from finexl.errors import FinexlError
+from finexl.prefgen.profile import PARTS
 
 MODEL_FORMAT = "finexl-prefgen"
 MODEL_VERSION = 1
@@ -336,7 +337,11 @@ class PrefGenModel:
             disliked_features = (self.tower.features(self.reference_pixels(disliked))
                                  if len(disliked) else
                                  np.zeros((0, self.tower.feature_dim), np.float32))
-        read = self.read([liked_features], [disliked_features])
+        # Row 1 is the anti-user: the same images with liked and disliked swapped. Generation
+        # guides away from it (the null half of guidance), as a negative prompt does for text.
+        swapped = len(disliked_features) > 0
+        read = self.read([liked_features] + ([disliked_features] if swapped else []),
+                         [disliked_features] + ([liked_features] if swapped else []))
         parts = self.embeddings(read)
         like, dislike = read.like_probs[0], read.dislike_probs[0]
 
@@ -346,8 +351,11 @@ class PrefGenModel:
 
         aligned = (nearest_words(parts["g_points"][:1], self.text_names, self.text_table, k=3)[0]
                    if self.align is not None else [])
+        anti = (np.concatenate([parts[name][1].reshape(-1) for name in PARTS]) if swapped
+                else None)
         return UserProfile(g_sem=parts["g_sem"][0], e_core=parts["e_core"][0],
-                           e_img=parts["e_img"][0], likes=words(like), dislikes=words(dislike),
+                           e_img=parts["e_img"][0], anti_embedding=anti,
+                           likes=words(like), dislikes=words(dislike),
                            aligned_words=aligned, model_fingerprint=self.fingerprint,
                            base_model=self.base_model, n_liked=len(liked_features),
                            n_disliked=len(disliked_features))
@@ -370,22 +378,30 @@ class PrefGenModel:
 
         record = json.loads((self.folder / "extractor" / VLM_FILE).read_text(encoding="utf-8"))
         layers = [int(layer) for layer in record["layers"]]
-        query = PreferenceQuery(pil(liked), pil(disliked), record["question"])
-        states = self.extractor.layer_states([query], layers)
+        liked, disliked = pil(liked), pil(disliked)
+        # The second query is the anti-user (liked and disliked swapped), as in profile().
+        sets = [(liked, disliked)] + ([(disliked, liked)] if disliked else [])
+        states = self.extractor.layer_states(
+            [PreferenceQuery(a, b, record["question"]) for a, b in sets], layers)
         e_core, e_sem = pool_layer_bands(states, layers, self.config["core_layers"],
                                          self.config["sem_layers"])
         points, text_dim = int(self.config["align_points"]), int(self.config["text_dim"])
         aligned_sem = g_sem(self.align, e_sem, points, text_dim)
         size = int(self.config["reference_size"])
-        aligned = (nearest_words(aligned_sem, self.text_names, self.text_table, k=3)[0]
+        aligned = (nearest_words(aligned_sem[:1], self.text_names, self.text_table, k=3)[0]
                    if self.align is not None else [])
-        parts = {"g_sem": aligned_sem[0], "e_core": e_core[0],
-                 "e_img": image_part(self.config.get("e_img_mode", "medoid"),
-                                     image_embeddings(self.tower, liked, size),
-                                     image_embeddings(self.tower, disliked, size))}
+        liked_embeddings = image_embeddings(self.tower, liked, size)
+        disliked_embeddings = image_embeddings(self.tower, disliked, size)
+        mode = self.config.get("e_img_mode", "medoid")
+        e_img = [image_part(mode, liked_embeddings, disliked_embeddings),
+                 image_part(mode, disliked_embeddings, liked_embeddings)][:len(sets)]
+        parts = {"g_sem": aligned_sem, "e_core": e_core, "e_img": np.stack(e_img)}
         if self.e_u_norm is not None:
             parts = normalize_parts(parts, self.e_u_norm)
-        return UserProfile(**parts, likes=[], dislikes=[], aligned_words=aligned,
+        anti = (np.concatenate([parts[name][1].reshape(-1) for name in PARTS])
+                if len(sets) > 1 else None)
+        return UserProfile(**{name: parts[name][0] for name in PARTS}, anti_embedding=anti,
+                           likes=[], dislikes=[], aligned_words=aligned,
                            model_fingerprint=self.fingerprint, base_model=self.base_model,
                            n_liked=len(liked), n_disliked=len(disliked))
 

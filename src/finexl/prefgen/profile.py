@@ -4,9 +4,18 @@
 
 - ``g_sem``: the aligned semantic part, ``g(e_sem)`` flattened (``points x text_dim``).
 - ``e_core``: mean read-out state over the layers best at telling users apart.
-- ``e_img``: the ``mini`` image embedding of one liked image, the **medoid** of the liked
-  set (the liked image whose embedding is closest to the mean of all liked embeddings): the
-  most typical liked image, so one odd image in the folder is not what the branch sees.
+- ``e_img``: from the ``mini`` image embeddings of the reference images: by default
+  (``contrast``) ``[mean liked - mean disliked ; mean liked]``; models trained with
+  ``--e-img medoid`` use the liked image closest to the mean liked direction.
+
+The parts are centred and scaled by the training users' statistics when the model has them
+(``e_u_norm.safetensors``), so a zero part is the average training user's.
+
+With disliked images the profile also keeps an **anti-user** ``anti_embedding``: the e_u
+the same model reads when liked and disliked are swapped. Generation puts it in the null
+half of classifier-free guidance, so images are pushed toward the user's taste *and away
+from what they disliked*, as a negative prompt does for text (without disliked images the
+null half is zeros, the no-user embedding the branch was trained with for guidance).
 
 A profile is saved as ``*.user.safetensors``: the three parts as tensors, and JSON metadata
 (likes and dislikes with scores, the nearest words of ``g(e_sem)``, the fingerprint of the
@@ -50,10 +59,16 @@ class UserProfile:
     n_liked: int = 0
     n_disliked: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    anti_embedding: np.ndarray | None = None  # e_u read with liked and disliked swapped
 
     def __post_init__(self) -> None:
         for name in PARTS:
             setattr(self, name, np.asarray(getattr(self, name), np.float32).reshape(-1))
+        if self.anti_embedding is not None:
+            self.anti_embedding = np.asarray(self.anti_embedding, np.float32).reshape(-1)
+            if self.anti_embedding.size != sum(self.parts.values()):
+                raise ValueError(f"anti_embedding has {self.anti_embedding.size} values, e_u"
+                                 f" {sum(self.parts.values())}")
 
     @property
     def parts(self) -> dict[str, int]:
@@ -68,6 +83,16 @@ class UserProfile:
         return np.concatenate([np.zeros_like(getattr(self, n)) if n in drop else getattr(self, n)
                                for n in PARTS]).astype(np.float32)
 
+    def null_embedding(self, drop: tuple[str, ...] | list[str] = ()) -> np.ndarray:
+        """The e_u for guidance's null half: the anti-user, or zeros without disliked
+        images; parts named in ``drop`` are zeros, as in :meth:`user_embedding`."""
+        user = self.user_embedding(drop)
+        if self.anti_embedding is None:
+            return np.zeros_like(user)
+        keep = np.concatenate([np.full(size, name not in drop)
+                               for name, size in self.parts.items()])
+        return np.where(keep, self.anti_embedding, 0.0).astype(np.float32)
+
     def summary(self) -> dict[str, Any]:
         """At least ``{"likes": [...], "dislikes": [...], "model": fingerprint}``."""
         return {"likes": [w for w, _ in self.likes], "dislikes": [w for w, _ in self.dislikes],
@@ -76,6 +101,7 @@ class UserProfile:
                 "dislike_scores": {w: round(p, 4) for w, p in self.dislikes},
                 "aligned_words": {w: round(s, 4) for w, s in self.aligned_words},
                 "n_liked": self.n_liked, "n_disliked": self.n_disliked,
+                "anti_user": self.anti_embedding is not None,
                 "embedding_parts": self.parts}
 
     def describe(self) -> str:
@@ -111,6 +137,8 @@ class UserProfile:
                     dislikes=[[w, p] for w, p in self.dislikes],
                     aligned_words=[[w, s] for w, s in self.aligned_words], extra=self.extra)
         tensors = {name: getattr(self, name) for name in PARTS}
+        if self.anti_embedding is not None:
+            tensors["anti_embedding"] = self.anti_embedding
         write_atomic(path, save(tensors, metadata={"finexl": json.dumps(meta)}))
         return path
 
@@ -129,7 +157,7 @@ class UserProfile:
         try:
             with safe_open(str(path), framework="numpy") as handle:
                 meta = json.loads((handle.metadata() or {}).get("finexl", "null"))
-                tensors = {name: handle.get_tensor(name) for name in PARTS
+                tensors = {name: handle.get_tensor(name) for name in PARTS + ("anti_embedding",)
                            if name in handle.keys()}
         except (SafetensorError, OSError, ValueError) as exc:
             raise FinexlError(f"{path} is not a readable user profile ({exc})") from exc
@@ -141,13 +169,17 @@ class UserProfile:
         missing = [name for name in PARTS if name not in tensors]
         if missing:
             raise FinexlError(f"{path} lacks the tensors {', '.join(missing)}")
-        return cls(**tensors,
-                   likes=[(w, float(p)) for w, p in meta["likes"]],
-                   dislikes=[(w, float(p)) for w, p in meta["dislikes"]],
-                   aligned_words=[(w, float(s)) for w, s in meta["aligned_words"]],
-                   model_fingerprint=meta["model"], base_model=meta["base_model"],
-                   n_liked=int(meta.get("n_liked", 0)), n_disliked=int(meta.get("n_disliked", 0)),
-                   extra=meta.get("extra") or {})
+        try:
+            return cls(**tensors,
+                       likes=[(w, float(p)) for w, p in meta["likes"]],
+                       dislikes=[(w, float(p)) for w, p in meta["dislikes"]],
+                       aligned_words=[(w, float(s)) for w, s in meta["aligned_words"]],
+                       model_fingerprint=meta["model"], base_model=meta["base_model"],
+                       n_liked=int(meta.get("n_liked", 0)),
+                       n_disliked=int(meta.get("n_disliked", 0)),
+                       extra=meta.get("extra") or {})
+        except ValueError as exc:
+            raise FinexlError(f"{path} is a damaged user profile ({exc})") from exc
 
 
 def medoid(embeddings: np.ndarray) -> int:

@@ -333,15 +333,19 @@ def unet_user_inputs(user_embedding: torch.Tensor) -> dict[str, list[torch.Tenso
 
 
 def pipeline_user_embeds(user_embedding, batch: int, *, guided: bool, dtype=torch.float32,
-                         device: str | torch.device = "cpu") -> list[torch.Tensor]:
+                         device: str | torch.device = "cpu",
+                         null_embedding=None) -> list[torch.Tensor]:
     """``ip_adapter_image_embeds`` for a pipeline call of ``batch`` images.
 
-    With classifier-free guidance the null half (a zero embedding, which training used for
-    "no user") comes first, the convention of diffusers' pipelines.
+    With classifier-free guidance the null half comes first, the convention of diffusers'
+    pipelines: ``null_embedding`` (one row, or one per image: the anti-user, which guidance
+    then moves away from) or, when None, zeros, which training used for "no user".
     """
     embeds = as_embedding_batch(user_embedding, batch, dtype=dtype, device=device)
     if guided:
-        embeds = torch.cat([torch.zeros_like(embeds), embeds])
+        null = (torch.zeros_like(embeds) if null_embedding is None else
+                as_embedding_batch(null_embedding, batch, dtype=dtype, device=device))
+        embeds = torch.cat([null, embeds])
     return [embeds]
 
 

@@ -6,6 +6,13 @@ for ``builtin:tiny`` is ``builtin:prefgen-tiny``) and passes the profile's ``e_u
 pipeline call as ``ip_adapter_image_embeds``. Seeds and files follow ``finexl generate``
 exactly, and at λ = 0 every image is the base model's, bit for bit.
 
+With guidance, the null half of ``ip_adapter_image_embeds`` is the profile's **anti-user**
+(the e_u read with liked and disliked swapped) when it has one, so every step moves toward
+the user's taste and away from their dislikes, as a negative prompt does for text; it is
+plain ``ip_adapter_image_embeds``, so diffusers' own pipelines do the same. ``anti_user=False``
+(``--no-anti-user``) uses the no-user zeros instead (docs/PREFGEN.md, "Guiding away from
+dislikes", has what it changed on probe users).
+
 Checks, each a one-line ``FinexlError`` before any image is made: λ within
 [0, ``MAX_USER_SCALE``]; a model with no user branch for it; a profile made with another
 PrefGen model (its fingerprint differs from the one the branch was trained with); a branch
@@ -47,11 +54,13 @@ class UserConditioning:
     branch: Path
     prefgen_model: str
     scale: float
+    null_embedding: np.ndarray | None = None  # guidance's null half; None: zeros
 
     def record(self) -> dict[str, Any]:
         """What ``metadata.jsonl`` records about the user for each image."""
+        anti = {"anti_user": True} if self.null_embedding is not None else {}
         return {"user": self.profile_id, "user_scale": self.scale,
-                "prefgen_model": self.prefgen_model}
+                "prefgen_model": self.prefgen_model} | anti
 
 
 def check_user_scale(scale: float) -> float:
@@ -124,8 +133,10 @@ def _same_base(recorded: str | None, model: str) -> bool:
 
 
 def resolve_user(profile: str | Path, model: str, *, prefgen_model: str | None = None,
-                 scale: float = 1.0) -> UserConditioning:
+                 scale: float = 1.0, anti_user: bool = True) -> UserConditioning:
     """Check that ``profile`` can condition ``model`` and gather what generation needs.
+
+    ``anti_user``: guide away from the profile's anti-user (when it has one).
 
     Raises
     ------
@@ -160,10 +171,12 @@ def resolve_user(profile: str | Path, model: str, *, prefgen_model: str | None =
         raise FinexlError(f"user profile {profile} has a {embedding.shape[0]}-long embedding but"
                           f" the user branch reads {config.embed_dim}; was it made with another"
                           f" PrefGen model?")
+    has_anti = getattr(user, "anti_embedding", None) is not None
+    null = np.asarray(user.null_embedding(), np.float32) if anti_user and has_anti else None
     return UserConditioning(profile=str(path.resolve()), profile_id=file_id(path),
                             embedding=embedding,
                             branch=branch, prefgen_model=config.prefgen_model or "",
-                            scale=scale)
+                            scale=scale, null_embedding=null)
 
 
 def apply_user(pipe: Any, user: UserConditioning) -> None:
@@ -193,5 +206,5 @@ def call_arguments(pipe: Any, user: UserConditioning, batch: int,
     guided = guidance is not None and guidance > 1.0
     unet = pipe.unet
     embeds = pipeline_user_embeds(user.embedding, batch, guided=guided, dtype=unet.dtype,
-                                  device=unet.device)
+                                  device=unet.device, null_embedding=user.null_embedding)
     return {"ip_adapter_image_embeds": embeds}

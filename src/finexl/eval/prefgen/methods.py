@@ -92,26 +92,34 @@ def base_images(pipe, plan: Sequence[PlannedImage], settings: SamplingSettings) 
 def with_user_branch(pipe, personalizer: Personalizer, profiles: ProfileCache,
                      users: Sequence[EvalUser], plan: Sequence[PlannedImage],
                      settings: SamplingSettings, *, scale: float = 1.0,
-                     drop: Sequence[str] = (), n_liked: int | None = None) -> MethodImages:
-    """Profile every user, then generate through the branch at ``scale``."""
+                     drop: Sequence[str] = (), n_liked: int | None = None,
+                     anti_user: bool = True) -> MethodImages:
+    """Profile every user, then generate through the branch at ``scale``.
+
+    ``anti_user``: guidance's null half is each profile's anti-user (as ``finexl generate
+    --user`` does), else zeros (no user).
+    """
     from finexl.prefgen.user_branch import unload_user_branch
 
-    embeddings, profile_seconds = [], []
+    embeddings, nulls, profile_seconds = [], [], []
     for user in users:
         profile, seconds = profiles.get(personalizer, user, n_liked)
         embeddings.append(profile.user_embedding(drop))
+        nulls.append(profile.null_embedding(drop) if anti_user
+                     else np.zeros_like(embeddings[-1]))
         profile_seconds.append(seconds)
     personalizer.attach(pipe, scale)
     try:
         start = time.perf_counter()
-        images = sample_users(pipe, plan, np.stack(embeddings), settings)
+        images = sample_users(pipe, plan, np.stack(embeddings), settings,
+                              null_embeddings=np.stack(nulls))
         generation = (time.perf_counter() - start) / len(users)
     finally:
         unload_user_branch(pipe)
     return MethodImages(images, float(np.mean(profile_seconds)) + generation,
                         {"profile_seconds": float(np.mean(profile_seconds)),
                          "generation_seconds": generation, "scale": scale, "drop": list(drop),
-                         "n_liked": n_liked})
+                         "n_liked": n_liked, "anti_user": anti_user})
 
 
 def with_prompt_shift(pipe, users: Sequence[EvalUser], words: Sequence[tuple[list[str], list[str]]],

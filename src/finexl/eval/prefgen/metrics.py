@@ -72,6 +72,10 @@ class MethodMetrics:
     n_users: int
     n_images: int
     per_attribute: dict[str, dict[str, float | None]] = field(default_factory=dict)
+    # Per user, per planned image: [attributes present, attributes counted] (paired judges),
+    # what paired_difference resamples.
+    liked_cells: list[list[list[int]]] = field(default_factory=list)
+    disliked_cells: list[list[list[int]]] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -114,6 +118,63 @@ def _share(hits: list[np.ndarray], counted: list[np.ndarray]) -> float:
     """Mean over users of each user's share of counted (image, attribute) cells present."""
     shares = [h[c].mean() for h, c in zip(hits, counted) if c.any()]
     return float(np.mean(shares)) if shares else float("nan")
+
+
+def _cells(hits: list[np.ndarray], counted: list[np.ndarray]) -> list[list[list[int]]]:
+    """Per user, per image: ``[present and counted, counted]``."""
+    return [[[int((h[k] & c[k]).sum()), int(c[k].sum())] for k in range(len(h))]
+            for h, c in zip(hits, counted)]
+
+
+def cell_share(cells: np.ndarray, users: np.ndarray | None = None,
+               images: np.ndarray | None = None) -> float:
+    """:func:`_share` from ``cells`` ``(n_users, n_plan, 2)``, on a resample of users and
+    planned images (index arrays, repeats allowed)."""
+    cells = np.asarray(cells, np.float64)
+    if users is not None:
+        cells = cells[users]
+    if images is not None:
+        cells = cells[:, images]
+    present, counted = cells[..., 0].sum(axis=1), cells[..., 1].sum(axis=1)
+    keep = counted > 0
+    return float((present[keep] / counted[keep]).mean()) if keep.any() else float("nan")
+
+
+@dataclass(frozen=True)
+class Difference:
+    """``a - b`` of a share, with a 95% interval from a two-way bootstrap."""
+
+    difference: float
+    low: float
+    high: float
+    n_users: int
+    n_prompts: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return _rounded(asdict(self))
+
+
+def paired_difference(cells_a, cells_b, prompts: Sequence[str], *, n_boot: int = 2000,
+                      seed: int = 0) -> Difference:
+    """How much more often method a shows the attributes than method b, with an interval.
+
+    Both methods drew the same users, prompts and seeds, so the difference is paired. The
+    bootstrap resamples users *and* prompts (all seeds of a resampled prompt come along):
+    images of one prompt are not independent, and neither are one user's images.
+    """
+    a, b = np.asarray(cells_a, np.float64), np.asarray(cells_b, np.float64)
+    if a.shape != b.shape or a.shape[1] != len(prompts):
+        raise ValueError(f"cells {a.shape} and {b.shape} do not match {len(prompts)} images")
+    groups = [np.flatnonzero(np.asarray(prompts) == p) for p in dict.fromkeys(prompts)]
+    rng = np.random.default_rng(seed)
+    draws = []
+    for _ in range(n_boot):
+        users = rng.integers(0, len(a), len(a))
+        images = np.concatenate([groups[g] for g in rng.integers(0, len(groups), len(groups))])
+        draws.append(cell_share(a, users, images) - cell_share(b, users, images))
+    low, high = np.nanpercentile(draws, [2.5, 97.5])
+    return Difference(cell_share(a) - cell_share(b), float(low), float(high), len(a),
+                      len(groups))
 
 
 def _pairwise_rms(images: np.ndarray) -> float:
@@ -200,7 +261,8 @@ def score_method(judges: JudgeSet, users: Sequence[UserTaste], images: np.ndarra
         diversity=float(np.nanmean(diversity)),
         between_users=float(np.nanmean(between)) if between else None,
         n_users=len(users), n_images=int(images.shape[0] * images.shape[1]),
-        per_attribute=per_attribute)
+        per_attribute=per_attribute, liked_cells=_cells(*liked["paired"]),
+        disliked_cells=_cells(*disliked["paired"]))
 
 
 # --------------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ class EvalProfile:
     parts: dict[str, np.ndarray]  # ordered: g_sem, e_core, e_img
     likes: list[str] = field(default_factory=list)
     dislikes: list[str] = field(default_factory=list)
+    anti: np.ndarray | None = None  # the anti-user's e_u (liked and disliked swapped)
 
     def user_embedding(self, drop: Sequence[str] = ()) -> np.ndarray:
         """``concat(parts)`` with dropped parts zeroed (PREFGEN contract's ablation form)."""
@@ -34,6 +35,14 @@ class EvalProfile:
             raise FinexlError(f"cannot drop {sorted(unknown)}: the profile has {list(self.parts)}")
         return np.concatenate([np.zeros_like(v) if k in drop else v
                                for k, v in self.parts.items()]).astype(np.float32)
+
+    def null_embedding(self, drop: Sequence[str] = ()) -> np.ndarray:
+        """Guidance's null half: the anti-user with ``drop``'s parts zeroed, or zeros."""
+        user = self.user_embedding(drop)
+        if self.anti is None:
+            return np.zeros_like(user)
+        keep = np.concatenate([np.full(v.size, k not in drop) for k, v in self.parts.items()])
+        return np.where(keep, self.anti, 0.0).astype(np.float32)
 
 
 class Personalizer(Protocol):
@@ -116,7 +125,8 @@ class PrefGenPersonalizer:
         profile = self.model.profile(list(liked), list(disliked))
         parts = {name: np.asarray(getattr(profile, name), np.float32).ravel()
                  for name in ("g_sem", "e_core", "e_img")}
-        return EvalProfile(parts, _words(profile.likes), _words(profile.dislikes))
+        return EvalProfile(parts, _words(profile.likes), _words(profile.dislikes),
+                           getattr(profile, "anti_embedding", None))
 
     def attach(self, pipe, scale: float) -> None:
         """Load the model's user branch onto ``pipe`` at λ = ``scale``."""

@@ -94,6 +94,7 @@ def checks(result: dict[str, Any]) -> list[str]:
     lines = [f"**Not measured**: {', '.join(names)} — {reason}."
              for reason, names in by_reason.items()]
     lines += [_compare("prefgen", other, methods) for other in ("base", "e_img", "predicted_words")]
+    lines += _against_base(result, "prefgen")
     if "prefgen" in methods and "base" in methods:
         for key, what in (("prompt_fidelity", "users whose liked styles keep colour"),
                           ("prompt_fidelity_styled", ("all users, the colour as the user's liked"
@@ -148,6 +149,31 @@ def checks(result: dict[str, Any]) -> list[str]:
                      f" known-answer case): {_pct(ceiling.get('recovery_top3'))} with FineXL's"
                      f" default stop, {_pct((ceiling.get('residual_stop') or {}).get('recovery_top3'))}"
                      f" with the residual stop (random {_pct(ceiling.get('random_top3'))}).")
+    return lines
+
+
+def _against_base(result: dict[str, Any], method: str) -> list[str]:
+    """The done-when's two preference statements, decided by a paired interval over users
+    and prompts (not by the point estimates alone)."""
+    from finexl.eval.prefgen.metrics import paired_difference
+
+    methods, plan = result["methods"], result.get("plan") or []
+    a, b = methods.get(method) or {}, methods.get("base") or {}
+    if not (a.get("liked_cells") and b.get("liked_cells")) or a["n_users"] != b["n_users"]:
+        return []
+    prompts = [p["prompt"] for p in plan]
+    lines = []
+    for key, want, words in (("liked_cells", 1, "liked"), ("disliked_cells", -1, "disliked")):
+        d = paired_difference(a[key], b[key], prompts)
+        if want * d.low > 0:
+            verdict = "more often" if want > 0 else "less often"
+        elif want * d.high < 0:
+            verdict = "**the wrong way**"
+        else:
+            verdict = "**not shown** " + ("more" if want > 0 else "less") + " often"
+        lines.append(f"`{method}` vs `base`, {words} attributes present: {100 * d.difference:+.1f}"
+                     f" points, 95% interval [{100 * d.low:+.1f}, {100 * d.high:+.1f}]"
+                     f" ({d.n_users} users x {d.n_prompts} prompts, both resampled): {verdict}.")
     return lines
 
 

@@ -33,7 +33,7 @@ from finexl.eval.prefgen.judges import JudgeSet, StyleJudge, calibrate, content_
 from finexl.eval.prefgen.metrics import PlannedImage, UserTaste, preference_similarity, score_method
 
 RESULTS_FILE = "prefgen.json"
-METRICS_VERSION = 2  # bump when scoring changes: saved images are rescored, not remade
+METRICS_VERSION = 3  # bump when scoring changes: saved images are rescored, not remade
 LOOP_VERSION = 4  # bump when the loop's FineXL settings change
 HEADLINE = ("prefgen", "base", "e_img", "predicted_words", "true_words", "lora")
 
@@ -557,7 +557,8 @@ def _method_steps(ctx: _Context, ablation_users: list[M.EvalUser], users_dir: Pa
             progress=ctx.progress), {"lora_steps": config.lora_steps}))
     if not config.personal:
         return shared
-    model = {"model": model_identity(config)}
+    # The shipped way to guide (away from each profile's anti-user); the key changes with it.
+    model = {"model": model_identity(config), "guidance_null": "anti_user"}
     steps = [("prefgen", users, branch(ctx.personalizer, users), model),
              ("e_img", users, branch(ctx.personalizer, users,
                                      drop=tuple(p for p in ctx.parts if p != "e_img")), model),
@@ -569,6 +570,9 @@ def _method_steps(ctx: _Context, ablation_users: list[M.EvalUser], users_dir: Pa
     for part in ctx.parts:
         steps.append((f"no_{part}", ablation_users,
                       branch(ctx.personalizer, ablation_users, drop=(part,)), model))
+    steps.append(("no_anti_user", ablation_users,
+                  branch(ctx.personalizer, ablation_users, anti_user=False),
+                  {**model, "guidance_null": "zeros"}))
     available = min(len(u.liked) + len(u.more_liked) for u in ablation_users)
     for count in config.reference_counts:
         if count > available:
@@ -586,7 +590,7 @@ def _method_steps(ctx: _Context, ablation_users: list[M.EvalUser], users_dir: Pa
     for name, folder in config.variants:
         steps.append((name, ablation_users,
                       branch(_personalizer(config, folder, name), ablation_users),
-                      {"model": model_identity(config, folder)}))
+                      {"model": model_identity(config, folder), "guidance_null": "anti_user"}))
     return steps + _retrained_steps(ctx, ablation_users, users_dir)
 
 
@@ -611,7 +615,8 @@ def _retrained_steps(ctx: _Context, ablation_users: list[M.EvalUser], users_dir:
             return M.with_user_branch(ctx.pipe, _personalizer(config, str(variant.folder),
                                                               variant.name),
                                       ctx.profiles, ablation_users, ctx.plan, ctx.settings)
-        steps.append((variant.name, ablation_users, make, {"model": identity}))
+        steps.append((variant.name, ablation_users, make,
+                      {"model": identity, "guidance_null": "anti_user"}))
     return steps
 
 
@@ -679,10 +684,10 @@ def _loop(ctx: _Context) -> dict[str, Any]:
     ceiling = _loop_on(ctx, "ceiling", None, ceiling_images, base, plan)
     if "prefgen" not in ctx.results:  # not run (baselines only, --only, or no branch)
         return {"ceiling": ceiling}
-    model = model_identity(config)
+    model = {"model": model_identity(config), "guidance_null": "anti_user"}
     if config.loop_prompts:
         images = _loop_images(
-            ctx, "prefgen", {"users": [u.user_id for u in ctx.users], "model": model},
+            ctx, "prefgen", {"users": [u.user_id for u in ctx.users], **model},
             lambda: M.with_user_branch(ctx.pipe, ctx.personalizer, ctx.profiles, ctx.users,
                                        plan, ctx.settings).images)
     else:
