@@ -178,7 +178,7 @@ def test_fast_evaluation_with_the_stand_in_and_its_rerun_through_the_cli(agents_
     from click.testing import CliRunner
 
     from finexl.cli import main
-    from finexl.eval.prefgen.report import markdown
+    from finexl.eval.prefgen.report import checks, markdown
     from finexl.eval.prefgen.run import PrefGenEvalConfig, command_line, run_prefgen_eval
 
     out = tmp_path / "out"
@@ -193,6 +193,11 @@ def test_fast_evaluation_with_the_stand_in_and_its_rerun_through_the_cli(agents_
         for key in ("liked_present", "disliked_present", "prompt_fidelity", "diversity"):
             assert key in methods[name], (name, key)
     assert {"recovery_top3", "random_top3"} <= set(result["loop"])
+    # The ceiling ran first, so even a first run scores every method's styled fidelity.
+    assert all(methods[name]["prompt_fidelity_styled"] is not None
+               for name in ("prefgen", "e_img", "base"))
+    # The done-when lines are decided by paired intervals over users and prompts.
+    assert sum("95% interval" in line for line in checks(result)) == 2
     # λ = 0 is the base model bit for bit (the run reuses the base images for it).
     from finexl.eval.prefgen import methods as M
     from finexl.eval.prefgen.generation import SamplingSettings
@@ -249,11 +254,14 @@ TINY_RECIPE = {"hidden_size": 32, "num_layers": 3, "num_heads": 2, "intermediate
                "align_steps": 4, "align_users": 30, "align_points": 2,
                "bank_per_set": {"0": 4, "1": 3, "2": 1}, "adapter_steps": 2,
                "adapter_batch_size": 2, "adapter_users": 8}
+    # A ceiling.npy left by a run on other users is not read as this run's ceiling.
+    other = PrefGenEvalConfig(**{**vars(config), "n_users": 2, "out_dir": out})
+    assert run_prefgen_eval(other)["methods"]["prefgen"]["n_users"] == 2
 
 
 def test_retrained_variants_one_recipe_shared_stages_and_evaluation(agents_dir, tmp_path,
                                                                     one_torch_thread):
-    from finexl.eval.prefgen.report import markdown
+    from finexl.eval.prefgen.report import checks, markdown
     from finexl.eval.prefgen.run import PrefGenEvalConfig, command_line, run_prefgen_eval
     from finexl.eval.prefgen.variants import read_recipe
 

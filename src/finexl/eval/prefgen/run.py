@@ -337,9 +337,11 @@ def _score(ctx: _Context, name: str, made: M.MethodImages, users: Sequence[M.Eva
     from finexl.imaging.transforms import to_image
 
     tastes = [UserTaste(u.user_id, u.liked_attributes, u.disliked_attributes) for u in users]
+    # The ceiling runs first; its images are read only when this run made or checked them
+    # (a ceiling.npy of other users, left by an earlier run, must not be read).
     ceiling = ctx.out / "methods" / "ceiling.npy"
     styled = (made.images if name == "ceiling" else
-              _load_images(ceiling)[: len(users)] if ceiling.is_file() else None)
+              _load_images(ceiling)[: len(users)] if "ceiling" in ctx.results else None)
     metrics = score_method(ctx.judges, tastes, made.images, ctx.base, ctx.plan, styled)
     p_liked, similarity = [], []
     for u, user in enumerate(users):
@@ -559,12 +561,12 @@ def _method_steps(ctx: _Context, ablation_users: list[M.EvalUser], users_dir: Pa
         return shared
     # The shipped way to guide (away from each profile's anti-user); the key changes with it.
     model = {"model": model_identity(config), "guidance_null": "anti_user"}
-    steps = [("prefgen", users, branch(ctx.personalizer, users), model),
+    steps = [shared[0], ("prefgen", users, branch(ctx.personalizer, users), model),
              ("e_img", users, branch(ctx.personalizer, users,
                                      drop=tuple(p for p in ctx.parts if p != "e_img")), model),
              ("predicted_words", users, words("predicted", users),
               {"model": model_identity(config, branch=False),
-               "strength": config.shift_strength}), *shared]
+               "strength": config.shift_strength}), *shared[1:]]
     if not config.ablations:
         return steps
     for part in ctx.parts:
