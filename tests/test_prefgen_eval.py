@@ -100,6 +100,10 @@ def test_metrics_see_liked_styles_and_prompt_colours(judges):
                         styled=followed).prompt_fidelity_styled == 1.0
     assert good.per_attribute["dark"]["likers"] >= 0.75
     assert good.per_attribute["dark"]["dislikers"] < 0.25
+    # These users like and dislike styles only: the style shares are the shares, and an
+    # image compared with itself shows no style.
+    assert good.liked_style_present == pytest.approx(good.liked_present)
+    assert good.liked_content_present is None and unchanged.disliked_style_present == 0
     # The cells behind the shares give the same shares back.
     assert cell_share(good.liked_cells) == pytest.approx(good.liked_present)
     assert cell_share(unchanged.disliked_cells) == pytest.approx(unchanged.disliked_present)
@@ -197,7 +201,12 @@ def test_fast_evaluation_with_the_stand_in_and_its_rerun_through_the_cli(agents_
     assert all(methods[name]["prompt_fidelity_styled"] is not None
                for name in ("prefgen", "e_img", "base"))
     # The done-when lines are decided by paired intervals over users and prompts.
-    assert sum("95% interval" in line for line in checks(result)) == 2
+    lines = checks(result)
+    assert any(line.startswith("`prefgen` vs `base`, liked attributes present") and
+               "95% interval" in line for line in lines)
+    assert any("disliked styles present" in line and "0 by construction" in line
+               for line in lines)
+    assert methods["base"]["disliked_style_present"] in (0, None)
     # λ = 0 is the base model bit for bit (the run reuses the base images for it).
     from finexl.eval.prefgen import methods as M
     from finexl.eval.prefgen.generation import SamplingSettings
@@ -245,6 +254,9 @@ def test_fast_evaluation_with_the_stand_in_and_its_rerun_through_the_cli(agents_
                                         "--data", str(tmp_path / "missing"), "--stand-in"])
     assert outcome.exit_code == 1 and "is not a folder" in outcome.output
     assert not (tmp_path / "x" / "prefgen.json").exists()
+    # A ceiling.npy left by a run on other users is not read as this run's ceiling.
+    other = PrefGenEvalConfig(**{**vars(config), "n_users": 4})
+    assert run_prefgen_eval(other)["methods"]["prefgen"]["n_users"] == 4
 
 
 # The retrained ablations with a tiny budget (test_prefgen_train's tiny configuration).
@@ -254,9 +266,6 @@ TINY_RECIPE = {"hidden_size": 32, "num_layers": 3, "num_heads": 2, "intermediate
                "align_steps": 4, "align_users": 30, "align_points": 2,
                "bank_per_set": {"0": 4, "1": 3, "2": 1}, "adapter_steps": 2,
                "adapter_batch_size": 2, "adapter_users": 8}
-    # A ceiling.npy left by a run on other users is not read as this run's ceiling.
-    other = PrefGenEvalConfig(**{**vars(config), "n_users": 2, "out_dir": out})
-    assert run_prefgen_eval(other)["methods"]["prefgen"]["n_users"] == 2
 
 
 def test_retrained_variants_one_recipe_shared_stages_and_evaluation(agents_dir, tmp_path,

@@ -102,14 +102,16 @@ def test_cli_profile_prints_words_and_writes_json(trained, tmp_path):
                                   str(root / "model"), "--json", str(tmp_path / "me.json")])
     assert result.exit_code == 0, result.output
     assert "likes:" in result.output and "dislikes:" in result.output
+    assert "guided away from the disliked images' taste" in result.output
     summary = json.loads((tmp_path / "me.json").read_text())
-    assert {"likes", "dislikes", "model"} <= set(summary)
+    assert {"likes", "dislikes", "model"} <= set(summary) and summary["anti_user"] is True
     assert summary["model"] == PrefGenModel.load(root / "model").fingerprint
     # --disliked may be omitted.
     result = runner.invoke(main, ["prefgen", "profile", "--liked", str(liked), "--out",
                                   str(tmp_path / "b.user.safetensors"), "--model",
                                   str(root / "model")])
     assert result.exit_code == 0, result.output
+    assert "no disliked images: generation is guided from no user" in result.output
     # Bad input: one line, non-zero exit, nothing written.
     empty = tmp_path / "empty"
     empty.mkdir()

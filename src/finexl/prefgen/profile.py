@@ -109,9 +109,12 @@ class UserProfile:
         def words(pairs):
             return ", ".join(f"{w} ({p:.2f})" for w, p in pairs) or "nothing clear"
 
+        away = ("generation is guided away from the disliked images' taste" if
+                self.anti_embedding is not None else
+                "no disliked images: generation is guided from no user, not away from dislikes")
         return (f"likes: {words(self.likes)}\n"
                 f"dislikes: {words(self.dislikes)}\n"
-                f"aligned g(e_sem) nearest words: {words(self.aligned_words)}")
+                f"aligned g(e_sem) nearest words: {words(self.aligned_words)}\n{away}")
 
     def check(self, *, model_fingerprint: str | None = None, base_model: str | None = None,
               source: str = "the profile") -> None:

@@ -454,13 +454,13 @@ def attributes_present(judges: JudgeSet, attributes: Sequence[str], images: Sequ
         if key is not None and key in judges.single:
             out[:, j] = judges.present(key, stats, base_stats, form=form)
             continue
-        if _is_content(name):
+        if is_content(name):
             readings = readings or [read_content(image) for image in images]
             out[:, j] = [content_present(name, r) for r in readings]
     return out
 
 
-def _is_content(name: str) -> bool:
+def is_content(name: str) -> bool:
     from finexl.prefgen.vocabulary import ATTRIBUTES, CONTENT
 
     return name in ATTRIBUTES and ATTRIBUTES[name].kind == CONTENT
@@ -468,4 +468,4 @@ def _is_content(name: str) -> bool:
 
 def judged(name: str) -> bool:
     """Whether some judge reads the attribute ``name``."""
-    return style_key(name) is not None or _is_content(name)
+    return style_key(name) is not None or is_content(name)

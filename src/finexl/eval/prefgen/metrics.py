@@ -19,7 +19,13 @@ from typing import Any
 
 import numpy as np
 
-from finexl.eval.prefgen.judges import JudgeSet, attributes_present, judged, read_content
+from finexl.eval.prefgen.judges import (
+    JudgeSet,
+    attributes_present,
+    is_content,
+    judged,
+    read_content,
+)
 
 
 @dataclass(frozen=True)
@@ -76,6 +82,18 @@ class MethodMetrics:
     # what paired_difference resamples.
     liked_cells: list[list[list[int]]] = field(default_factory=list)
     disliked_cells: list[list[list[int]]] = field(default_factory=list)
+    # The same split by kind. Paired style judges compare an image with the base image of
+    # the same prompt and seed, so the base model's own style share is 0 by construction:
+    # only content (a disliked colour, background or size drawn where the prompt leaves it
+    # free) can be drawn less often than by the base model.
+    style_cells: dict[str, list[list[list[int]]]] = field(default_factory=dict)
+    content_cells: dict[str, list[list[list[int]]]] = field(default_factory=dict)
+    # Single-image judges, where the base model's own images can show a style too.
+    single_cells: dict[str, list[list[list[int]]]] = field(default_factory=dict)
+    liked_style_present: float | None = None
+    disliked_style_present: float | None = None
+    liked_content_present: float | None = None
+    disliked_content_present: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -118,6 +136,11 @@ def _share(hits: list[np.ndarray], counted: list[np.ndarray]) -> float:
     """Mean over users of each user's share of counted (image, attribute) cells present."""
     shares = [h[c].mean() for h, c in zip(hits, counted) if c.any()]
     return float(np.mean(shares)) if shares else float("nan")
+
+
+def _optional_share(table: list[list[np.ndarray]]) -> float | None:
+    share = _share(*table)
+    return None if np.isnan(share) else share
 
 
 def _cells(hits: list[np.ndarray], counted: list[np.ndarray]) -> list[list[list[int]]]:
@@ -209,6 +232,7 @@ def score_method(judges: JudgeSet, users: Sequence[UserTaste], images: np.ndarra
     liked: dict[str, list] = {"paired": [[], []], "single": [[], []]}
     disliked: dict[str, list] = {"paired": [[], []], "single": [[], []]}
     attribute_hits: dict[str, dict[str, list[float]]] = {}
+    by_kind = {kind: {"liked": [[], []], "disliked": [[], []]} for kind in ("style", "content")}
     fidelity_all, fidelity_kept, fidelity_styled, ious, diversity = [], [], [], [], []
     for u, user in enumerate(users):
         for form in ("paired", "single"):
@@ -216,6 +240,12 @@ def score_method(judges: JudgeSet, users: Sequence[UserTaste], images: np.ndarra
                 present, counted = presence(judges, attributes, images[u], base, plan, form=form)
                 table[form][0].append(present)
                 table[form][1].append(counted)
+                if form == "paired":
+                    style = np.array([not is_content(a) for a in attributes], bool)
+                    side = "liked" if table is liked else "disliked"
+                    for kind, columns in (("style", style), ("content", ~style)):
+                        by_kind[kind][side][0].append(present)
+                        by_kind[kind][side][1].append(counted & columns[None, :])
         # Per style: how often each judged style shows, for users who like it and for others.
         present_all = attributes_present(judges, list(judges.paired), list(images[u]),
                                          list(base), form="paired")
@@ -262,7 +292,12 @@ def score_method(judges: JudgeSet, users: Sequence[UserTaste], images: np.ndarra
         between_users=float(np.nanmean(between)) if between else None,
         n_users=len(users), n_images=int(images.shape[0] * images.shape[1]),
         per_attribute=per_attribute, liked_cells=_cells(*liked["paired"]),
-        disliked_cells=_cells(*disliked["paired"]))
+        disliked_cells=_cells(*disliked["paired"]),
+        style_cells={side: _cells(*by_kind["style"][side]) for side in ("liked", "disliked")},
+        content_cells={side: _cells(*by_kind["content"][side]) for side in ("liked", "disliked")},
+        single_cells={"liked": _cells(*liked["single"]), "disliked": _cells(*disliked["single"])},
+        **{f"{side}_{kind}_present": _optional_share(by_kind[kind][side])
+           for kind in ("style", "content") for side in ("liked", "disliked")})
 
 
 # --------------------------------------------------------------------------------------

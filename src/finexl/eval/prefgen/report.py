@@ -62,7 +62,9 @@ def _method_rows(methods: dict[str, Any], names: list[str]) -> list[list[str]]:
         if m is None:
             continue
         rows.append([f"`{name}`", str(m["n_users"]), _pct(m["liked_present"]),
-                     _pct(m["disliked_present"]), _pct(m["liked_present_single"]),
+                     _pct(m["disliked_present"]), _pct(m.get("liked_style_present")),
+                     _pct(m.get("disliked_style_present")),
+                     _pct(m.get("disliked_content_present")), _pct(m["liked_present_single"]),
                      _pct(m["disliked_present_single"]), _pct(m["prompt_fidelity"]),
                      _pct(m["prompt_fidelity_all"]), _pct(m.get("prompt_fidelity_styled")),
                      _f(m["mask_iou"]), _f(m["diversity"]),
@@ -71,7 +73,8 @@ def _method_rows(methods: dict[str, Any], names: list[str]) -> list[list[str]]:
     return rows
 
 
-METHOD_HEADER = ["method", "users", "liked present", "disliked present", "liked (single)",
+METHOD_HEADER = ["method", "users", "liked present", "disliked present", "liked styles",
+                 "disliked styles", "disliked content", "liked (single)",
                  "disliked (single)", "prompt fidelity", "fidelity (all users)",
                  "fidelity (styled)", "mask IoU",
                  "diversity", "between users", "scorer P(liked)", "similarity", "s / user"]
@@ -163,18 +166,50 @@ def _against_base(result: dict[str, Any], method: str) -> list[str]:
         return []
     prompts = [p["prompt"] for p in plan]
     lines = []
-    for key, want, words in (("liked_cells", 1, "liked"), ("disliked_cells", -1, "disliked")):
-        d = paired_difference(a[key], b[key], prompts)
+    for cells, want, words in (
+            (lambda m: m["liked_cells"], 1, "liked attributes"),
+            (lambda m: m["disliked_cells"], -1, "disliked attributes"),
+            (lambda m: (m.get("content_cells") or {}).get("disliked"), -1, "disliked content"),
+            (lambda m: (m.get("style_cells") or {}).get("disliked"), -1, "disliked styles"),
+            (lambda m: (m.get("single_cells") or {}).get("disliked"), -1,
+             "disliked attributes (single-image judges)")):
+        if cells(a) is None or cells(b) is None:
+            continue
+        d = paired_difference(cells(a), cells(b), prompts)
+        if d.difference != d.difference:  # NaN: no user had such an attribute counted
+            continue
         if want * d.low > 0:
             verdict = "more often" if want > 0 else "less often"
         elif want * d.high < 0:
-            verdict = "**the wrong way**"
+            verdict = "**the wrong way** (" + ("less" if want > 0 else "more") + " often)"
         else:
             verdict = "**not shown** " + ("more" if want > 0 else "less") + " often"
-        lines.append(f"`{method}` vs `base`, {words} attributes present: {100 * d.difference:+.1f}"
+        note = (" (the base's share of styles is 0 by construction, so styles can only tie or"
+                " rise)" if words == "disliked styles" else "")
+        lines.append(f"`{method}` vs `base`, {words} present: {100 * d.difference:+.1f}"
                      f" points, 95% interval [{100 * d.low:+.1f}, {100 * d.high:+.1f}]"
-                     f" ({d.n_users} users x {d.n_prompts} prompts, both resampled): {verdict}.")
+                     f" ({d.n_users} users x {d.n_prompts} prompts, both resampled):"
+                     f" {verdict}{note}.")
+    lines += _dislikers_vs_others(a.get("per_attribute") or {}, method)
     return lines
+
+
+def _dislikers_vs_others(per_attribute: dict[str, Any], method: str) -> list[str]:
+    """Drift-corrected: does the method draw a style less for users who dislike it than for
+    users who neither like nor dislike it?"""
+    pairs = [(name, roles["dislikers"], roles["others"]) for name, roles in per_attribute.items()
+             if roles.get("dislikers") is not None and roles.get("others") is not None
+             and (roles["dislikers"] > 0 or roles["others"] > 0)]
+    if not pairs:
+        return []
+    lower = [name for name, d, o in pairs if d < o]
+    higher = [name for name, d, o in pairs if d > o]
+    mean_d = sum(d for _, d, _ in pairs) / len(pairs)
+    mean_o = sum(o for _, _, o in pairs) / len(pairs)
+    return [f"`{method}` draws a style for the users who dislike it less often than for the"
+            f" users who neither like nor dislike it in {len(lower)} of {len(pairs)} styles"
+            f" that showed at all (more often in {len(higher)}: {', '.join(higher) or 'none'});"
+            f" mean over those styles {_pct(mean_d)} vs {_pct(mean_o)} (per style below)."]
 
 
 def _ahead(x: float | None, y: float | None) -> str:
@@ -254,7 +289,10 @@ def markdown(result: dict[str, Any], *, command: str, curve: str = "lambda_curve
         " find in the user's images, averaged over users; style attributes are judged on"
         " every image, content attributes (object colour, background, size) only on prompts"
         " that leave them free. Main columns use the judges paired with the base image of the"
-        " same prompt and seed; *(single)* the single-image judges. *Prompt fidelity*: share"
+        " same prompt and seed; *(single)* the single-image judges. *liked / disliked styles*,"
+        " *disliked content*: the same share over style or content attributes only (the base"
+        " model's style share is 0 by construction: its images are their own base images)."
+        " *Prompt fidelity*: share"
         " of images that draw every colour the prompt names, over users whose liked styles"
         " keep colour (sepia and black and white remove it), and over all users; *styled*"
         " also accepts the colour the judge reads on the same base image with the user's liked"

@@ -33,7 +33,7 @@ from finexl.eval.prefgen.judges import JudgeSet, StyleJudge, calibrate, content_
 from finexl.eval.prefgen.metrics import PlannedImage, UserTaste, preference_similarity, score_method
 
 RESULTS_FILE = "prefgen.json"
-METRICS_VERSION = 3  # bump when scoring changes: saved images are rescored, not remade
+METRICS_VERSION = 4  # bump when scoring changes: saved images are rescored, not remade
 LOOP_VERSION = 4  # bump when the loop's FineXL settings change
 HEADLINE = ("prefgen", "base", "e_img", "predicted_words", "true_words", "lora")
 
