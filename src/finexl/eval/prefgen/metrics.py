@@ -82,10 +82,8 @@ class MethodMetrics:
     # what paired_difference resamples.
     liked_cells: list[list[list[int]]] = field(default_factory=list)
     disliked_cells: list[list[list[int]]] = field(default_factory=list)
-    # The same split by kind. Paired style judges compare an image with the base image of
-    # the same prompt and seed, so the base model's own style share is 0 by construction:
-    # only content (a disliked colour, background or size drawn where the prompt leaves it
-    # free) can be drawn less often than by the base model.
+    # The same split by kind: a disliked style the branch must not add, and disliked content
+    # (a colour, background or size drawn where the prompt leaves it free) it should avoid.
     style_cells: dict[str, list[list[list[int]]]] = field(default_factory=dict)
     content_cells: dict[str, list[list[list[int]]]] = field(default_factory=dict)
     # Single-image judges, where the base model's own images can show a style too.

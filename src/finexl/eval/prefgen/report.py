@@ -178,20 +178,24 @@ def _against_base(result: dict[str, Any], method: str) -> list[str]:
         d = paired_difference(cells(a), cells(b), prompts)
         if d.difference != d.difference:  # NaN: no user had such an attribute counted
             continue
-        if want * d.low > 0:
-            verdict = "more often" if want > 0 else "less often"
-        elif want * d.high < 0:
-            verdict = "**the wrong way** (" + ("less" if want > 0 else "more") + " often)"
-        else:
-            verdict = "**not shown** " + ("more" if want > 0 else "less") + " often"
-        note = (" (the base's share of styles is 0 by construction, so styles can only tie or"
-                " rise)" if words == "disliked styles" else "")
+        verdict = interval_verdict(d.low, d.high, want)
         lines.append(f"`{method}` vs `base`, {words} present: {100 * d.difference:+.1f}"
                      f" points, 95% interval [{100 * d.low:+.1f}, {100 * d.high:+.1f}]"
                      f" ({d.n_users} users x {d.n_prompts} prompts, both resampled):"
-                     f" {verdict}{note}.")
+                     f" {verdict}.")
     lines += _dislikers_vs_others(a.get("per_attribute") or {}, method)
     return lines
+
+
+def interval_verdict(low: float, high: float, want: int) -> str:
+    """What a 95% interval of ``a - b`` says when ``a`` should be higher (``want`` = 1) or
+    lower (-1): shown only when the whole interval lies on the wanted side of 0."""
+    wanted, other = ("more", "less") if want > 0 else ("less", "more")
+    if min(want * low, want * high) > 0:
+        return f"{wanted} often"
+    if max(want * low, want * high) < 0:
+        return f"**the wrong way** ({other} often)"
+    return f"**not shown** {wanted} often"
 
 
 def _dislikers_vs_others(per_attribute: dict[str, Any], method: str) -> list[str]:
@@ -290,8 +294,7 @@ def markdown(result: dict[str, Any], *, command: str, curve: str = "lambda_curve
         " every image, content attributes (object colour, background, size) only on prompts"
         " that leave them free. Main columns use the judges paired with the base image of the"
         " same prompt and seed; *(single)* the single-image judges. *liked / disliked styles*,"
-        " *disliked content*: the same share over style or content attributes only (the base"
-        " model's style share is 0 by construction: its images are their own base images)."
+        " *disliked content*: the same share over style or content attributes only."
         " *Prompt fidelity*: share"
         " of images that draw every colour the prompt names, over users whose liked styles"
         " keep colour (sepia and black and white remove it), and over all users; *styled*"
