@@ -265,6 +265,10 @@ def test_fast_evaluation_with_the_stand_in_and_its_rerun_through_the_cli(agents_
     # A ceiling.npy left by a run on other users is not read as this run's ceiling.
     other = PrefGenEvalConfig(**{**vars(config), "n_users": 4})
     assert run_prefgen_eval(other)["methods"]["prefgen"]["n_users"] == 4
+    # Nor are base images of another prompt plan: every paired judge compares with them.
+    three = PrefGenEvalConfig(**{**vars(config), "n_users": 2, "n_prompts": 3})
+    assert len(run_prefgen_eval(three)["plan"]) == 3
+    assert len(np.load(out / "methods" / "base_images.npy")) == 3
 
 
 # The retrained ablations with a tiny budget (test_prefgen_train's tiny configuration).

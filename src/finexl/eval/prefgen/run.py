@@ -473,12 +473,16 @@ def run_prefgen_eval(config: PrefGenEvalConfig, *, progress: bool = False) -> di
     settings = SamplingSettings(config.steps, config.guidance, config.batch_size)
     plan = prompt_plan(config.n_prompts, config.n_seeds, seed=config.seed)
     pipe = load_pipeline(config.base_model)
+    # The base images every paired judge compares with: reused only when made with the same
+    # shared settings (an earlier run with another plan left images of other prompts).
     base_path = out / "methods" / "base_images.npy"
-    if base_path.is_file():
+    base_key = {"shared": _shared_key(config)}
+    if base_path.is_file() and _load_json(base_path.with_suffix(".json"), base_key) is not None:
         base = _load_images(base_path)
     else:
         base = M.base_images(pipe, plan, settings)
         _save_images(base_path, base)
+        _save_json(base_path.with_suffix(".json"), {"settings": base_key})
     ctx = _Context(config, out, plan, settings, users, judges, base, pipe, personalizer,
                    M.ProfileCache(), scorer, load_encoder("mini", cache=False), progress,
                    users_dir)
