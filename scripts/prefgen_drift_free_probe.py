@@ -37,30 +37,14 @@ def main() -> None:
     import torch
     from diffusers.utils.torch_utils import randn_tensor
 
-    from finexl.eval.prefgen import methods as M
-    from finexl.eval.prefgen.generation import SamplingSettings, _generators
-    from finexl.eval.prefgen.metrics import UserTaste, score_method
+    from finexl.eval.prefgen.generation import _generators
     from finexl.eval.prefgen.personalizers import PrefGenPersonalizer
-    from finexl.eval.prefgen.run import judges_from_dict, load_eval_users, prompt_plan
-    from finexl.generate.pipelines import load_pipeline
+    from finexl.eval.prefgen.probe_bench import probe_bench
     from finexl.prefgen.user_branch import set_user_branch_scale
 
-    torch.set_num_threads(1)
-    users = load_eval_users(Path(args.data), "probe", args.users, 8)
-    judges = judges_from_dict(json.loads(Path(args.judges).read_text())["judges"])
-    plan = prompt_plan(4, 2, seed=0)
-    steps, guidance = 10, 2.0
-    pipe = load_pipeline("builtin:tiny")
-    base = M.base_images(pipe, plan, SamplingSettings(steps, guidance, 16))
-    ceiling = M.with_styles_applied(base, users).images
-    tastes = [UserTaste(u.user_id, u.liked_attributes, u.disliked_attributes) for u in users]
-    keys = ("liked_present", "disliked_present", "prompt_fidelity", "prompt_fidelity_styled",
-            "mask_iou")
-
-    def record(images):
-        metrics = score_method(judges, tastes, images, base, plan, ceiling).to_dict()
-        return {k: metrics[k] for k in keys}
-
+    bench = probe_bench(args.data, args.judges, args.users)
+    pipe, users, plan, base = bench.pipe, bench.users, bench.plan, bench.base
+    steps, guidance = bench.settings.steps, bench.settings.guidance
     personalizer = PrefGenPersonalizer(args.model)
     profiles = [personalizer.model.profile(list(u.liked), list(u.disliked)) for u in users]
     personalizer.attach(pipe, 1.0)
@@ -97,12 +81,11 @@ def main() -> None:
         images = (pipe.unpatchify(latents.float()).clamp(-1, 1) + 1) / 2
         return images.permute(0, 2, 3, 1).numpy()
 
-    out = {"users": len(users), "base": record(np.stack([base] * len(users))),
-           "ceiling": record(ceiling)}
+    out = {"users": len(users), **bench.references()}
     for scale in (float(s) for s in args.scales.split(",")):
         start = time.perf_counter()
         images = np.stack([sample(profile, scale) for profile in profiles])
-        entry = {**record(images), "seconds": round(time.perf_counter() - start, 1)}
+        entry = {**bench.record(images), "seconds": round(time.perf_counter() - start, 1)}
         if scale == 0:
             entry["max_difference_from_base"] = float(np.abs(images - base[None]).max())
         out[f"drift_free_{scale:g}"] = entry

@@ -19,8 +19,6 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -35,33 +33,14 @@ def main() -> None:
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
 
-    import torch
-
     from finexl.eval.prefgen import methods as M
-    from finexl.eval.prefgen.generation import SamplingSettings
-    from finexl.eval.prefgen.metrics import UserTaste, score_method
     from finexl.eval.prefgen.personalizers import PrefGenPersonalizer
-    from finexl.eval.prefgen.run import judges_from_dict, load_eval_users, prompt_plan
-    from finexl.generate.pipelines import load_pipeline
+    from finexl.eval.prefgen.probe_bench import probe_bench
 
-    torch.set_num_threads(1)
-    users = load_eval_users(Path(args.data), "probe", args.users, 8)
-    judges = judges_from_dict(json.loads(Path(args.judges).read_text())["judges"])
-    plan = prompt_plan(4, 2, seed=0)
-    settings = SamplingSettings(args.steps, 2.0, 16)
-    pipe = load_pipeline("builtin:tiny")
-    base = M.base_images(pipe, plan, settings)
-    ceiling = M.with_styles_applied(base, users).images
-    tastes = [UserTaste(u.user_id, u.liked_attributes, u.disliked_attributes) for u in users]
-    keys = ("liked_present", "disliked_present", "prompt_fidelity", "prompt_fidelity_styled",
-            "mask_iou")
-
-    def record(images):
-        metrics = score_method(judges, tastes, images, base, plan, ceiling).to_dict()
-        return {k: metrics[k] for k in keys}
-
-    out = {"model": args.model, "split": "probe", "users": len(users),
-           "base": record(np.stack([base] * len(users))), "ceiling": record(ceiling)}
+    bench = probe_bench(args.data, args.judges, args.users, steps=args.steps)
+    pipe, users, plan, settings, record = (bench.pipe, bench.users, bench.plan, bench.settings,
+                                           bench.record)
+    out = {"model": args.model, "split": "probe", "users": len(users), **bench.references()}
     personalizer = PrefGenPersonalizer(args.model)
     cache = M.ProfileCache()
     for null in args.guidance_null.split(","):

@@ -269,6 +269,14 @@ def test_fast_evaluation_with_the_stand_in_and_its_rerun_through_the_cli(agents_
     three = PrefGenEvalConfig(**{**vars(config), "n_users": 2, "n_prompts": 3})
     assert len(run_prefgen_eval(three)["plan"]) == 3
     assert len(np.load(out / "methods" / "base_images.npy")) == 3
+    # The probe-split bench the settings scripts use: same judges, its own base and ceiling.
+    from finexl.eval.prefgen.probe_bench import KEYS, probe_bench
+
+    bench = probe_bench(agents_dir, out / "judges.json", 2, steps=2)
+    references = bench.references()
+    assert set(references["base"]) == set(KEYS) and references["base"]["mask_iou"] == 1.0
+    assert all(u.user_id in {p.user_id for p in load_eval_users(agents_dir, "probe", None)}
+               for u in bench.users)
 
 
 # The retrained ablations with a tiny budget (test_prefgen_train's tiny configuration).
