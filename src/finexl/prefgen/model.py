@@ -146,6 +146,16 @@ def part_statistics(parts: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return stats
 
 
+def user_and_anti(parts: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray],
+                                                          np.ndarray | None]:
+    """Row 0 of each part (the user's e_u parts) and row 1, when read, as one flat e_u: the
+    anti-user, read from the same images with liked and disliked swapped."""
+    user = {name: parts[name][0] for name in PARTS}
+    anti = (np.concatenate([parts[name][1].reshape(-1) for name in PARTS])
+            if len(parts[PARTS[0]]) > 1 else None)
+    return user, anti
+
+
 def normalize_parts(parts: dict[str, np.ndarray], stats: dict[str, np.ndarray]
                     ) -> dict[str, np.ndarray]:
     """``parts`` centred and scaled by :func:`part_statistics` (parts without stats as is)."""
@@ -351,11 +361,8 @@ class PrefGenModel:
 
         aligned = (nearest_words(parts["g_points"][:1], self.text_names, self.text_table, k=3)[0]
                    if self.align is not None else [])
-        anti = (np.concatenate([parts[name][1].reshape(-1) for name in PARTS]) if swapped
-                else None)
-        return UserProfile(g_sem=parts["g_sem"][0], e_core=parts["e_core"][0],
-                           e_img=parts["e_img"][0], anti_embedding=anti,
-                           likes=words(like), dislikes=words(dislike),
+        user, anti = user_and_anti(parts)
+        return UserProfile(**user, anti_embedding=anti, likes=words(like), dislikes=words(dislike),
                            aligned_words=aligned, model_fingerprint=self.fingerprint,
                            base_model=self.base_model, n_liked=len(liked_features),
                            n_disliked=len(disliked_features))
@@ -392,16 +399,16 @@ class PrefGenModel:
                    if self.align is not None else [])
         liked_embeddings = image_embeddings(self.tower, liked, size)
         disliked_embeddings = image_embeddings(self.tower, disliked, size)
+        embedding_sets = [(liked_embeddings, disliked_embeddings),
+                          (disliked_embeddings, liked_embeddings)][:len(sets)]
         mode = self.config.get("e_img_mode", "medoid")
-        e_img = [image_part(mode, liked_embeddings, disliked_embeddings),
-                 image_part(mode, disliked_embeddings, liked_embeddings)][:len(sets)]
-        parts = {"g_sem": aligned_sem, "e_core": e_core, "e_img": np.stack(e_img)}
+        e_img = np.stack([image_part(mode, a, b) for a, b in embedding_sets])
+        parts = {"g_sem": aligned_sem, "e_core": e_core, "e_img": e_img}
         if self.e_u_norm is not None:
             parts = normalize_parts(parts, self.e_u_norm)
-        anti = (np.concatenate([parts[name][1].reshape(-1) for name in PARTS])
-                if len(sets) > 1 else None)
-        return UserProfile(**{name: parts[name][0] for name in PARTS}, anti_embedding=anti,
-                           likes=[], dislikes=[], aligned_words=aligned,
+        user, anti = user_and_anti(parts)
+        return UserProfile(**user, anti_embedding=anti, likes=[], dislikes=[],
+                           aligned_words=aligned,
                            model_fingerprint=self.fingerprint, base_model=self.base_model,
                            n_liked=len(liked), n_disliked=len(disliked))
 

@@ -86,12 +86,8 @@ class UserProfile:
     def null_embedding(self, drop: tuple[str, ...] | list[str] = ()) -> np.ndarray:
         """The e_u for guidance's null half: the anti-user, or zeros without disliked
         images; parts named in ``drop`` are zeros, as in :meth:`user_embedding`."""
-        user = self.user_embedding(drop)
-        if self.anti_embedding is None:
-            return np.zeros_like(user)
-        keep = np.concatenate([np.full(size, name not in drop)
-                               for name, size in self.parts.items()])
-        return np.where(keep, self.anti_embedding, 0.0).astype(np.float32)
+        user = self.user_embedding(drop)  # also checks the names in drop
+        return null_embedding(self.anti_embedding, self.parts, drop, like=user)
 
     def summary(self) -> dict[str, Any]:
         """At least ``{"likes": [...], "dislikes": [...], "model": fingerprint}``."""
@@ -183,6 +179,17 @@ class UserProfile:
                        extra=meta.get("extra") or {})
         except ValueError as exc:
             raise FinexlError(f"{path} is a damaged user profile ({exc})") from exc
+
+
+def null_embedding(anti: np.ndarray | None, sizes: dict[str, int], drop, *,
+                   like: np.ndarray) -> np.ndarray:
+    """Guidance's null half for a profile: the anti-user e_u ``anti`` with the parts named in
+    ``drop`` zeroed (``sizes``: each part's length, in order), or zeros shaped ``like`` the
+    user's e_u when there is no anti-user."""
+    if anti is None:
+        return np.zeros_like(like)
+    keep = np.concatenate([np.full(size, name not in drop) for name, size in sizes.items()])
+    return np.where(keep, anti, 0.0).astype(np.float32)
 
 
 def medoid(embeddings: np.ndarray) -> int:

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from finexl.errors import FinexlError
+from finexl.prefgen.profile import null_embedding
 
 
 @dataclass
@@ -38,11 +39,9 @@ class EvalProfile:
 
     def null_embedding(self, drop: Sequence[str] = ()) -> np.ndarray:
         """Guidance's null half: the anti-user with ``drop``'s parts zeroed, or zeros."""
-        user = self.user_embedding(drop)
-        if self.anti is None:
-            return np.zeros_like(user)
-        keep = np.concatenate([np.full(v.size, k not in drop) for k, v in self.parts.items()])
-        return np.where(keep, self.anti, 0.0).astype(np.float32)
+        user = self.user_embedding(drop)  # also checks the names in drop
+        return null_embedding(self.anti, {k: v.size for k, v in self.parts.items()}, drop,
+                              like=user)
 
 
 class Personalizer(Protocol):

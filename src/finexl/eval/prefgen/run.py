@@ -35,6 +35,9 @@ from finexl.eval.prefgen.metrics import PlannedImage, UserTaste, preference_simi
 RESULTS_FILE = "prefgen.json"
 METRICS_VERSION = 4  # bump when scoring changes: saved images are rescored, not remade
 LOOP_VERSION = 4  # bump when the loop's FineXL settings change
+# How user-branch methods guide (guidance's null half: each profile's anti-user, as
+# finexl generate --user does); part of their saved keys, so a change remakes their images.
+ANTI_USER_GUIDANCE = {"guidance_null": "anti_user"}
 HEADLINE = ("prefgen", "base", "e_img", "predicted_words", "true_words", "lora")
 
 
@@ -563,8 +566,7 @@ def _method_steps(ctx: _Context, ablation_users: list[M.EvalUser], users_dir: Pa
             progress=ctx.progress), {"lora_steps": config.lora_steps}))
     if not config.personal:
         return shared
-    # The shipped way to guide (away from each profile's anti-user); the key changes with it.
-    model = {"model": model_identity(config), "guidance_null": "anti_user"}
+    model = {"model": model_identity(config), **ANTI_USER_GUIDANCE}
     steps = [shared[0], ("prefgen", users, branch(ctx.personalizer, users), model),
              ("e_img", users, branch(ctx.personalizer, users,
                                      drop=tuple(p for p in ctx.parts if p != "e_img")), model),
@@ -596,7 +598,7 @@ def _method_steps(ctx: _Context, ablation_users: list[M.EvalUser], users_dir: Pa
     for name, folder in config.variants:
         steps.append((name, ablation_users,
                       branch(_personalizer(config, folder, name), ablation_users),
-                      {"model": model_identity(config, folder), "guidance_null": "anti_user"}))
+                      {"model": model_identity(config, folder), **ANTI_USER_GUIDANCE}))
     return steps + _retrained_steps(ctx, ablation_users, users_dir)
 
 
@@ -622,7 +624,7 @@ def _retrained_steps(ctx: _Context, ablation_users: list[M.EvalUser], users_dir:
                                                               variant.name),
                                       ctx.profiles, ablation_users, ctx.plan, ctx.settings)
         steps.append((variant.name, ablation_users, make,
-                      {"model": identity, "guidance_null": "anti_user"}))
+                      {"model": identity, **ANTI_USER_GUIDANCE}))
     return steps
 
 
@@ -690,7 +692,7 @@ def _loop(ctx: _Context) -> dict[str, Any]:
     ceiling = _loop_on(ctx, "ceiling", None, ceiling_images, base, plan)
     if "prefgen" not in ctx.results:  # not run (baselines only, --only, or no branch)
         return {"ceiling": ceiling}
-    model = {"model": model_identity(config), "guidance_null": "anti_user"}
+    model = {"model": model_identity(config), **ANTI_USER_GUIDANCE}
     if config.loop_prompts:
         images = _loop_images(
             ctx, "prefgen", {"users": [u.user_id for u in ctx.users], **model},
