@@ -110,6 +110,78 @@ def test_guidance_moves_away_from_the_anti_user(world, profiles, tmp_path, one_t
     assert torch.equal(embeds[3:], torch.ones(3, 1, 4))
 
 
+def test_drift_free_guidance_cancels_what_the_branch_gives_everyone(world, profiles, tmp_path,
+                                                                    one_torch_thread):
+    """Drift-free guidance adds λ·(ε(e_u) − ε(anti)) to the base model's step: a profile
+    whose anti-user is the user itself gets the base images exactly (the difference is 0),
+    while guiding with it in the null half does not; records name the guidance and a rerun
+    with the other one is refused."""
+    me = profiles("me", anti=True)
+    base = generate(_config(world, tmp_path / "base"))
+    drift_free = generate(_config(world, tmp_path / "drift-free", user=str(me)))
+    null_half = generate(_config(world, tmp_path / "null-half", user=str(me),
+                                 user_guidance="null-half"))
+    assert drift_free[0]["user_guidance"] == "drift-free" and "user_guidance" not in null_half[0]
+    assert _pngs(tmp_path / "drift-free") != _pngs(tmp_path / "null-half")
+    assert _pngs(tmp_path / "drift-free") != _pngs(tmp_path / "base")
+    with pytest.raises(FinexlError, match="user_guidance"):
+        generate(_config(world, tmp_path / "drift-free", user=str(me), user_guidance="null-half"))
+    assert len(base) == len(drift_free)
+
+    # The user is their own anti-user: nothing to move toward or away from.
+    itself = profiles("itself", seed=5, anti=True)
+    profile = user_generation.read_profile(itself)
+    profile.null_embedding = profile.user_embedding
+    generate(_config(world, tmp_path / "itself", user=str(itself)))
+    assert _pngs(tmp_path / "itself") == _pngs(tmp_path / "base")
+    generate(_config(world, tmp_path / "itself-null", user=str(itself),
+                     user_guidance="null-half"))
+    assert _pngs(tmp_path / "itself-null") != _pngs(tmp_path / "base")
+
+
+def test_drift_free_step_is_the_base_step_plus_the_weighted_difference(world, one_torch_thread):
+    """One DDIM step of the pipeline against the formula computed by hand."""
+    from finexl.generate.tiny import load_tiny_pipeline
+
+    pipe = load_tiny_pipeline(world.model)
+    loaders.load_user_branch(pipe, user_generation.branch_for(world.model, world.prefgen),
+                             scale=1.0)
+    user, anti = (torch.randn(2, 1, EMBED_DIM, generator=torch.Generator().manual_seed(k))
+                  for k in (1, 2))
+    embeds = [torch.cat([anti, user])]
+
+    def run(**extra):
+        generator = [torch.Generator().manual_seed(s) for s in (0, 1)]
+        return pipe(["a red ball", "a blue ball"], num_inference_steps=1, guidance_scale=2.0,
+                    generator=generator, output_type="pt", ip_adapter_image_embeds=embeds,
+                    **extra).images
+
+    def prediction(scale, text_rows, rows):
+        user_branch.set_user_branch_scale(pipe, scale)
+        hidden, pooled = pipe.encode_prompt(text_rows)
+        return pipe.denoise(latents, timestep, hidden, pooled, [rows])
+
+    from diffusers.utils.torch_utils import randn_tensor
+
+    generator = [torch.Generator().manual_seed(s) for s in (0, 1)]
+    side = pipe.default_size // pipe.patch_size
+    latents = randn_tensor((2, 3 * pipe.patch_size ** 2, side, side), generator=generator)
+    pipe.scheduler.set_timesteps(1)
+    timestep = pipe.scheduler.timesteps[0]
+    prompts = ["a red ball", "a blue ball"]
+    with torch.no_grad():
+        base = prediction(0.0, [""] * 2, anti), prediction(0.0, prompts, user)
+        toward, away = prediction(1.0, prompts, user), prediction(1.0, prompts, anti)
+    for weight in (0.0, 0.7):
+        expected = base[0] + 2.0 * (base[1] - base[0]) + weight * (toward - away)
+        clean = pipe.scheduler.step(expected, timestep, latents).prev_sample
+        images = ((pipe.unpatchify(clean).clamp(-1, 1) + 1) / 2)
+        torch.testing.assert_close(run(user_guidance_scale=weight), images, atol=1e-5, rtol=0)
+    assert user_branch.has_user_branch(pipe)
+    assert all(p.scale == [1.0] for p in pipe.unet.attn_processors.values()
+               if isinstance(getattr(p, "scale", None), list))  # restored after each step
+
+
 def test_a_caller_pipeline_gets_its_processors_back(world, profiles, tmp_path,
                                                      one_torch_thread):
     from finexl.generate.tiny import load_tiny_pipeline
@@ -143,6 +215,10 @@ def test_mismatches_are_one_line_errors(world, profiles, tmp_path, sd_dir):
     with pytest.raises(FinexlError, match="trained for base model"):
         generate(GenerateConfig(model=str(sd_dir), out_dir=tmp_path / "never",
                                 user=str(profiles("g")), prefgen_model=world.prefgen))
+    # Drift-free guidance needs the tiny pipeline's two UNet calls per step.
+    with pytest.raises(FinexlError, match="needs a finexl tiny pipeline"):
+        generate(GenerateConfig(model=str(sd_dir), out_dir=tmp_path / "never",
+                                user=str(profiles("i")), user_guidance="drift-free"))
     result = run_cli("generate", "--model", world.model, "--prompts", world.prompts, "--out",
                      str(tmp_path / "never"), "--user", str(profiles("h")), "--user-scale", "9",
                      "--prefgen-model", world.prefgen)

@@ -203,7 +203,8 @@ def test_fast_evaluation_with_the_stand_in_and_its_rerun_through_the_cli(agents_
     result = run_prefgen_eval(config)
     methods = result["methods"]
     for name in ("prefgen", "base", "e_img", "predicted_words", "true_words", "lora", "ceiling",
-                 "no_e_img", "no_g_sem", "refs_2", "lambda_0", "lambda_1"):  # stand-in: no e_core
+                 "no_e_img", "no_g_sem", "refs_2", "lambda_0", "lambda_1",
+                 "null_half"):  # stand-in: no e_core
         for key in ("liked_present", "disliked_present", "prompt_fidelity", "diversity"):
             assert key in methods[name], (name, key)
     assert {"recovery_top3", "random_top3"} <= set(result["loop"])
@@ -215,6 +216,11 @@ def test_fast_evaluation_with_the_stand_in_and_its_rerun_through_the_cli(agents_
     assert any(line.startswith("`prefgen` vs `base`, liked attributes present") and
                "95% interval" in line for line in lines)
     assert any("disliked styles present" in line and "95% interval" in line for line in lines)
+    # Drift-free guidance (finexl generate's default for builtin:tiny) beside the null half.
+    assert methods["prefgen"]["info"]["guidance"] == "drift-free"
+    assert methods["null_half"]["info"]["guidance"] == "null-half"
+    assert any(line.startswith("`prefgen` vs `null_half`, disliked attributes present")
+               for line in lines)
     # λ = 0 is the base model bit for bit (the run reuses the base images for it).
     from finexl.eval.prefgen import methods as M
     from finexl.eval.prefgen.generation import SamplingSettings

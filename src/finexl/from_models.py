@@ -70,14 +70,15 @@ def _fingerprint(config: GenerateConfig) -> str:
     parts = [config.model, files_identity(config.model), loras, prompts, config.prompt_count,
              config.n_seeds, config.steps, config.guidance, config.size]
     if config.user is not None:
-        # The profile by content, λ and the user branch's files: another user, strength or
-        # retrained branch is another set.
-        from finexl.prefgen.user_generation import branch_for, file_id
+        # The profile by content, λ, how guidance uses it and the user branch's files:
+        # another user, strength, guidance or retrained branch is another set.
+        from finexl.prefgen.user_generation import branch_for, check_user_guidance, file_id
 
         profile = Path(config.user).expanduser()
         parts += ["user", file_id(profile) if profile.is_file() else str(profile),
                   config.user_scale, files_identity(branch_for(config.model,
-                                                               config.prefgen_model))]
+                                                               config.prefgen_model)),
+                  check_user_guidance(config.user_guidance, config.model), config.anti_user]
     return make_key("generated-set", *parts)[:12]
 
 

@@ -47,6 +47,10 @@ def _variant(ctx, param, values):
 @click.option("--references", "n_reference", default=8, show_default=True,
               type=click.IntRange(1), help="Liked images per profile (the reference ablation"
                                            " varies it).")
+@click.option("--user-guidance", type=click.Choice(["drift-free", "null-half"]),
+              default="drift-free", show_default=True,
+              help="How user-branch methods guide, as finexl generate --user-guidance;"
+                   " with drift-free, null-half also runs on the same users.")
 @click.option("--no-ablations", is_flag=True, help="Skip the ablations and the λ curve.")
 @click.option("--baselines-only", is_flag=True,
               help="Only what needs no PrefGen model (base, ceiling, true words, LoRA, judges,"
@@ -78,7 +82,7 @@ def _variant(ctx, param, values):
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 def eval_prefgen(out_dir, data_dir, model, stand_in, n_users, n_ablation_users, n_prompts,
                  n_seeds, loop_prompts, steps, lora_users, lora_steps, shift_strength, n_reference,
-                 no_ablations, baselines_only, variants, retrain_recipe, retrain_data,
+                 user_guidance, no_ablations, baselines_only, variants, retrain_recipe, retrain_data,
                  retrain_from, retrain, only, markdown, report_only, seed, quiet):
     """PrefGen on held-out users: baselines, ablations, judges, and FineXL's recovery."""
     from finexl.eval.prefgen.report import checks, lambda_curve_png, update_results
@@ -95,7 +99,7 @@ def eval_prefgen(out_dir, data_dir, model, stand_in, n_users, n_ablation_users, 
         out_dir=out_dir, data_dir=data_dir, model=model, stand_in=stand_in, n_users=n_users,
         n_ablation_users=n_ablation_users, n_prompts=n_prompts, n_seeds=n_seeds,
         loop_prompts=loop_prompts, steps=steps, lora_users=lora_users, lora_steps=lora_steps,
-        shift_strength=shift_strength,
+        shift_strength=shift_strength, user_guidance=user_guidance,
         variants=variants, retrain_recipe=str(retrain_recipe) if retrain_recipe else None,
         retrain_data=str(retrain_data) if retrain_data else None, retrain=tuple(retrain),
         retrain_from=tuple(str(f) for f in retrain_from),

@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 
 # Settings that must agree for an image on disk to be reused by a rerun.
 _RESUME_KEYS = ("prompt", "seed", "model", "loras", "negative_prompt", "steps", "guidance",
-                "size", "user", "user_scale", "prefgen_model", "anti_user")
+                "size", "user", "user_scale", "prefgen_model", "anti_user", "user_guidance")
 _MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed's range
 
 
@@ -62,6 +62,7 @@ class GenerateConfig:
     user_scale: float = 1.0  # λ, the user branch's strength (0: the base model's images)
     prefgen_model: str | None = None  # whose user branch; None: the model's default
     anti_user: bool = True  # guide away from the profile's anti-user (its dislikes)
+    user_guidance: str = "auto"  # drift-free, null-half, or auto (drift-free where it can)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "loras", tuple(
@@ -272,7 +273,8 @@ def generate(config: GenerateConfig, *, progress: bool = False,
         from finexl.prefgen.user_generation import resolve_user
 
         user = resolve_user(config.user, config.model, prefgen_model=config.prefgen_model,
-                            scale=config.user_scale, anti_user=config.anti_user)
+                            scale=config.user_scale, anti_user=config.anti_user,
+                            guidance=config.user_guidance)
     out_dir = Path(config.out_dir)
     jobs = plan_jobs(config, load_prompt_records(config))
     # The check against metadata.jsonl and the writes are one critical section: a concurrent

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -133,6 +134,7 @@ class FinexlTinyPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin, IPAd
         output_type: str = "pil",
         return_dict: bool = True,
         ip_adapter_image_embeds: list[torch.Tensor] | None = None,
+        user_guidance_scale: float | None = None,
     ):
         """Generate images for ``prompt``.
 
@@ -149,6 +151,14 @@ class FinexlTinyPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin, IPAd
         ``ip_adapter_image_embeds`` (with an IP-Adapter / user branch loaded): one tensor per
         adapter of shape ``(batch, 1, dim)``, or ``(2 * batch, 1, dim)`` with guidance, the
         null half first, as in diffusers' Stable Diffusion pipelines.
+
+        ``user_guidance_scale`` w (with an adapter loaded) guides by the adapter's
+        *difference* instead: every step is the base model's own step (adapter scales 0,
+        with guidance as usual) plus ``w * (eps(prompt, embeds) - eps(prompt, null embeds))``
+        with the adapter at its loaded scale. A shift the adapter gives every embedding
+        cancels in that difference, where it survives when the null half only replaces the
+        unconditional one. ``ip_adapter_image_embeds`` then always has the null half (2 *
+        batch rows, null first), with guidance or without; w = 0 is the base model exactly.
         """
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         prompts = [p for p in prompts for _ in range(num_images_per_prompt)]
@@ -157,8 +167,13 @@ class FinexlTinyPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin, IPAd
         self.check_inputs(prompts, height, width, num_inference_steps, generator)
         hidden, pooled = self.encode_prompt(prompts)
         guided = guidance_scale > 1.0
-        image_embeds = self._check_image_embeds(ip_adapter_image_embeds,
-                                                len(prompts) * (2 if guided else 1))
+        by_difference = user_guidance_scale is not None
+        if by_difference and ip_adapter_image_embeds is None:
+            raise ValueError("user_guidance_scale needs ip_adapter_image_embeds (user and null"
+                             " rows)")
+        image_embeds = self._check_image_embeds(
+            ip_adapter_image_embeds, len(prompts) * (2 if guided or by_difference else 1))
+        prompt_hidden, prompt_pooled = hidden, pooled
         if guided:
             negatives = negative_prompt if negative_prompt is not None else ""
             negatives = [negatives] * len(prompts) if isinstance(negatives, str) else list(negatives)
@@ -176,10 +191,22 @@ class FinexlTinyPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin, IPAd
         for t in self.progress_bar(self.scheduler.timesteps):
             model_input = torch.cat([latents] * 2) if guided else latents
             model_input = self.scheduler.scale_model_input(model_input, t)
-            prediction = self.denoise(model_input, t, hidden, pooled, image_embeds)
+            if by_difference:
+                with adapter_off(self.unet):
+                    prediction = self.denoise(model_input, t, hidden, pooled,
+                                              image_embeds if guided else
+                                              [e.chunk(2)[1] for e in image_embeds])
+            else:
+                prediction = self.denoise(model_input, t, hidden, pooled, image_embeds)
             if guided:
                 unconditional, conditional = prediction.chunk(2)
                 prediction = unconditional + guidance_scale * (conditional - unconditional)
+            if by_difference and user_guidance_scale:
+                pair = self.scheduler.scale_model_input(torch.cat([latents] * 2), t)
+                away, toward = self.denoise(pair, t, torch.cat([prompt_hidden] * 2),
+                                            torch.cat([prompt_pooled] * 2),
+                                            image_embeds).chunk(2)
+                prediction = prediction + user_guidance_scale * (toward - away)
             latents = self.scheduler.step(prediction, t, latents).prev_sample
         images = (self.unpatchify(latents.float()).clamp(-1, 1) + 1) / 2
         images = self._to_output(images, output_type)
@@ -218,6 +245,23 @@ class FinexlTinyPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin, IPAd
 
 
 # Building and saving ------------------------------------------------------------------------
+
+@contextmanager
+def adapter_off(unet: UNet2DConditionModel) -> Iterator[None]:
+    """Within the block every IP-Adapter (user branch) processor of ``unet`` has scale 0,
+    which diffusers' processors skip, so the UNet computes exactly what it does without one.
+    """
+    processors = [processor for processor in unet.attn_processors.values()
+                  if isinstance(getattr(processor, "scale", None), list)]
+    saved = [list(p.scale) for p in processors]
+    for processor in processors:
+        processor.scale = [0.0] * len(processor.scale)
+    try:
+        yield
+    finally:
+        for processor, scale in zip(processors, saved):
+            processor.scale = scale
+
 
 def build_tokenizer(words: Sequence[str], *, max_length: int = 16):
     """A word-level ``PreTrainedTokenizerFast``: each of ``words`` is one token.

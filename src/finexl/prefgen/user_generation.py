@@ -6,12 +6,20 @@ for ``builtin:tiny`` is ``builtin:prefgen-tiny``) and passes the profile's ``e_u
 pipeline call as ``ip_adapter_image_embeds``. Seeds and files follow ``finexl generate``
 exactly, and at λ = 0 every image is the base model's, bit for bit.
 
-With guidance, the null half of ``ip_adapter_image_embeds`` is the profile's **anti-user**
-(the e_u read with liked and disliked swapped) when it has one, so every step moves toward
-the user's taste and away from their dislikes, as a negative prompt does for text; it is
-plain ``ip_adapter_image_embeds``, so diffusers' own pipelines do the same. ``anti_user=False``
-(``--no-anti-user``) uses the no-user zeros instead (docs/PREFGEN.md, "Guiding away from
-dislikes", has what it changed on probe users).
+The profile's **anti-user** (the e_u read with liked and disliked swapped, when it has one)
+is what every step moves away from, as a negative prompt does for text; ``anti_user=False``
+(``--no-anti-user``) uses the no-user zeros instead. Two ways to guide
+(``--user-guidance``):
+
+- ``drift-free`` (the default where the pipeline can do it: ``builtin:tiny`` and other
+  finexl tiny pipelines): each step is the base model's own guided step plus
+  ``λ · (ε(prompt, e_u) − ε(prompt, anti))``, the branch at scale 1. A shift the branch
+  gives every user cancels in that difference. Two UNet calls per step.
+- ``null-half``: the anti-user is the null half of ``ip_adapter_image_embeds`` and the
+  branch runs at scale λ; plain ``ip_adapter_image_embeds``, so diffusers' own SD / SDXL
+  pipelines do it (the default for them). A drift common to all users survives it.
+
+docs/PREFGEN.md, "Guiding away from dislikes", has what each changed.
 
 Checks, each a one-line ``FinexlError`` before any image is made: λ within
 [0, ``MAX_USER_SCALE``]; a model with no user branch for it; a profile made with another
@@ -22,6 +30,7 @@ trained for another base model; a profile embedding of the wrong length.
 from __future__ import annotations
 
 import hashlib
+import inspect
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +47,8 @@ MAX_USER_SCALE = 2.0
 BRANCH_FOLDER = "user_branch"
 # The PrefGen model each builtin generator uses unless --prefgen-model says otherwise.
 DEFAULT_PREFGEN_MODELS = {"builtin:tiny": BUILTIN_PREFGEN}
+DRIFT_FREE, NULL_HALF = "drift-free", "null-half"
+USER_GUIDANCE = ("auto", DRIFT_FREE, NULL_HALF)
 
 
 @dataclass(frozen=True)
@@ -54,13 +65,21 @@ class UserConditioning:
     branch: Path
     prefgen_model: str
     scale: float
-    null_embedding: np.ndarray | None = None  # guidance's null half; None: zeros
+    null_embedding: np.ndarray | None = None  # what guidance moves away from; None: zeros
+    guidance: str = NULL_HALF  # DRIFT_FREE or NULL_HALF
 
     def record(self) -> dict[str, Any]:
         """What ``metadata.jsonl`` records about the user for each image."""
         anti = {"anti_user": True} if self.null_embedding is not None else {}
+        # null-half is not written, so images made before drift-free existed still resume
+        how = {"user_guidance": self.guidance} if self.guidance != NULL_HALF else {}
         return {"user": self.profile_id, "user_scale": self.scale,
-                "prefgen_model": self.prefgen_model} | anti
+                "prefgen_model": self.prefgen_model} | anti | how
+
+    @property
+    def branch_scale(self) -> float:
+        """The scale the branch is loaded at: λ itself, or 1 when λ weighs the difference."""
+        return 1.0 if self.guidance == DRIFT_FREE else self.scale
 
 
 def check_user_scale(scale: float) -> float:
@@ -73,6 +92,29 @@ def check_user_scale(scale: float) -> float:
         raise FinexlError(f"--user-scale {scale} is out of range; give a number from 0 (the base"
                           f" model) to {MAX_USER_SCALE:g}")
     return value
+
+
+def drift_free_supported(model: str) -> bool:
+    """Whether generator ``model`` loads as a finexl tiny pipeline, whose ``__call__`` takes
+    ``user_guidance_scale``; diffusers' own pipelines do not."""
+    from finexl.generate.tiny import BUILTIN_SPEC, is_tiny_pipeline_dir
+
+    return model == BUILTIN_SPEC or (not model.startswith("builtin:")
+                                     and is_tiny_pipeline_dir(Path(model).expanduser()))
+
+
+def check_user_guidance(guidance: str, model: str) -> str:
+    """``guidance`` resolved for ``model`` (``auto`` -> drift-free where it can run)."""
+    if guidance not in USER_GUIDANCE:
+        raise FinexlError(f"--user-guidance {guidance!r} is not one of {', '.join(USER_GUIDANCE)}")
+    supported = drift_free_supported(model)
+    if guidance == "auto":
+        return DRIFT_FREE if supported else NULL_HALF
+    if guidance == DRIFT_FREE and not supported:
+        raise FinexlError(f"--user-guidance {DRIFT_FREE} needs a finexl tiny pipeline (two UNet"
+                          f" calls per step, which diffusers' pipelines cannot make); {model} is"
+                          f" not one: pass --user-guidance {NULL_HALF}")
+    return guidance
 
 
 def prefgen_model_dir(spec: str) -> Path:
@@ -133,10 +175,12 @@ def _same_base(recorded: str | None, model: str) -> bool:
 
 
 def resolve_user(profile: str | Path, model: str, *, prefgen_model: str | None = None,
-                 scale: float = 1.0, anti_user: bool = True) -> UserConditioning:
+                 scale: float = 1.0, anti_user: bool = True,
+                 guidance: str = "auto") -> UserConditioning:
     """Check that ``profile`` can condition ``model`` and gather what generation needs.
 
-    ``anti_user``: guide away from the profile's anti-user (when it has one).
+    ``anti_user``: guide away from the profile's anti-user (when it has one); ``guidance``:
+    ``auto``, ``drift-free`` or ``null-half`` (see the module's docstring).
 
     Raises
     ------
@@ -147,6 +191,7 @@ def resolve_user(profile: str | Path, model: str, *, prefgen_model: str | None =
     from finexl.prefgen.loaders import read_config
 
     scale = check_user_scale(scale)
+    guidance = check_user_guidance(guidance, model)
     branch = branch_for(model, prefgen_model)
     config = read_config(branch)
     path = Path(profile).expanduser()
@@ -176,14 +221,14 @@ def resolve_user(profile: str | Path, model: str, *, prefgen_model: str | None =
     return UserConditioning(profile=str(path.resolve()), profile_id=file_id(path),
                             embedding=embedding,
                             branch=branch, prefgen_model=config.prefgen_model or "",
-                            scale=scale, null_embedding=null)
+                            scale=scale, null_embedding=null, guidance=guidance)
 
 
 def apply_user(pipe: Any, user: UserConditioning) -> None:
-    """Install the user branch on ``pipe`` at λ = ``user.scale``."""
+    """Install the user branch on ``pipe`` (at ``user.branch_scale``)."""
     from finexl.prefgen.loaders import load_user_branch
 
-    load_user_branch(pipe, user.branch, scale=user.scale)
+    load_user_branch(pipe, user.branch, scale=user.branch_scale)
 
 
 def remove_user(pipe: Any) -> None:
@@ -199,12 +244,18 @@ def call_arguments(pipe: Any, user: UserConditioning, batch: int,
     """The extra pipeline arguments for ``batch`` images of ``user``.
 
     Guidance follows the pipeline's own rule (on when the scale is above 1), so the
-    embeddings carry the null half exactly when the pipeline expects it.
+    embeddings carry the null half exactly when the pipeline expects it; drift-free
+    guidance always passes it, with ``user_guidance_scale`` = λ.
     """
     from finexl.prefgen.user_branch import pipeline_user_embeds
 
-    guided = guidance is not None and guidance > 1.0
+    drift_free = user.guidance == DRIFT_FREE
+    if drift_free and "user_guidance_scale" not in inspect.signature(pipe.__call__).parameters:
+        raise FinexlError(f"{type(pipe).__name__} cannot guide by the user difference"
+                          f" (--user-guidance {DRIFT_FREE}); pass --user-guidance {NULL_HALF}")
+    guided = drift_free or (guidance is not None and guidance > 1.0)
     unet = pipe.unet
     embeds = pipeline_user_embeds(user.embedding, batch, guided=guided, dtype=unet.dtype,
                                   device=unet.device, null_embedding=user.null_embedding)
-    return {"ip_adapter_image_embeds": embeds}
+    extra = {"user_guidance_scale": user.scale} if drift_free else {}
+    return {"ip_adapter_image_embeds": embeds} | extra

@@ -33,12 +33,14 @@ def _generators(plan: Sequence[PlannedImage]):
 
 
 def sample(pipe, plan: Sequence[PlannedImage], settings: SamplingSettings, *,
-           user_rows: np.ndarray | None = None,
-           null_rows: np.ndarray | None = None) -> np.ndarray:
+           user_rows: np.ndarray | None = None, null_rows: np.ndarray | None = None,
+           user_guidance_scale: float | None = None) -> np.ndarray:
     """Float images ``(len(plan), h, w, 3)`` in [0, 1].
 
     ``user_rows`` ``(len(plan), dim)``: one user embedding per image, for a pipeline with a
-    user branch loaded; ``null_rows`` the same for guidance's null half (None: zeros).
+    user branch loaded; ``null_rows`` the same for what guidance moves away from (None:
+    zeros). ``user_guidance_scale``: guide drift-free with that weight (the tiny pipeline's
+    ``user_guidance_scale``; finexl generate's default there), else the null half.
     """
     from finexl.prefgen.user_branch import pipeline_user_embeds
 
@@ -47,10 +49,14 @@ def sample(pipe, plan: Sequence[PlannedImage], settings: SamplingSettings, *,
         chunk = list(plan[start:start + settings.batch_size])
         kwargs: dict[str, Any] = {}
         if user_rows is not None:
+            by_difference = user_guidance_scale is not None
             kwargs["ip_adapter_image_embeds"] = pipeline_user_embeds(
-                user_rows[start:start + len(chunk)], len(chunk), guided=settings.guidance > 1.0,
+                user_rows[start:start + len(chunk)], len(chunk),
+                guided=by_difference or settings.guidance > 1.0,
                 null_embedding=(None if null_rows is None
                                 else null_rows[start:start + len(chunk)]))
+            if by_difference:
+                kwargs["user_guidance_scale"] = user_guidance_scale
         images = pipe([p.prompt for p in chunk], num_inference_steps=settings.steps,
                       guidance_scale=settings.guidance, generator=_generators(chunk),
                       output_type="np", **kwargs).images
@@ -59,15 +65,16 @@ def sample(pipe, plan: Sequence[PlannedImage], settings: SamplingSettings, *,
 
 
 def sample_users(pipe, plan: Sequence[PlannedImage], embeddings: np.ndarray,
-                 settings: SamplingSettings, *,
-                 null_embeddings: np.ndarray | None = None) -> np.ndarray:
+                 settings: SamplingSettings, *, null_embeddings: np.ndarray | None = None,
+                 user_guidance_scale: float | None = None) -> np.ndarray:
     """``(n_users, len(plan), h, w, 3)``: every user's plan, users batched together."""
     def per_image(rows):
         return np.repeat(np.asarray(rows, np.float32), len(plan), axis=0)
 
     flat_plan = [p for _ in range(len(embeddings)) for p in plan]
     images = sample(pipe, flat_plan, settings, user_rows=per_image(embeddings),
-                    null_rows=None if null_embeddings is None else per_image(null_embeddings))
+                    null_rows=None if null_embeddings is None else per_image(null_embeddings),
+                    user_guidance_scale=user_guidance_scale)
     return images.reshape(len(embeddings), len(plan), *images.shape[1:])
 
 

@@ -38,6 +38,7 @@ from finexl.eval.prefgen.generation import (
 )
 from finexl.eval.prefgen.metrics import PlannedImage
 from finexl.eval.prefgen.personalizers import EvalProfile, Personalizer
+from finexl.prefgen.user_generation import DRIFT_FREE
 
 
 @dataclass
@@ -93,11 +94,13 @@ def with_user_branch(pipe, personalizer: Personalizer, profiles: ProfileCache,
                      users: Sequence[EvalUser], plan: Sequence[PlannedImage],
                      settings: SamplingSettings, *, scale: float = 1.0,
                      drop: Sequence[str] = (), n_liked: int | None = None,
-                     anti_user: bool = True) -> MethodImages:
-    """Profile every user, then generate through the branch at ``scale``.
+                     anti_user: bool = True, guidance: str = DRIFT_FREE) -> MethodImages:
+    """Profile every user, then generate for them with λ = ``scale``.
 
-    ``anti_user``: guidance's null half is each profile's anti-user (as ``finexl generate
-    --user`` does), else zeros (no user).
+    ``anti_user``: guidance moves away from each profile's anti-user (as ``finexl generate
+    --user`` does), else from zeros (no user). ``guidance``: ``drift-free`` (the branch at
+    scale 1, λ weighing the difference) or ``null-half`` (the branch at λ, the anti-user in
+    guidance's null half), as in ``finexl.prefgen.user_generation``.
     """
     from finexl.prefgen.user_branch import unload_user_branch
 
@@ -108,18 +111,20 @@ def with_user_branch(pipe, personalizer: Personalizer, profiles: ProfileCache,
         nulls.append(profile.null_embedding(drop) if anti_user
                      else np.zeros_like(embeddings[-1]))
         profile_seconds.append(seconds)
-    personalizer.attach(pipe, scale)
+    drift_free = guidance == DRIFT_FREE
+    personalizer.attach(pipe, 1.0 if drift_free else scale)
     try:
         start = time.perf_counter()
         images = sample_users(pipe, plan, np.stack(embeddings), settings,
-                              null_embeddings=np.stack(nulls))
+                              null_embeddings=np.stack(nulls),
+                              user_guidance_scale=scale if drift_free else None)
         generation = (time.perf_counter() - start) / len(users)
     finally:
         unload_user_branch(pipe)
     return MethodImages(images, float(np.mean(profile_seconds)) + generation,
                         {"profile_seconds": float(np.mean(profile_seconds)),
                          "generation_seconds": generation, "scale": scale, "drop": list(drop),
-                         "n_liked": n_liked, "anti_user": anti_user})
+                         "n_liked": n_liked, "anti_user": anti_user, "guidance": guidance})
 
 
 def with_prompt_shift(pipe, users: Sequence[EvalUser], words: Sequence[tuple[list[str], list[str]]],

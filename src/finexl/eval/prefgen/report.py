@@ -15,6 +15,9 @@ METHOD_NOTES = {
     "ceiling": "base image + the user's liked styles as transforms (what a perfect style"
                " follower would draw; not a method)",
     "prefgen": "PrefGen: profile -> e_u -> user branch, λ = 1",
+    "null_half": "the same PrefGen model and profiles, λ = 1, guided with the anti-user in"
+                 " guidance's null half (--user-guidance null-half; what stock diffusers"
+                 " pipelines do)",
     "e_img": ("only e_img (one liked image's embedding), IP-Adapter style: the same user branch"
               " with g_sem and e_core zeroed, not a separately trained adapter"),
     "predicted_words": "prompt embedding shifted toward the extractor's liked words, away from"
@@ -27,6 +30,11 @@ METHOD_NOTES = {
 
 def _method_note(name: str, note: str, result: dict[str, Any]) -> str:
     """The note, with how the evaluated model makes e_img and what a zeroed part means."""
+    if name == "prefgen":
+        how = (result.get("settings") or {}).get("user_guidance") or "null-half"
+        step = ("the base model's guided step + λ·(ε(prompt, e_u) − ε(prompt, anti-user))"
+                if how == "drift-free" else "the anti-user in guidance's null half")
+        return f"{note}, `--user-guidance {how}`: {step}"
     e_u = result.get("model_e_u") or {}
     if name != "e_img" or not e_u:
         return note
@@ -96,8 +104,12 @@ def checks(result: dict[str, Any]) -> list[str]:
         by_reason.setdefault(reason, []).append(f"`{name}`")
     lines = [f"**Not measured**: {', '.join(names)} — {reason}."
              for reason, names in by_reason.items()]
-    lines += [_compare("prefgen", other, methods) for other in ("base", "e_img", "predicted_words")]
+    others = ("base", "e_img", "predicted_words") + (("null_half",) if "null_half" in methods
+                                                      else ())
+    lines += [_compare("prefgen", other, methods) for other in others]
     lines += _against_base(result, "prefgen")
+    if "null_half" in methods:
+        lines += _against_base(result, "prefgen", "null_half")
     if "prefgen" in methods and "base" in methods:
         for key, what in (("prompt_fidelity", "users whose liked styles keep colour"),
                           ("prompt_fidelity_styled", ("all users, the colour as the user's liked"
@@ -155,13 +167,14 @@ def checks(result: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _against_base(result: dict[str, Any], method: str) -> list[str]:
+def _against_base(result: dict[str, Any], method: str, reference: str = "base") -> list[str]:
     """The done-when's two preference statements, decided by a paired interval over users
-    and prompts (not by the point estimates alone)."""
+    and prompts (not by the point estimates alone); against ``reference`` (the base model,
+    or another method on the same users)."""
     from finexl.eval.prefgen.metrics import paired_difference
 
     methods, plan = result["methods"], result.get("plan") or []
-    a, b = methods.get(method) or {}, methods.get("base") or {}
+    a, b = methods.get(method) or {}, methods.get(reference) or {}
     if not (a.get("liked_cells") and b.get("liked_cells")) or a["n_users"] != b["n_users"]:
         return []
     prompts = [p["prompt"] for p in plan]
@@ -179,11 +192,12 @@ def _against_base(result: dict[str, Any], method: str) -> list[str]:
         if d.difference != d.difference:  # NaN: no user had such an attribute counted
             continue
         verdict = interval_verdict(d.low, d.high, want)
-        lines.append(f"`{method}` vs `base`, {words} present: {100 * d.difference:+.1f}"
+        lines.append(f"`{method}` vs `{reference}`, {words} present: {100 * d.difference:+.1f}"
                      f" points, 95% interval [{100 * d.low:+.1f}, {100 * d.high:+.1f}]"
                      f" ({d.n_users} users x {d.n_prompts} prompts, both resampled):"
                      f" {verdict}.")
-    lines += _dislikers_vs_others(a.get("per_attribute") or {}, method)
+    if reference == "base":
+        lines += _dislikers_vs_others(a.get("per_attribute") or {}, method)
     return lines
 
 

@@ -31,14 +31,12 @@ from finexl.eval.prefgen import methods as M
 from finexl.eval.prefgen.generation import SamplingSettings
 from finexl.eval.prefgen.judges import JudgeSet, StyleJudge, calibrate, content_accuracy
 from finexl.eval.prefgen.metrics import PlannedImage, UserTaste, preference_similarity, score_method
+from finexl.prefgen.user_generation import DRIFT_FREE, NULL_HALF
 
 RESULTS_FILE = "prefgen.json"
 METRICS_VERSION = 4  # bump when scoring changes: saved images are rescored, not remade
 LOOP_VERSION = 4  # bump when the loop's FineXL settings change
-# How user-branch methods guide (guidance's null half: each profile's anti-user, as
-# finexl generate --user does); part of their saved keys, so a change remakes their images.
-ANTI_USER_GUIDANCE = {"guidance_null": "anti_user"}
-HEADLINE = ("prefgen", "base", "e_img", "predicted_words", "true_words", "lora")
+HEADLINE = ("prefgen", "base", "e_img", "null_half", "predicted_words", "true_words", "lora")
 
 
 @dataclass(frozen=True)
@@ -62,6 +60,9 @@ class PrefGenEvalConfig:
     guidance: float = 2.0
     batch_size: int = 16
     lambdas: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0)
+    # How user-branch methods guide, as finexl generate --user-guidance: drift-free (its
+    # default for builtin:tiny) or null-half; with drift-free, null_half runs beside it.
+    user_guidance: str = DRIFT_FREE
     n_reference: int | None = 8  # liked images per profile (None: all a user has)
     reference_counts: tuple[int, ...] = (2, 4, 8, 16)
     ablations: bool = True  # run the ablations (no_*, refs_*, lambda_*, variants)
@@ -362,6 +363,16 @@ def _score(ctx: _Context, name: str, made: M.MethodImages, users: Sequence[M.Eva
     return record
 
 
+def guidance_key(config: PrefGenEvalConfig, guidance: str | None = None) -> dict[str, Any]:
+    """How user-branch methods guide, in their saved keys (a change remakes their images):
+    away from each profile's anti-user, drift-free or with it in the null half (the key
+    null-half images were saved under before drift-free existed, so they are still reused).
+    """
+    guidance = guidance or config.user_guidance
+    return {"guidance_null": "anti_user"} | (
+        {"user_guidance": guidance} if guidance != NULL_HALF else {})
+
+
 def _shared_key(config: PrefGenEvalConfig) -> dict[str, Any]:
     """What every method's images and scores depend on, whatever PrefGen model is tested."""
     return {"data_dir": str(config.data_dir) if config.data_dir else None,
@@ -520,6 +531,7 @@ def _method_steps(ctx: _Context, ablation_users: list[M.EvalUser], users_dir: Pa
     config, users, plan, settings = ctx.config, ctx.users, ctx.plan, ctx.settings
 
     def branch(personalizer, method_users, **kwargs):
+        kwargs.setdefault("guidance", config.user_guidance)
         return lambda: M.with_user_branch(ctx.pipe, personalizer, ctx.profiles, method_users,
                                           plan, settings, **kwargs)
 
@@ -566,13 +578,16 @@ def _method_steps(ctx: _Context, ablation_users: list[M.EvalUser], users_dir: Pa
             progress=ctx.progress), {"lora_steps": config.lora_steps}))
     if not config.personal:
         return shared
-    model = {"model": model_identity(config), **ANTI_USER_GUIDANCE}
+    model = {"model": model_identity(config), **guidance_key(config)}
     steps = [shared[0], ("prefgen", users, branch(ctx.personalizer, users), model),
              ("e_img", users, branch(ctx.personalizer, users,
-                                     drop=tuple(p for p in ctx.parts if p != "e_img")), model),
-             ("predicted_words", users, words("predicted", users),
-              {"model": model_identity(config, branch=False),
-               "strength": config.shift_strength}), *shared[1:]]
+                                     drop=tuple(p for p in ctx.parts if p != "e_img")), model)]
+    if config.user_guidance != NULL_HALF:  # the other guidance, on the same users
+        steps.append(("null_half", users, branch(ctx.personalizer, users, guidance=NULL_HALF),
+                      {"model": model_identity(config), **guidance_key(config, NULL_HALF)}))
+    steps += [("predicted_words", users, words("predicted", users),
+               {"model": model_identity(config, branch=False),
+                "strength": config.shift_strength}), *shared[1:]]
     if not config.ablations:
         return steps
     for part in ctx.parts:
@@ -598,7 +613,7 @@ def _method_steps(ctx: _Context, ablation_users: list[M.EvalUser], users_dir: Pa
     for name, folder in config.variants:
         steps.append((name, ablation_users,
                       branch(_personalizer(config, folder, name), ablation_users),
-                      {"model": model_identity(config, folder), **ANTI_USER_GUIDANCE}))
+                      {"model": model_identity(config, folder), **guidance_key(config)}))
     return steps + _retrained_steps(ctx, ablation_users, users_dir)
 
 
@@ -622,9 +637,10 @@ def _retrained_steps(ctx: _Context, ablation_users: list[M.EvalUser], users_dir:
         def make(variant=variant):
             return M.with_user_branch(ctx.pipe, _personalizer(config, str(variant.folder),
                                                               variant.name),
-                                      ctx.profiles, ablation_users, ctx.plan, ctx.settings)
+                                      ctx.profiles, ablation_users, ctx.plan, ctx.settings,
+                                      guidance=config.user_guidance)
         steps.append((variant.name, ablation_users, make,
-                      {"model": identity, **ANTI_USER_GUIDANCE}))
+                      {"model": identity, **guidance_key(config)}))
     return steps
 
 
@@ -692,12 +708,12 @@ def _loop(ctx: _Context) -> dict[str, Any]:
     ceiling = _loop_on(ctx, "ceiling", None, ceiling_images, base, plan)
     if "prefgen" not in ctx.results:  # not run (baselines only, --only, or no branch)
         return {"ceiling": ceiling}
-    model = {"model": model_identity(config), **ANTI_USER_GUIDANCE}
+    model = {"model": model_identity(config), **guidance_key(config)}
     if config.loop_prompts:
         images = _loop_images(
             ctx, "prefgen", {"users": [u.user_id for u in ctx.users], **model},
             lambda: M.with_user_branch(ctx.pipe, ctx.personalizer, ctx.profiles, ctx.users,
-                                       plan, ctx.settings).images)
+                                       plan, ctx.settings, guidance=config.user_guidance).images)
     else:
         images = _load_images(ctx.out / "methods" / "prefgen.npy")
     return {**_loop_on(ctx, "prefgen", model, images, base, plan), "ceiling": ceiling}
@@ -808,9 +824,10 @@ def command_line(config: PrefGenEvalConfig) -> str:
     defaults = PrefGenEvalConfig(out_dir=Path("."))
     flags = {"data_dir": "--data", "model": "--model", "n_users": "--users",
              "n_ablation_users": "--ablation-users", "n_prompts": "--prompts",
-             "n_seeds": "--seeds", "loop_prompts": "--loop-prompts", "steps": "--steps", "lora_users": "--lora-users",
-             "lora_steps": "--lora-steps", "shift_strength": "--shift-strength", "seed": "--seed",
-             "n_reference": "--references"}
+             "n_seeds": "--seeds", "loop_prompts": "--loop-prompts", "steps": "--steps",
+             "lora_users": "--lora-users", "lora_steps": "--lora-steps",
+             "shift_strength": "--shift-strength", "seed": "--seed",
+             "n_reference": "--references", "user_guidance": "--user-guidance"}
     words = ["finexl", "eval", "prefgen", "--out", str(config.out_dir)]
     for name, flag in flags.items():
         value = getattr(config, name)
@@ -853,6 +870,9 @@ def _check(config: PrefGenEvalConfig) -> None:
         value = getattr(config, name)
         if not isinstance(value, int) or value < 1:
             raise FinexlError(f"{name} is {value!r}; it must be a whole number of at least 1")
+    if config.user_guidance not in (DRIFT_FREE, NULL_HALF):
+        raise FinexlError(f"--user-guidance is {config.user_guidance!r}; it must be {DRIFT_FREE}"
+                          f" or {NULL_HALF}")
     if any(not 0 <= s <= 2 for s in config.lambdas):
         raise FinexlError(f"--lambda values must be in [0, 2], got {list(config.lambdas)}")
     if config.data_dir is not None and not Path(config.data_dir).is_dir():
