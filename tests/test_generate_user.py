@@ -223,6 +223,11 @@ def test_mismatches_are_one_line_errors(world, profiles, tmp_path, sd_dir):
                      str(tmp_path / "never"), "--user", str(profiles("h")), "--user-scale", "9",
                      "--prefgen-model", world.prefgen)
     assert_one_line_error(result, "--user-scale", "out of range")
+    result = run_cli("generate", "--model", str(sd_dir), "--prompts", world.prompts, "--out",
+                     str(tmp_path / "never"), "--user", str(profiles("j")), "--user-guidance",
+                     "drift-free", "--prefgen-model", world.prefgen)
+    assert_one_line_error(result, "--user-guidance drift-free", "null-half")
+    assert not (tmp_path / "never").exists()
 
 
 def test_generated_set_keys_name_the_profile_and_scale(world, profiles, tmp_path):
