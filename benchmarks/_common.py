@@ -142,6 +142,37 @@ def make_phrases(words: Sequence[str], count: int, seed: int, *, min_words: int 
     return list(phrases)
 
 
+def vocabulary_phrases(spec: str, count: int, seed: int) -> list[str]:
+    """``count`` distinct vocabulary phrases the encoder ``spec`` knows, so every one is used.
+
+    An open-vocabulary encoder, or a closed one without trained phrases (mini v1), gets 1-3
+    word phrases of :func:`known_words`. One with trained phrases (mini v3 on) knows a plain
+    caption word with adjectives before it ("red car") but not a new combination of trained
+    words, so its phrases are up to two adjectives and a plain word; more adjectives only when
+    ``count`` needs them (about 16,000 such phrases exist for mini v3).
+    """
+    from finexl.encoders.loader import load_encoder
+
+    known = getattr(load_encoder(spec, cache=False).encoder, "known_words", None)
+    if known is None or not getattr(known, "phrases", None):
+        return make_phrases(known_words(spec), count, seed)
+    def content(words):  # words the encoder's own filter keeps (so the phrase is known)
+        return sorted(w for w in words if w.isalpha() and w not in _FUNCTION_WORDS
+                      and known.content(w) == [w])
+
+    plain, adjectives = content(known.plain_words), content(known.adjectives)
+    most = 2
+    while len(plain) * sum(len(adjectives) ** k for k in range(most + 1)) < 1.25 * count:
+        most += 1
+    rng = np.random.default_rng(seed)
+    phrases: dict[str, None] = {}
+    while len(phrases) < count:
+        before = rng.integers(0, len(adjectives), int(rng.integers(0, most + 1)))
+        phrase = " ".join([adjectives[i] for i in before] + [plain[int(rng.integers(len(plain)))]])
+        phrases.setdefault(phrase, None)
+    return list(phrases)
+
+
 def make_prompts(words: Sequence[str], count: int, seed: int) -> list[str]:
     """``count`` distinct captions such as ``"a photo of red cat river"``."""
     return [f"a photo of {p}" for p in make_phrases(words, count, seed + 1, min_words=3,
@@ -360,9 +391,23 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str
     return "\n".join(lines)
 
 
+def encoder_identity(spec: str) -> str | None:
+    """The identity of the encoder ``spec`` names (e.g. ``clip:mini@f8358950f62b``: which
+    weights were measured), or None for the random ``tiny``/``random-b32`` ones built per run."""
+    if spec in (TINY_SPEC, RANDOM_B32_SPEC):
+        return None
+    from finexl.encoders.loader import load_encoder
+
+    return load_encoder(spec, cache=False).id
+
+
 def write_results(out: str, data: dict[str, Any]) -> None:
+    """Write ``data`` as JSON to ``out``. A named encoder's identity is added to ``data`` itself
+    as ``encoder_id`` (which weights were measured), so the returned results match the file."""
     if not out:
         return
+    if isinstance(data.get("encoder"), str) and "encoder_id" not in data:
+        data["encoder_id"] = encoder_identity(data["encoder"])
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")

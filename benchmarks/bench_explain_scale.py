@@ -145,7 +145,7 @@ def sweep(args, spec: str, work: Path) -> dict:
     by_v = []
     for size in v_sizes:
         path = common.write_vocabulary(work / f"vocab-{size}.txt",
-                                       common.make_phrases(words, size, args.seed + size))
+                                       common.vocabulary_phrases(spec, size, args.seed + size))
         result = spawn(job(v_pairs, str(path), size))
         by_v.append({"vocabulary_size": size, "n_pairs": v_pairs, **result})
         print(f"V={size}: {result['seconds']:.2f} s", file=sys.stderr)

@@ -115,12 +115,13 @@ def measure(args, spec: str, work: Path) -> dict:
     prompts = common.make_prompts(words, n_pairs, args.seed)
     base, personal = common.make_pairs(work / "pairs", prompts, args.seed)
     vocabulary = common.write_vocabulary(work / "vocab.txt",
-                                         common.make_phrases(words, size, args.seed + 7))
+                                         common.vocabulary_phrases(spec, size, args.seed + 7))
     cached, counter = common.counted_encoder(spec, cache=False)
     pairs = load_pairs(base, personal)
     v_div = embed_pair_differences(cached, pairs, 32, False).mean(axis=0)
     entries = [e.concept for e in load_vocabulary(vocabulary)]
-    known = [c for c in entries if c not in set(unknown_concepts(cached, entries))]
+    unknown = set(unknown_concepts(cached, entries))  # once: it was recomputed per entry
+    known = [c for c in entries if c not in unknown]
     template = DEFAULT_TEMPLATE
     prompts = list(pairs.prompts)
 
