@@ -124,7 +124,8 @@ def test_drift_free_guidance_cancels_what_the_branch_gives_everyone(world, profi
     assert drift_free[0]["user_guidance"] == "drift-free" and "user_guidance" not in null_half[0]
     assert _pngs(tmp_path / "drift-free") != _pngs(tmp_path / "null-half")
     assert _pngs(tmp_path / "drift-free") != _pngs(tmp_path / "base")
-    with pytest.raises(FinexlError, match="user_guidance"):
+    with pytest.raises(FinexlError, match="user_guidance='drift-free', but this run asks for"
+                                          " 'null-half'"):
         generate(_config(world, tmp_path / "drift-free", user=str(me), user_guidance="null-half"))
     assert len(base) == len(drift_free)
 

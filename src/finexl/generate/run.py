@@ -186,10 +186,18 @@ def _matches(wanted: dict[str, Any], existing: dict[str, Any]) -> str | None:
     for key in _RESUME_KEYS:
         if key in ("steps", "guidance", "size") and wanted[key] is None:
             continue  # the pipeline default; it was recorded as whatever it was
-        if existing.get(key) != wanted.get(key) and not (key == "loras" and not wanted[key]
-                                                        and not existing.get(key)):
+        if _setting(existing, key) != _setting(wanted, key) and not (
+                key == "loras" and not wanted[key] and not existing.get(key)):
             return key
     return None
+
+
+# Settings a record leaves out when they have this value (so older records still match).
+_UNRECORDED = {"anti_user": False, "user_guidance": "null-half"}
+
+
+def _setting(record: dict[str, Any], key: str) -> Any:
+    return record.get(key, _UNRECORDED.get(key))
 
 
 def _split_done(config: GenerateConfig, jobs: Sequence[Job], existing: dict[str, dict],
@@ -205,7 +213,8 @@ def _split_done(config: GenerateConfig, jobs: Sequence[Job], existing: dict[str,
         if differs:
             raise FinexlError(
                 f"{out_dir / 'metadata.jsonl'} says {job.file_name} was made with {differs}="
-                f"{record.get(differs)!r}, but this run asks for {wanted.get(differs)!r}; pass"
+                f"{_setting(record, differs)!r}, but this run asks for"
+                f" {_setting(wanted, differs)!r}; pass"
                 f" another --out folder, or delete {out_dir} to start again")
         done[job.file_name] = record
     return todo, done
