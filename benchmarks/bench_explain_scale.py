@@ -19,6 +19,7 @@ import resource
 import subprocess
 import sys
 import tracemalloc
+from dataclasses import replace
 from pathlib import Path
 
 import _common as common
@@ -74,7 +75,10 @@ def run_child(job: dict) -> dict:
         with tempfile.TemporaryDirectory(prefix="finexl-scale-cache-") as cache_dir:
             encoder = CachedEncoder(counter, open_store(cache_dir, subdir="embeddings"))
             proposer = VocabProposer(top_k=TOP_K, vocabulary=job["vocabulary"])
-            return explain(base, personal, config, encoder=encoder, proposer=proposer)
+            # The fitted decomposition is cached too (<cache>/fits): in the same empty folder,
+            # or a repeat would read the first run's fit from the default cache folder.
+            return explain(base, personal, replace(config, cache=cache_dir), encoder=encoder,
+                           proposer=proposer)
 
     # Warm-up on a few pairs: imports and first-call costs stay out of the timed runs.
     warm = load_pairs(job["base"], job["personal"])
