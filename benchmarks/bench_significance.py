@@ -135,6 +135,7 @@ def main(argv: list[str] | None = None) -> dict:
     ablation = stop_ablation(args.demo) if args.demo else []
     results = {"machine": machine_info(), "runs": args.runs, "n_bootstrap": args.n_bootstrap,
                "selection": selection, "coverage": coverage, "stop_ablation": ablation,
+               **({"encoder": "mini"} if args.demo else {}),  # the stop ablation's encoder
                "seconds": round(time.perf_counter() - started, 1)}
     write_results(args.out, results)
     print(markdown_table(["design", "effect", "settings", "runs", "nuisance flagged",
