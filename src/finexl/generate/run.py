@@ -192,7 +192,8 @@ def _matches(wanted: dict[str, Any], existing: dict[str, Any]) -> str | None:
     return None
 
 
-# Settings a record leaves out when they have this value (so older records still match).
+# Settings a record leaves out when they have this value (so older records still match;
+# UserConditioning.record leaves them out).
 _UNRECORDED = {"anti_user": False, "user_guidance": "null-half"}
 
 

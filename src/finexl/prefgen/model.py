@@ -348,7 +348,7 @@ class PrefGenModel:
                                  if len(disliked) else
                                  np.zeros((0, self.tower.feature_dim), np.float32))
         # Row 1 is the anti-user: the same images with liked and disliked swapped. Generation
-        # guides away from it (the null half of guidance), as a negative prompt does for text.
+        # guides away from it, as a negative prompt does for text.
         swapped = len(disliked_features) > 0
         read = self.read([liked_features] + ([disliked_features] if swapped else []),
                          [disliked_features] + ([liked_features] if swapped else []))

@@ -12,10 +12,11 @@ The parts are centred and scaled by the training users' statistics when the mode
 (``e_u_norm.safetensors``), so a zero part is the average training user's.
 
 With disliked images the profile also keeps an **anti-user** ``anti_embedding``: the e_u
-the same model reads when liked and disliked are swapped. Generation puts it in the null
-half of classifier-free guidance, so images are pushed toward the user's taste *and away
-from what they disliked*, as a negative prompt does for text (without disliked images the
-null half is zeros, the no-user embedding the branch was trained with for guidance).
+the same model reads when liked and disliked are swapped. Generation guides away from it
+(drift-free on ``builtin:tiny``, or in the null half of classifier-free guidance;
+``prefgen.user_generation``), so images are pushed toward the user's taste *and away from
+what they disliked*, as a negative prompt does for text (without disliked images it is
+zeros, the no-user embedding the branch was trained with for guidance).
 
 A profile is saved as ``*.user.safetensors``: the three parts as tensors, and JSON metadata
 (likes and dislikes with scores, the nearest words of ``g(e_sem)``, the fingerprint of the

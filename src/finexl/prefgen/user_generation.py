@@ -19,7 +19,7 @@ is what every step moves away from, as a negative prompt does for text; ``anti_u
   branch runs at scale λ; plain ``ip_adapter_image_embeds``, so diffusers' own SD / SDXL
   pipelines do it (the default for them). A drift common to all users survives it.
 
-docs/PREFGEN.md, "Guiding away from dislikes", has what each changed.
+docs/PREFGEN.md §8 ("Session 6" and "Session 5") has what each changed.
 
 Checks, each a one-line ``FinexlError`` before any image is made: λ within
 [0, ``MAX_USER_SCALE``]; a model with no user branch for it; a profile made with another
@@ -70,16 +70,38 @@ class UserConditioning:
 
     def record(self) -> dict[str, Any]:
         """What ``metadata.jsonl`` records about the user for each image."""
+        # anti_user False and null-half are left out, so images made before those settings
+        # existed still resume (generate.run reads a missing key as that value)
         anti = {"anti_user": True} if self.null_embedding is not None else {}
-        # null-half is not written, so images made before drift-free existed still resume
         how = {"user_guidance": self.guidance} if self.guidance != NULL_HALF else {}
         return {"user": self.profile_id, "user_scale": self.scale,
                 "prefgen_model": self.prefgen_model} | anti | how
 
-    @property
-    def branch_scale(self) -> float:
-        """The scale the branch is loaded at: λ itself, or 1 when λ weighs the difference."""
-        return 1.0 if self.guidance == DRIFT_FREE else self.scale
+
+def branch_scale(guidance: str, scale: float) -> float:
+    """The scale the user branch is loaded at: λ itself, or 1 when drift-free guidance
+    weighs the branch's difference by λ instead."""
+    return 1.0 if guidance == DRIFT_FREE else scale
+
+
+def user_call_arguments(embedding, batch: int, *, guidance: str, scale: float,
+                        guidance_scale: float | None, dtype, device,
+                        null_embedding=None) -> dict[str, Any]:
+    """The pipeline arguments that condition ``batch`` images on a user.
+
+    ``embedding`` and ``null_embedding`` (what guidance moves away from; None: zeros) are one
+    row or one per image. Null-half guidance passes the null half exactly when the pipeline
+    guides (its scale above 1); drift-free guidance always passes it, with
+    ``user_guidance_scale`` = λ (``scale``).
+    """
+    from finexl.prefgen.user_branch import pipeline_user_embeds
+
+    drift_free = guidance == DRIFT_FREE
+    guided = drift_free or (guidance_scale is not None and guidance_scale > 1.0)
+    embeds = pipeline_user_embeds(embedding, batch, guided=guided, dtype=dtype, device=device,
+                                  null_embedding=null_embedding)
+    return {"ip_adapter_image_embeds": embeds} | (
+        {"user_guidance_scale": scale} if drift_free else {})
 
 
 def check_user_scale(scale: float) -> float:
@@ -225,10 +247,10 @@ def resolve_user(profile: str | Path, model: str, *, prefgen_model: str | None =
 
 
 def apply_user(pipe: Any, user: UserConditioning) -> None:
-    """Install the user branch on ``pipe`` (at ``user.branch_scale``)."""
+    """Install the user branch on ``pipe`` (at :func:`branch_scale`)."""
     from finexl.prefgen.loaders import load_user_branch
 
-    load_user_branch(pipe, user.branch, scale=user.branch_scale)
+    load_user_branch(pipe, user.branch, scale=branch_scale(user.guidance, user.scale))
 
 
 def remove_user(pipe: Any) -> None:
@@ -241,21 +263,12 @@ def remove_user(pipe: Any) -> None:
 
 def call_arguments(pipe: Any, user: UserConditioning, batch: int,
                    guidance: float | None) -> dict[str, Any]:
-    """The extra pipeline arguments for ``batch`` images of ``user``.
-
-    Guidance follows the pipeline's own rule (on when the scale is above 1), so the
-    embeddings carry the null half exactly when the pipeline expects it; drift-free
-    guidance always passes it, with ``user_guidance_scale`` = λ.
-    """
-    from finexl.prefgen.user_branch import pipeline_user_embeds
-
-    drift_free = user.guidance == DRIFT_FREE
-    if drift_free and "user_guidance_scale" not in inspect.signature(pipe.__call__).parameters:
+    """The extra pipeline arguments for ``batch`` images of ``user``
+    (:func:`user_call_arguments`); ``guidance`` is the pipeline's guidance scale."""
+    if user.guidance == DRIFT_FREE and \
+            "user_guidance_scale" not in inspect.signature(pipe.__call__).parameters:
         raise FinexlError(f"{type(pipe).__name__} cannot guide by the user difference"
                           f" (--user-guidance {DRIFT_FREE}); pass --user-guidance {NULL_HALF}")
-    guided = drift_free or (guidance is not None and guidance > 1.0)
-    unet = pipe.unet
-    embeds = pipeline_user_embeds(user.embedding, batch, guided=guided, dtype=unet.dtype,
-                                  device=unet.device, null_embedding=user.null_embedding)
-    extra = {"user_guidance_scale": user.scale} if drift_free else {}
-    return {"ip_adapter_image_embeds": embeds} | extra
+    return user_call_arguments(user.embedding, batch, guidance=user.guidance, scale=user.scale,
+                               guidance_scale=guidance, dtype=pipe.unet.dtype,
+                               device=pipe.unet.device, null_embedding=user.null_embedding)

@@ -42,21 +42,20 @@ def sample(pipe, plan: Sequence[PlannedImage], settings: SamplingSettings, *,
     zeros). ``user_guidance_scale``: guide drift-free with that weight (the tiny pipeline's
     ``user_guidance_scale``; finexl generate's default there), else the null half.
     """
-    from finexl.prefgen.user_branch import pipeline_user_embeds
+    from finexl.prefgen.user_generation import DRIFT_FREE, NULL_HALF, user_call_arguments
 
+    guidance = NULL_HALF if user_guidance_scale is None else DRIFT_FREE
     out = []
     for start in range(0, len(plan), settings.batch_size):
         chunk = list(plan[start:start + settings.batch_size])
         kwargs: dict[str, Any] = {}
         if user_rows is not None:
-            by_difference = user_guidance_scale is not None
-            kwargs["ip_adapter_image_embeds"] = pipeline_user_embeds(
-                user_rows[start:start + len(chunk)], len(chunk),
-                guided=by_difference or settings.guidance > 1.0,
-                null_embedding=(None if null_rows is None
-                                else null_rows[start:start + len(chunk)]))
-            if by_difference:
-                kwargs["user_guidance_scale"] = user_guidance_scale
+            rows = slice(start, start + len(chunk))
+            kwargs = user_call_arguments(
+                user_rows[rows], len(chunk), guidance=guidance, scale=user_guidance_scale,
+                guidance_scale=settings.guidance, dtype=pipe.unet.dtype,
+                device=pipe.unet.device,
+                null_embedding=None if null_rows is None else null_rows[rows])
         images = pipe([p.prompt for p in chunk], num_inference_steps=settings.steps,
                       guidance_scale=settings.guidance, generator=_generators(chunk),
                       output_type="np", **kwargs).images

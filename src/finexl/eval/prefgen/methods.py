@@ -38,7 +38,7 @@ from finexl.eval.prefgen.generation import (
 )
 from finexl.eval.prefgen.metrics import PlannedImage
 from finexl.eval.prefgen.personalizers import EvalProfile, Personalizer
-from finexl.prefgen.user_generation import DRIFT_FREE
+from finexl.prefgen.user_generation import DRIFT_FREE, branch_scale
 
 
 @dataclass
@@ -112,7 +112,7 @@ def with_user_branch(pipe, personalizer: Personalizer, profiles: ProfileCache,
                      else np.zeros_like(embeddings[-1]))
         profile_seconds.append(seconds)
     drift_free = guidance == DRIFT_FREE
-    personalizer.attach(pipe, 1.0 if drift_free else scale)
+    personalizer.attach(pipe, branch_scale(guidance, scale))
     try:
         start = time.perf_counter()
         images = sample_users(pipe, plan, np.stack(embeddings), settings,
