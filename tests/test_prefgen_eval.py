@@ -66,6 +66,21 @@ def test_judges_beat_chance_on_images_they_were_not_fitted_on(judges):
     assert not judges.present("sepia", stats, stats).any()
 
 
+def test_style_draws_reads_what_applying_one_style_makes_the_judges_see(judges):
+    images = _scenes(12, 7)
+    rates = J.style_draws(judges, images, seed=0, attributes=["sepia", "dark", "bright"])
+    assert set(rates) == {"none", "sepia", "dark", "bright"}
+    assert rates["none"]["sepia"] <= 0.2  # untouched images are rarely sepia
+    for style in ("sepia", "dark", "bright"):
+        assert rates[style][style] >= 0.9, rates
+    assert rates["dark"]["bright"] == 0.0 and rates["bright"]["dark"] == 0.0
+    # The rule is a rise over the untouched images, not a level.
+    table = {"none": {"a": 0.5, "b": 0.0}, "a": {"a": 1.0, "b": 0.3},
+             "b": {"a": 0.65, "b": 1.0}}
+    assert J.drawn_pairs(table, 0.2) == [("a", "b")]
+    assert J.drawn_pairs(table, 0.1) == [("a", "b"), ("b", "a")]
+
+
 def test_content_judges_name_colour_background_and_setting():
     image, _ = render("red", "star", "sunset", rng=np.random.default_rng(0))
     reading = J.read_content(image.astype(np.float32) / 255)

@@ -43,10 +43,28 @@ def test_contradictions():
 
 
 def test_compatible():
-    assert v.compatible(["sepia", "vignette"], ["blurry"])
+    assert v.compatible(["sepia", "vignette"], ["grainy"])
+    assert not v.compatible(["sepia", "vignette"], ["blurry"])  # vignette draws blurry
     assert not v.compatible(["sepia"], ["sepia"])  # liked and disliked
     assert not v.compatible(["dark", "bright"], [])
     assert not v.compatible(["vivid"], ["dark", "bright"])
+    # A liked style that draws a disliked one: every liked image would show the dislike.
+    assert v.draws("sepia", "warm") and not v.compatible(["sepia"], ["warm"])
+    assert not v.compatible(["grainy", "red object"], ["high contrast"])
+    assert v.compatible(["warm"], ["cool"]) and v.compatible(["blurry"], ["sepia"])
+
+
+def test_draws_table_is_the_measured_one():
+    import json
+    from pathlib import Path
+
+    measured = Path(__file__).parents[1] / "docs" / "eval" / "prefgen_style_draws.json"
+    record = json.loads(measured.read_text(encoding="utf-8"))
+    assert v.DRAWS == {tuple(pair) for pair in record["pairs"]}
+    untouched = record["rates"]["none"]
+    for a, b in v.DRAWS:
+        assert record["rates"][a][b] - untouched[b] >= record["threshold"]
+        assert v.get(a).kind == v.get(b).kind == v.STYLE
 
 
 def test_apply_styles_changes_pixels_in_the_expected_direction():

@@ -1,7 +1,8 @@
 """Simulated users ("agents"): a few liked and disliked attributes, images that show them.
 
 An agent likes 1-3 attributes (at least one style) and dislikes 1-2 (at least one style),
-with no contradiction (:func:`finexl.prefgen.vocabulary.compatible`). Its **liked images**
+with no contradiction (:func:`finexl.prefgen.vocabulary.compatible`: nor a liked style that
+draws a disliked one, as sepia draws warm). Its **liked images**
 are pool images that show every liked content attribute and no disliked one, with every
 liked style applied; **disliked images** the other way round. One image in four also gets
 a *distractor* style the agent neither likes nor dislikes, so what an agent likes is what
@@ -203,9 +204,12 @@ def image_for(sampler: AgentSampler, agent: Agent, which: str,
     styles = agent.styles(which)
     if rng.random() < DISTRACTOR_RATE:
         avoid = set(agent.liked) | set(agent.disliked)
+        # A distractor never draws a style of the other side: a liked image showing a
+        # disliked style would teach the opposite of the user's taste.
         options = [s for s in sampler.styles if s not in avoid
                    and not any(vocab.contradicts(s, t) for t in styles)
-                   and not any(vocab.contradicts(s, c) for c in agent.content(which))]
+                   and not any(vocab.contradicts(s, c) for c in agent.content(which))
+                   and not any(vocab.draws(s, t) for t in agent.styles(other))]
         if options:
             styles = styles + [options[int(rng.integers(len(options)))]]
     return render_image(sampler.pool, index, styles, rng)

@@ -136,6 +136,34 @@ CONTRADICTIONS: frozenset[frozenset[str]] = frozenset(frozenset(pair) for pair i
     ("sepia", "vivid"), ("high contrast", "faded"), ("blurry", "grainy"),
 ))
 
+# (liked style, style it draws): applying the first alone to pool images makes the second's
+# paired judge fire on at least 20 points more of them (sepia draws warm; grain reads as high
+# contrast). A user who liked the first and disliked the second would dislike every image
+# they like, so :func:`compatible` refuses such users. Measured, not chosen:
+# ``python scripts/prefgen_style_draws.py --pool /tmp/prefgen-core/pool --json
+# docs/eval/prefgen_style_draws.json`` (the judges of ``finexl eval prefgen``, fitted on the
+# training pool; tests check this table against that file).
+DRAWS: frozenset[tuple[str, str]] = frozenset((
+    ("black and white", "faded"),
+    ("black and white", "sepia"),
+    ("bright", "low contrast"),
+    ("dark", "blurry"),
+    ("faded", "low contrast"),
+    ("grainy", "high contrast"),
+    ("high contrast", "pixelated"),
+    ("high contrast", "vivid"),
+    ("low contrast", "blurry"),
+    ("low contrast", "bright"),
+    ("low contrast", "faded"),
+    ("sepia", "bright"),
+    ("sepia", "faded"),
+    ("sepia", "low contrast"),
+    ("sepia", "warm"),
+    ("vignette", "blurry"),
+    ("vignette", "high contrast"),
+    ("warm", "sepia"),
+))
+
 # Styles are applied in this order (colour first, then tone, contrast, detail, grain, frame),
 # whatever order a user lists them in, so an image's pixels depend on the set only.
 STYLE_ORDER: tuple[str, ...] = tuple(name for name, *_ in _STYLES)
@@ -196,13 +224,21 @@ def _setting_clashes() -> dict[str, set[str]]:
     return REAL_SETTING_CLASHES
 
 
+def draws(style: str, other: str) -> bool:
+    """Whether applying ``style`` makes an image show ``other`` too (:data:`DRAWS`)."""
+    return (style, other) in DRAWS
+
+
 def compatible(liked: Iterable[str], disliked: Iterable[str] = ()) -> bool:
     """Whether a user with these likes and dislikes is free of contradictions.
 
-    Liked attributes are pairwise compatible, disliked ones too, and no attribute is both.
+    Liked attributes are pairwise compatible, disliked ones too, no attribute is both, and
+    no liked style draws a disliked one (:data:`DRAWS`: every liked image would show it).
     """
     liked, disliked = list(liked), list(disliked)
     if set(liked) & set(disliked) or len(set(liked)) < len(liked):
+        return False
+    if any(draws(a, b) for a in liked for b in disliked):
         return False
     for group in (liked, disliked):
         if any(contradicts(a, b) for i, a in enumerate(group) for b in group[i + 1:]):

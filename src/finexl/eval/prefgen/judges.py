@@ -353,6 +353,59 @@ def calibrate(base_images: Sequence[np.ndarray], *, test_images: Sequence[np.nda
     return JudgeSet(single, paired, accuracy, n_test=n_per_attribute // 2)
 
 
+def calibrate_on_pool(pool_images: Sequence[np.ndarray], *, n_per_attribute: int = 200,
+                      seed: int = 0, progress: bool = False
+                      ) -> tuple[JudgeSet, list[np.ndarray], list[np.ndarray]]:
+    """The evaluation's judges: fitted on half of ``pool_images`` plus half of the bundled
+    photos' crops, tested on the other halves.
+
+    Returns the judges and the fit and test images (callers that measure something else with
+    the judges use the test half, which the thresholds never saw).
+    """
+    from finexl.imaging.photos import bundled_photos, square_crops
+
+    images = list(pool_images)
+    photos = [np.asarray(crop, np.float32) / 255 for i, photo in enumerate(bundled_photos())
+              for crop in square_crops(photo.load(), 8, size=32, rng=seed + i)]
+    half = len(images) // 2
+    fit = images[:half] + photos[: len(photos) // 2]
+    test = images[half:] + photos[len(photos) // 2:]
+    judges = calibrate(fit, test_images=test, n_per_attribute=n_per_attribute, seed=seed,
+                       progress=progress)
+    return judges, fit, test
+
+
+def style_draws(judges: JudgeSet, images: Sequence[np.ndarray], *, seed: int = 0,
+                attributes: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
+    """How often each paired judge fires once one style is applied, and on the untouched
+    images: ``{style: {judged style: share}}`` plus ``{"none": {judged style: share}}``.
+
+    A liked style that makes another style's judge fire on most images *draws* that style
+    (sepia draws warm): a user who likes the first and dislikes the second could never be
+    satisfied, so :data:`finexl.prefgen.vocabulary.DRAWS` lists such pairs and simulated
+    users avoid them. Styles are drawn at the vocabulary's strengths.
+    """
+    from finexl.prefgen.vocabulary import apply_styles
+
+    attributes = list(attributes or vocabulary_styles())
+    rng = np.random.default_rng(seed)
+    base_stats = statistics_matrix(images)
+    rates = {"none": {b: float(judges.present(b, base_stats, base_stats).mean())
+                      for b in attributes}}
+    for a in attributes:
+        stats = statistics_matrix([apply_styles(image, [a], rng) for image in images])
+        rates[a] = {b: float(judges.present(b, stats, base_stats).mean()) for b in attributes}
+    return rates
+
+
+def drawn_pairs(rates: dict[str, dict[str, float]], threshold: float) -> list[tuple[str, str]]:
+    """``(a, b)`` where applying ``a`` makes ``b``'s judge fire at least ``threshold`` more
+    often than on the untouched images (``rates`` from :func:`style_draws`)."""
+    untouched = rates["none"]
+    return sorted((a, b) for a, row in rates.items() if a != "none"
+                  for b, share in row.items() if b != a and share - untouched[b] >= threshold)
+
+
 # --------------------------------------------------------------------------------------
 # Content judges: object colour, background, size
 

@@ -29,7 +29,8 @@ import numpy as np
 from finexl.errors import FinexlError
 from finexl.eval.prefgen import methods as M
 from finexl.eval.prefgen.generation import SamplingSettings
-from finexl.eval.prefgen.judges import JudgeSet, StyleJudge, calibrate, content_accuracy
+from finexl.eval.prefgen.judges import (JudgeSet, StyleJudge, calibrate_on_pool,
+                                        content_accuracy)
 from finexl.eval.prefgen.metrics import PlannedImage, UserTaste, preference_similarity, score_method
 from finexl.prefgen.user_generation import DRIFT_FREE, NULL_HALF
 
@@ -292,19 +293,12 @@ def _judges(config: PrefGenEvalConfig, users_dir: Path, out: Path, progress: boo
     saved = _load_json(path, key)
     if saved is not None:
         return judges_from_dict(saved["judges"])
-    from finexl.imaging.photos import bundled_photos, square_crops
-
     images = pool_images(users_dir, config.judge_images)
-    photos = [np.asarray(crop, np.float32) / 255 for i, photo in enumerate(bundled_photos())
-              for crop in square_crops(photo.load(), 8, size=32, rng=config.seed + i)]
     if len(images) < 8:
         raise FinexlError(f"{users_dir} does not name a readable image pool (agents.json);"
                           f" the judges need base images of the generator")
-    half = len(images) // 2
-    fit = images[:half] + photos[: len(photos) // 2]
-    test = images[half:] + photos[len(photos) // 2:]
-    judges = calibrate(fit, test_images=test, n_per_attribute=config.judge_samples, seed=config.seed,
-                       progress=progress)
+    judges, fit, test = calibrate_on_pool(images, n_per_attribute=config.judge_samples,
+                                          seed=config.seed, progress=progress)
     content = content_accuracy(300, seed=config.seed)
     _save_json(path, {"settings": key, "judges": judges.to_dict(), "content_accuracy": content,
                       "n_fit_images": len(fit), "n_test_images": len(test)})
