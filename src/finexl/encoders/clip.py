@@ -13,6 +13,7 @@ import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -132,7 +133,7 @@ class KnownVocabulary:
     modifiers: frozenset[str] = frozenset()
     adjectives: frozenset[str] = frozenset()  # caption words that qualify a subject ("red")
 
-    @property
+    @cached_property  # knows() reads it for every concept of a vocabulary
     def plain_words(self) -> frozenset[str]:
         quality_words = {w for phrase in self.phrases for w in phrase.split()}
         return self.words - quality_words - self.modifiers
