@@ -142,6 +142,27 @@ def test_interval_verdicts_need_the_whole_interval_on_the_wanted_side():
     assert interval_verdict(-0.2, 0.1, 1) == "**not shown** more often"
 
 
+def test_paired_difference_matches_resampling_users_and_prompts_by_index():
+    from finexl.eval.prefgen.metrics import cell_share
+
+    prompts = [f"p{k}" for k in range(5) for _ in range(2)]
+    a = _cells(np.random.default_rng(3).uniform(0, 0.6, (12, 5)), n_prompts=5, seed=4)
+    b = _cells(np.full((12, 5), 0.2), n_prompts=5, seed=5)
+    a[0, :, 1] = 0  # a user with nothing counted is left out of every share
+    groups = [np.flatnonzero(np.asarray(prompts) == p) for p in dict.fromkeys(prompts)]
+    rng = np.random.default_rng(7)
+    users = rng.integers(0, len(a), (300, len(a)))
+    drawn = rng.integers(0, len(groups), (300, len(groups)))
+    draws = []
+    for k in range(300):
+        images = np.concatenate([groups[g] for g in drawn[k]])
+        draws.append(cell_share(a, users[k], images) - cell_share(b, users[k], images))
+    low, high = np.nanpercentile(draws, [2.5, 97.5])
+    fast = paired_difference(a, b, prompts, n_boot=300, seed=7)
+    assert np.isclose(fast.low, low) and np.isclose(fast.high, high)
+    assert np.isclose(fast.difference, cell_share(a) - cell_share(b))
+
+
 def test_paired_difference_finds_a_known_shift_and_widens_when_one_prompt_carries_it():
     prompts = [f"p{k}" for k in range(4) for _ in range(2)]
     users = 30
