@@ -5,8 +5,9 @@ embedding cache: seconds per image embedding, seconds per text embedding (f(C) c
 composed text per distinct prompt per concept), one model's decomposition with bootstrap at
 real sizes (random data), and the wall time of embedding M models of N pairs with the local
 executor and with Ray tasks on a local cluster (its start-up timed apart, and the first run,
-while workers import torch and load weights, apart from warm ones).
-Generation is not timed here: ``finexl generate`` is not in the tree yet.
+while workers import torch and load weights, apart from warm ones), and ``finexl generate``'s
+seconds per image with ``builtin:tiny`` at its default steps (the pipeline's loading timed
+apart, through the same ``generate`` the command line calls, PNGs and metadata included).
 
     python benchmarks/bench_scale_units.py [--encoder mini] [--quick] [--no-ray] [--out FILE]
 """
@@ -47,7 +48,7 @@ def _folders(root: Path, n_pairs: int, n_models: int, seed: int) -> tuple[Path, 
 def _unit_costs(spec: str, base: Path, n_texts: int, batch_size: int) -> dict:
     from finexl.encoders.loader import load_encoder
     from finexl.imaging.decode import load_images
-    from finexl.scale import embed_paths
+    from finexl.encoders.base import embed_image_files as embed_paths
 
     encoder = load_encoder(spec, cache=False, batch_size=batch_size)
     paths = sorted(base.glob("*.png"))
@@ -84,6 +85,26 @@ def _decompose_seconds(n_pairs: int, dim: int, n_candidates: int, seed: int) -> 
     return time.perf_counter() - start
 
 
+def _generation_seconds(out: Path, n_images: int) -> dict:
+    """``finexl generate`` with builtin:tiny: pipeline load, then seconds per image (PNGs
+    and metadata written; a warm-up batch first so lazy initialisation is not counted)."""
+    from finexl.generate.pipelines import load_pipeline
+    from finexl.generate.run import GenerateConfig, generate
+
+    start = time.perf_counter()
+    pipe = load_pipeline("builtin:tiny")
+    load_seconds = time.perf_counter() - start
+    generate(GenerateConfig(out_dir=out / "warm", prompts="builtin:tiny", prompt_count=4),
+             pipeline=pipe)
+    start = time.perf_counter()
+    records = generate(GenerateConfig(out_dir=out / "timed", prompts="builtin:tiny",
+                                      prompt_count=n_images), pipeline=pipe)
+    seconds = time.perf_counter() - start
+    return {"generation_load_seconds": load_seconds,
+            "generation_seconds_per_image": seconds / len(records),
+            "generation_images": len(records), "generation_steps": records[0]["steps"]}
+
+
 def _timed_embed(base, personal, spec, settings, executor) -> float:
     """Wall time of one cold run (the cache folder emptied first; loaded encoders kept)."""
     import shutil
@@ -96,7 +117,7 @@ def _timed_embed(base, personal, spec, settings, executor) -> float:
     return time.perf_counter() - start
 
 
-def main(argv=None) -> None:
+def main(argv=None) -> dict:
     args = parse_args(argv)
     common.set_threads(args.threads)
     common.quiet_logs()
@@ -111,6 +132,7 @@ def main(argv=None) -> None:
         result = {"n_pairs": n_pairs, "n_models": args.models, "threads": args.threads,
                   **units, "decompose_seconds_50x768_k40": _decompose_seconds(50, 768, 40,
                                                                              args.seed)}
+        result.update(_generation_seconds(work / "generated", 8 if args.quick else 32))
         settings = EmbedSettings(cache=str(work / "cache"))
         local = [_timed_embed(base, personal, spec, settings, LocalExecutor()) for _ in range(3)]
         result["local_seconds"] = statistics.median(local[1:])
@@ -137,13 +159,18 @@ def main(argv=None) -> None:
     print(f"| text embedding | {1000 * result['seconds_per_text']:.2f} ms/text |")
     print(f"| decomposition + 200 bootstraps (50 pairs, 768-d, 40 candidates) |"
           f" {result['decompose_seconds_50x768_k40']:.2f} s |")
+    print(f"| generation, builtin:tiny, {result['generation_steps']} steps"
+          f" ({result['generation_images']} images; load {result['generation_load_seconds']:.2f} s) |"
+          f" {1000 * result['generation_seconds_per_image']:.1f} ms/image |")
     print(f"| local, {args.models} models x {n_pairs} pairs ({images} images) |"
           f" {result['local_seconds']:.2f} s |")
     if "ray_start_seconds" in result:
         print(f"| Ray local cluster start ({args.ray_cpus} CPUs) | {result['ray_start_seconds']:.2f} s |")
         print(f"| Ray, same work, first / warm workers | {result['ray_first_seconds']:.2f} s /"
               f" {result['ray_warm_seconds']:.2f} s |")
-    common.write_results(args.out, {"machine": common.machine_info(), **result})
+    results = {"machine": common.machine_info(), **result}
+    common.write_results(args.out, results)
+    return results
 
 
 if __name__ == "__main__":

@@ -87,6 +87,14 @@ def test_explain_scale_runs_each_size_in_a_subprocess(run_script):
     assert "Linear fits" in table
 
 
+def test_scale_units_times_embedding_decomposition_and_generation(run_script, one_torch_thread):
+    results, table = run_script("bench_scale_units", "--quick", "--no-ray", "--models", "2")
+    assert results["n_pairs"] == 16 and results["generation_images"] == 8
+    assert results["generation_steps"] >= 1 and results["generation_seconds_per_image"] > 0
+    assert results["local_seconds"] > 0 and "ray_start_seconds" not in results
+    assert "generation, builtin:tiny" in table
+
+
 def test_tiny_encoder_spec_builds_the_test_suites_clip(tmp_path):
     common = load_script("_common")
     path = Path(common.resolve_encoder("tiny", tmp_path))
