@@ -141,3 +141,22 @@ def test_user_guidance_bench_makes_every_image_three_ways(tmp_path, capsys, one_
     assert {len(v) for v in results["seconds_per_image"].values()} == {1}
     assert set(results["median_seconds_per_image"]) == {"no user", "null-half", "drift-free"}
     assert results["drift_free_over_null_half"] > 0 and "| drift-free |" in capsys.readouterr().out
+
+
+def test_prefgen_profile_bench_times_in_process_and_cli(tmp_path, capsys, one_torch_thread):
+    out = tmp_path / "profile.json"
+    results = load_script("bench_prefgen_profile").main(
+        ["--liked", "2", "--disliked", "1", "--repeats", "1", "--out", str(out)])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(results))
+    assert len(results["profile_seconds"]) == len(results["cli_seconds"]) == 1
+    assert results["fingerprint"] and results["liked"] == 2
+
+
+def test_significance_bench_runs_a_design_and_the_coverage_study(tmp_path, capsys):
+    out = tmp_path / "significance.json"
+    results = load_script("bench_significance").main(
+        ["--runs", "2", "--n-bootstrap", "10", "--designs", "0", "--out", str(out)])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(results))
+    assert results["selection"] and all(r["runs"] == 2 for r in results["selection"])
+    assert results["coverage"] and results["stop_ablation"] == []
+    assert "nuisance flagged" in capsys.readouterr().out
