@@ -182,6 +182,21 @@ def test_paired_difference_finds_a_known_shift_and_widens_when_one_prompt_carrie
         paired_difference(base, base[:, :6], prompts)
 
 
+def test_a_loop_too_small_for_finexl_s_test_is_not_read():
+    from finexl.decompose import sign_flip_test, smallest_p_value
+    from finexl.eval.prefgen.report import checks
+
+    # The bound is the exact test's: five identical shifts are as extreme as data get.
+    assert sign_flip_test(np.ones((5, 3))).p_value == smallest_p_value(5) == 0.0625
+    assert smallest_p_value(6) < 0.05
+    loop = {"recovery_top3": 0.0, "random_top3": 0.2, "n_prompts": 4, "n_pairs": 4}
+    lines = checks({"methods": {}, "loop": {**loop, "ceiling": {"n_users": 3, "n_pairs": 4}}})
+    assert any("The loop: **not read**" in line for line in lines)
+    assert not any("top-3 concepts" in line for line in lines)
+    lines = checks({"methods": {}, "loop": {**loop, "n_prompts": 15, "n_pairs": 15}})
+    assert any("top-3 concepts" in line for line in lines)
+
+
 def test_recovery_counts_liked_in_top3_and_disliked_among_negatives():
     candidates = ["sepia", "dark", "grainy", "vivid", "blurry", "warm"]
     concepts = [("sepia", 0.5), ("warm", 0.2), ("dark", 0.1), ("vivid", 0.05), ("blurry", -0.3)]

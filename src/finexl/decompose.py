@@ -776,6 +776,13 @@ def sign_flip_test(
                     noise_floor=float(np.median(result.null_distribution)))
 
 
+def smallest_p_value(n_clusters: int) -> float:
+    """The smallest p-value :func:`sign_flip_test` can give with ``n_clusters`` clusters
+    (exact test: a sign pattern and its negation tie), so a caller can say in advance that a
+    study is too small to name anything (five pairs: 0.0625)."""
+    return min(1.0, 2.0 / 2 ** max(int(n_clusters), 1))
+
+
 def top_pairs_along(pair_diffs: np.ndarray, direction: np.ndarray, k: int = 4) -> np.ndarray:
     """Indices of the ``k`` pairs whose difference moves furthest along ``direction``."""
     direction = np.asarray(direction, dtype=np.float64)

@@ -372,9 +372,12 @@ def to_array(image: Any) -> np.ndarray:
 
 
 def to_image(array: np.ndarray):
-    """Float ``(h, w, 3)`` in [0, 1] to an RGB PIL image (rounded, clipped)."""
+    """Float ``(h, w, 3)`` in [0, 1] to an RGB PIL image (rounded, clipped); uint8 arrays
+    are taken as they are (scaling them as floats would make every pixel white)."""
     from PIL import Image
 
+    if np.asarray(array).dtype == np.uint8:
+        return Image.fromarray(np.asarray(array), "RGB")
     return Image.fromarray(np.round(np.clip(array, 0, 1) * 255).astype(np.uint8), "RGB")
 
 

@@ -42,6 +42,7 @@ class LoopResult:
     drawn_top3: float | None = None
     random_drawn_top3: float | None = None
     n_prompts: int = 0
+    n_pairs: int = 0  # images per user: FineXL's overall test flips these
 
     def to_dict(self) -> dict[str, Any]:
         def r(x):
@@ -51,7 +52,7 @@ class LoopResult:
                 "disliked_negative": r(self.disliked_negative),
                 "random_negative": r(self.random_negative), "n_users": self.n_users,
                 "drawn_top3": r(self.drawn_top3), "random_drawn_top3": r(self.random_drawn_top3),
-                "n_prompts": self.n_prompts, "candidates": self.candidates, "users": self.users}
+                "n_prompts": self.n_prompts, "n_pairs": self.n_pairs, "candidates": self.candidates, "users": self.users}
 
 
 def style_phrases() -> dict[str, str]:
@@ -157,4 +158,4 @@ def run_loop(work_dir: Path, base: np.ndarray, images: np.ndarray, users: Sequen
 
     return LoopResult(mean("top3"), mean("random_top3"), mean("negative"), mean("random_negative"),
                       len(rows), candidates, rows, mean("drawn_top3"), mean("random_drawn_top3"),
-                      len({p.prompt for p in plan}))
+                      len({p.prompt for p in plan}), len(plan))

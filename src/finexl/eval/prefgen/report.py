@@ -146,6 +146,17 @@ def checks(result: dict[str, Any]) -> list[str]:
     residual = loop.get("residual_stop") or {}
     ceiling = loop.get("ceiling") or {}
     prompts = loop.get("n_prompts") or ceiling.get("n_prompts")
+    from finexl.decompose import smallest_p_value
+
+    pairs = loop.get("n_pairs") or ceiling.get("n_pairs")
+    if pairs and smallest_p_value(pairs) >= 0.05:
+        # FineXL names nothing unless the two sets differ (p < 0.05): a loop this small
+        # scores zero by construction, which is no finding about PrefGen or FineXL.
+        lines.append(f"The loop: **not read** — {pairs} images per user, and FineXL's"
+                     f" sign-flip test cannot reach p < 0.05 with fewer than 6 (its smallest"
+                     f" p-value here is {smallest_p_value(pairs):.3f}), so it names nothing;"
+                     f" use `--loop-prompts` 6 or more.")
+        return lines
     if loop.get("recovery_top3") is not None:
         lines.append(f"The loop ({prompts or '–'} prompts per user): FineXL put"
                      f" {_pct(loop['recovery_top3'])} of the users' liked styles among its top-3"
