@@ -247,21 +247,86 @@ def _relative_residual(columns: np.ndarray, weights: np.ndarray, target: np.ndar
     return float(np.linalg.norm(target - reconstruction) / norm)
 
 
-def _redundancy(cosines: np.ndarray, rule: str) -> tuple[float, int, float]:
-    """Score of a candidate from its cosines with the kept concepts, the partner and its cos.
+# Rounding slack of the squared relative residuals from :func:`_trial_residual_bounds`: an
+# absolute part, and a part growing with how ill-conditioned the trial's columns are (the
+# error of a least-squares residual grows with the condition number; 1e-11 is ~5e4 times
+# double precision's epsilon, far more than the QR and the projections lose).
+_BOUND_SLACK = 1e-9
+_BOUND_SLACK_PER_CONDITION = 1e-11
 
+
+def _trial_residual_bounds(selected_columns: np.ndarray, candidate_columns: np.ndarray,
+                           target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Squared relative residual of the *unconstrained* least-squares fit of ``target`` on
+    ``selected_columns`` plus each candidate, for all candidates at once, and its slack.
+
+    With ``r`` the part of ``target`` outside the span of the selected columns and ``q_i``
+    the part of candidate ``i`` outside it, adding candidate ``i`` removes
+    ``(q_i·r)² / |q_i|²`` from ``|r|²``. This is the trial residual of signed least squares
+    and a lower bound on that of non-negative least squares (a smaller feasible set). The
+    slack ``(n_candidates,)`` bounds the rounding of each value: it is infinite for a
+    candidate (almost) inside the span, whose ``q_i`` is rounding noise.
+
+    Parameters
+    ----------
+    selected_columns : ndarray of shape (k, dim), non-zero rows
+    candidate_columns : ndarray of shape (n_candidates, dim), non-zero rows
+    target : ndarray of shape (dim,), non-zero
+    """
+    target = target / np.linalg.norm(target)
+    candidate_norms = np.linalg.norm(candidate_columns, axis=1)
+    if len(selected_columns):
+        unit_columns = selected_columns / np.linalg.norm(selected_columns, axis=1, keepdims=True)
+        basis, triangle = np.linalg.qr(unit_columns.T)
+        condition = float(np.linalg.cond(triangle))
+        target_part = target - basis @ (basis.T @ target)
+        candidate_parts = candidate_columns - (candidate_columns @ basis) @ basis.T
+    else:
+        condition = 1.0
+        target_part, candidate_parts = target, candidate_columns
+    part_norms_sq = np.einsum("ij,ij->i", candidate_parts, candidate_parts)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        gain = np.where(part_norms_sq > 0, (candidate_parts @ target_part) ** 2 / part_norms_sq, 0.0)
+        outside_share = np.sqrt(part_norms_sq) / candidate_norms
+        slack = _BOUND_SLACK + _BOUND_SLACK_PER_CONDITION * (condition + 1.0 / outside_share)
+    bounds = np.maximum(target_part @ target_part - gain, 0.0)
+    return bounds, np.where(np.isnan(slack), np.inf, slack)
+
+
+def _redundancy(cosines: np.ndarray, rule: str) -> tuple[np.ndarray, np.ndarray]:
+    """Scores of candidates from their cosines with the kept concepts, and each one's partner.
+
+    ``cosines`` is ``(n_candidates, n_kept)``; returns the scores ``(n_candidates,)`` and the
+    position among the kept concepts of each one's partner ``(n_candidates,)``.
     ``max_cos``: the largest signed cos with any kept concept (a synonym is redundant, an
     antonym is not: with non-negative weights "less sepia" cannot stand in for "more
     vivid"). ``max_abs``: the largest |cos| (with signed least squares an antonym is
     redundant too). ``paper_sum``: the paper's Eq. 9, the sum of signed cosines. The partner
     is the kept concept that decided the score (for ``paper_sum``, the largest |cos|).
     """
+    rows = np.arange(len(cosines))
     if rule == "max_cos":
-        partner = int(np.argmax(cosines))
-        return float(cosines[partner]), partner, float(cosines[partner])
-    partner = int(np.argmax(np.abs(cosines)))
-    score = float(np.sum(cosines)) if rule == "paper_sum" else float(np.abs(cosines[partner]))
-    return score, partner, float(cosines[partner])
+        partners = np.argmax(cosines, axis=1)
+        return cosines[rows, partners], partners
+    partners = np.argmax(np.abs(cosines), axis=1)
+    if rule == "paper_sum":
+        return np.sum(cosines, axis=1), partners
+    return np.abs(cosines[rows, partners]), partners
+
+
+def _rejections(indices: Sequence[int], kept: list[int], kept_cosines: np.ndarray, rule: str,
+                e_ortho: float) -> list[Rejection]:
+    """The "redundant" rejections among candidates ``indices`` against the ``kept`` ones.
+
+    ``kept_cosines`` is ``(len(indices), len(kept))``: each candidate's cosine with each kept
+    concept (:func:`cosine`). Rejections come in the order of ``indices``.
+    """
+    if not kept or len(indices) == 0:
+        return []
+    scores, partners = _redundancy(kept_cosines, rule)
+    return [Rejection(int(index), "redundant", kept[partner], float(kept_cosines[row, partner]))
+            for row, (index, score, partner) in enumerate(zip(indices, scores, partners))
+            if score >= e_ortho]
 
 
 def _rejection(index: int, kept: list[int], gram: np.ndarray, rule: str,
@@ -270,10 +335,8 @@ def _rejection(index: int, kept: list[int], gram: np.ndarray, rule: str,
 
     ``gram`` is the candidates' cosine matrix (:func:`cosine` of the vectors with themselves).
     """
-    if not kept:
-        return None
-    score, partner, cos = _redundancy(gram[index, kept], rule)
-    return Rejection(index, "redundant", kept[partner], cos) if score >= e_ortho else None
+    found = _rejections([index], kept, gram[index, kept][None, :], rule, e_ortho)
+    return found[0] if found else None
 
 
 # --------------------------------------------------------------------------------------
@@ -355,13 +418,21 @@ def candidate_vectors(concept_diffs: np.ndarray, centering: bool,
     ``pair_weights`` (n_pairs,) weights the prompts (a bootstrap replicate's counts).
     """
     concept_diffs = np.asarray(concept_diffs, dtype=np.float64)
-    if concept_diffs.ndim == 3:
-        if pair_weights is None:
-            vectors = concept_diffs.mean(axis=1)
-        else:
-            vectors = np.tensordot(concept_diffs, pair_weights / pair_weights.sum(), axes=([1], [0]))
-    else:
-        vectors = concept_diffs
+    if concept_diffs.ndim == 3 and pair_weights is not None:
+        return _weighted_candidate_vectors(np.moveaxis(concept_diffs, 1, -1), centering,
+                                           pair_weights)
+    vectors = concept_diffs.mean(axis=1) if concept_diffs.ndim == 3 else concept_diffs
+    return center_concepts(vectors)[0] if centering else vectors
+
+
+def _weighted_candidate_vectors(pairs_last: np.ndarray, centering: bool,
+                                pair_weights: np.ndarray) -> np.ndarray:
+    """:func:`candidate_vectors` of per-prompt differences laid out ``(n_concepts, dim, n_pairs)``.
+
+    The weighted mean over pairs is one matrix product in this layout; ``tensordot`` copies
+    any other layout into it first, so the bootstrap makes it once for all its replicates.
+    """
+    vectors = np.tensordot(pairs_last, pair_weights / pair_weights.sum(), axes=([2], [0]))
     return center_concepts(vectors)[0] if centering else vectors
 
 
@@ -512,8 +583,7 @@ def decompose(
 
     cap = concept_vecs.shape[0] if settings.max_concepts is None else settings.max_concepts
     rejected: list[Rejection] = [
-        Rejection(i, "degenerate") for i in range(len(concept_vecs))
-        if not np.any(concept_vecs[i])
+        Rejection(int(i), "degenerate") for i in np.flatnonzero(~np.any(concept_vecs, axis=1))
     ]
     if not np.any(v_div):
         return _result(v_div, concept_vecs, [], np.zeros(0), [], [], rejected, ZERO_DIVERGENCE)
@@ -538,6 +608,18 @@ def _entry(columns, cluster_diffs, settings, n_competing) -> tuple[float, bool]:
 
 
 def _forward_step(v_div, concept_vecs, rejected, cluster_diffs, settings, cap):
+    """Add, at each step, the candidate whose trial fit leaves the smallest residual.
+
+    The trial of candidate ``i`` is ``_solve`` on ``selected + [i]``; the first candidate
+    (by index) with the smallest trial residual wins. Solving every candidate's trial is
+    what made the bootstrap's 200 re-selections slow, so the trials are ranked first by a
+    lower bound computed for all candidates at once (:func:`_trial_residual_bounds`, exact
+    for signed least squares up to rounding) and solved in that order, stopping once even
+    the bound minus its rounding slack exceeds the best residual solved: no candidate left
+    can reach it, so the winner, its weights and the tie-break are those of solving all.
+    """
+    # The whole matrix, though only the kept concepts' columns are read: a column computed
+    # on its own can differ in the last bit, which decides a duplicate's fate at e_ortho=1.
     gram = cosine(concept_vecs, concept_vecs)
     out = {r.index for r in rejected}
     selected: list[int] = []
@@ -551,12 +633,18 @@ def _forward_step(v_div, concept_vecs, rejected, cluster_diffs, settings, cap):
             return selected, weights, path, p_values, EXHAUSTED
         if len(selected) >= cap:
             return selected, weights, path, p_values, MAX_CONCEPTS
+        bounds, slack = _trial_residual_bounds(concept_vecs[selected], concept_vecs[candidates],
+                                               v_div)
+        optimistic = bounds - slack
         best = None
-        for i in candidates:
+        for position in np.argsort(optimistic, kind="stable"):
+            if best is not None and optimistic[position] > best[1] ** 2:
+                break  # sorted: no later candidate can reach the best either
+            i = candidates[position]
             columns = concept_vecs[selected + [i]]
             trial = _solve(columns, v_div, settings.solver)
             trial_residual = _relative_residual(columns, trial, v_div)
-            if best is None or trial_residual < best[1]:
+            if best is None or (trial_residual, i) < (best[1], best[0]):
                 best = (i, trial_residual, trial)
         index, new_residual, new_weights = best
         if new_residual >= residual - 1e-9:
@@ -570,12 +658,11 @@ def _forward_step(v_div, concept_vecs, rejected, cluster_diffs, settings, cap):
         path.append(residual)
         p_values.append(p)
         # Later candidates are judged against everything kept so far (Algorithm 1).
-        for i in candidates:
-            rejection = None if i in out else _rejection(i, selected, gram,
-                                                         settings.ortho_rule, settings.e_ortho)
-            if rejection is not None:
-                rejected.append(rejection)
-                out.add(i)
+        pending = [i for i in candidates if i not in out]
+        for rejection in _rejections(pending, selected, gram[np.ix_(pending, selected)],
+                                     settings.ortho_rule, settings.e_ortho):
+            rejected.append(rejection)
+            out.add(rejection.index)
         if residual < settings.e_decomp:
             return selected, weights, path, p_values, CONVERGED
 
@@ -911,16 +998,26 @@ class Decomposer:
         draws = np.zeros((s.n_bootstrap, n_selected))
         chosen = np.zeros(n_selected)
         position = {index: k for k, index in enumerate(selected)}
+        if concept_diffs.ndim == 3:
+            # In this layout every replicate's f(C) is a product without a copy of the array.
+            pairs_last = np.ascontiguousarray(np.moveaxis(concept_diffs, 1, -1))
+
+            def replicate_vectors(weights):
+                return _weighted_candidate_vectors(pairs_last, s.centering, weights)
+        else:
+            def replicate_vectors(weights):
+                return candidate_vectors(concept_diffs, s.centering, weights)
+        cluster_diffs = cluster_means(pair_diffs, ids)
         for b in range(s.n_bootstrap):
             counts, weights = _replicate_weights(ids, rng)
             v_boot = weights @ pair_diffs / weights.sum()
-            vectors = candidate_vectors(concept_diffs, s.centering, weights)
+            vectors = replicate_vectors(weights)
             if n_selected:
                 draws[b] = _solve(vectors[selected], v_boot, s.solver)
             if support is not None:
                 continue
             # The whole selection again, on the replicate's clusters (each drawn cluster a unit).
-            clusters = np.repeat(cluster_means(pair_diffs, ids), counts, axis=0)
+            clusters = np.repeat(cluster_diffs, counts, axis=0)
             again = self._select(v_boot, vectors, clusters, None).selected.tolist()
             for index in again:
                 if index in position:
