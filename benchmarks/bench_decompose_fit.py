@@ -13,7 +13,7 @@ checks that both sides found the same thing (selection, stop, weights, p-values,
 rejections, intervals and stability).
 
 Synthetic problem: candidate f(C) share a common direction (as CLIP's text differences do),
-three of them are planted in V_div with noise; the per-prompt concept differences scatter
+five of them are planted in V_div with noise; the per-prompt concept differences scatter
 around f(C).
 """
 
@@ -76,9 +76,10 @@ def load_old_module(ref: str):
 def make_problem(n_pairs: int, n_candidates: int, dim: int, seed: int):
     rng = np.random.default_rng(seed)
     shared = rng.normal(size=dim)
-    vectors = (rng.normal(size=(n_candidates, dim)) + 1.5 * shared) / np.sqrt(dim)
+    vectors = (rng.normal(size=(n_candidates, dim)) + 0.7 * shared) / np.sqrt(dim)
     true = np.zeros(n_candidates)
-    true[[0, 3, 7]] = [0.8, 0.4, 0.3]
+    planted = [index for index in (0, 3, 7, 12, 20) if index < n_candidates]
+    true[planted] = [0.8, 0.5, 0.4, 0.3, 0.25][:len(planted)]
     pair_diffs = true @ vectors + 0.5 * rng.normal(size=(n_pairs, dim)) / np.sqrt(dim)
     concept_diffs = vectors[:, None, :] + 0.3 * rng.normal(size=(n_candidates, n_pairs, dim)) \
         / np.sqrt(dim)

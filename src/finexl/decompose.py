@@ -22,6 +22,14 @@ Bonferroni-adjusted for those ``m``; the entry p-values of the selected concepts
 Holm-adjusted across the concepts. The bootstrap re-runs the whole selection in every
 replicate, and the share of replicates that select a concept is its *stability*.
 
+That makes the selection the hot loop, so it solves a candidate's trial fit only when the
+candidate can still win: the unconstrained least-squares residual of every trial, computed
+for all candidates at once by projecting out the selected concepts, bounds each trial's
+residual from below (for signed least squares it is that residual), so trials are solved in
+the order of their bounds until the next bound, less its rounding slack, exceeds the best
+residual found. The result is that of solving every trial
+(``tests/test_forward_selection_exact.py`` holds it to the plain loop).
+
 References
 ----------
 Wang & Gao, "Deciphering Personalization: Towards Fine-Grained Explainability in Natural
@@ -247,50 +255,57 @@ def _relative_residual(columns: np.ndarray, weights: np.ndarray, target: np.ndar
     return float(np.linalg.norm(target - reconstruction) / norm)
 
 
-# Rounding slack of the squared relative residuals from :func:`_trial_residual_bounds`: an
-# absolute part, and a part growing with how ill-conditioned the trial's columns are (the
-# error of a least-squares residual grows with the condition number; 1e-11 is ~5e4 times
-# double precision's epsilon, far more than the QR and the projections lose).
-_BOUND_SLACK = 1e-9
-_BOUND_SLACK_PER_CONDITION = 1e-11
-
-
 def _trial_residual_bounds(selected_columns: np.ndarray, candidate_columns: np.ndarray,
-                           target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                           target: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Squared relative residual of the *unconstrained* least-squares fit of ``target`` on
-    ``selected_columns`` plus each candidate, for all candidates at once, and its slack.
+    ``selected_columns`` plus each candidate, for all candidates at once.
 
     With ``r`` the part of ``target`` outside the span of the selected columns and ``q_i``
     the part of candidate ``i`` outside it, adding candidate ``i`` removes
     ``(q_i·r)² / |q_i|²`` from ``|r|²``. This is the trial residual of signed least squares
-    and a lower bound on that of non-negative least squares (a smaller feasible set). The
-    slack ``(n_candidates,)`` bounds the rounding of each value: it is infinite for a
-    candidate (almost) inside the span, whose ``q_i`` is rounding noise.
+    and a lower bound on that of non-negative least squares (a smaller feasible set).
 
     Parameters
     ----------
     selected_columns : ndarray of shape (k, dim), non-zero rows
     candidate_columns : ndarray of shape (n_candidates, dim), non-zero rows
     target : ndarray of shape (dim,), non-zero
+
+    Returns
+    -------
+    bounds : ndarray of shape (n_candidates,)
+        The squared relative residuals.
+    conditioning : ndarray of shape (n_candidates,)
+        How ill-conditioned each trial's columns are, a bound on their condition number: the
+        condition number of the selected columns scaled to unit length, plus
+        ``|c_i| / |q_i|`` (infinite for a candidate inside the span, whose ``q_i`` is
+        rounding noise), times the ratio of the longest to the shortest column. Rounding
+        moves a bound, and the solvers' residuals, by about double precision's epsilon
+        times this.
+    outside_parts : ndarray of shape (n_candidates, dim)
+        The ``q_i``. ``q_i / |q_i|²`` is the last row of the pseudo-inverse of the trial's
+        columns: it maps a target to candidate ``i``'s least-squares coefficient.
     """
     target = target / np.linalg.norm(target)
     candidate_norms = np.linalg.norm(candidate_columns, axis=1)
     if len(selected_columns):
-        unit_columns = selected_columns / np.linalg.norm(selected_columns, axis=1, keepdims=True)
-        basis, triangle = np.linalg.qr(unit_columns.T)
+        selected_norms = np.linalg.norm(selected_columns, axis=1)
+        basis, triangle = np.linalg.qr((selected_columns / selected_norms[:, None]).T)
         condition = float(np.linalg.cond(triangle))
         target_part = target - basis @ (basis.T @ target)
-        candidate_parts = candidate_columns - (candidate_columns @ basis) @ basis.T
+        outside_parts = candidate_columns - (candidate_columns @ basis) @ basis.T
+        # Columns of very different lengths make the solvers' own arithmetic ill-conditioned.
+        spread = (np.maximum(candidate_norms, selected_norms.max())
+                  / np.minimum(candidate_norms, selected_norms.min()))
     else:
-        condition = 1.0
-        target_part, candidate_parts = target, candidate_columns
-    part_norms_sq = np.einsum("ij,ij->i", candidate_parts, candidate_parts)
+        condition, spread = 1.0, 1.0
+        target_part, outside_parts = target, candidate_columns
+    part_norms_sq = np.einsum("ij,ij->i", outside_parts, outside_parts)
     with np.errstate(divide="ignore", invalid="ignore"):
-        gain = np.where(part_norms_sq > 0, (candidate_parts @ target_part) ** 2 / part_norms_sq, 0.0)
-        outside_share = np.sqrt(part_norms_sq) / candidate_norms
-        slack = _BOUND_SLACK + _BOUND_SLACK_PER_CONDITION * (condition + 1.0 / outside_share)
+        gain = np.where(part_norms_sq > 0, (outside_parts @ target_part) ** 2 / part_norms_sq, 0.0)
+        conditioning = (condition + candidate_norms / np.sqrt(part_norms_sq)) * spread
     bounds = np.maximum(target_part @ target_part - gain, 0.0)
-    return bounds, np.where(np.isnan(slack), np.inf, slack)
+    return bounds, np.where(np.isnan(conditioning), np.inf, conditioning), outside_parts
 
 
 def _redundancy(cosines: np.ndarray, rule: str) -> tuple[np.ndarray, np.ndarray]:
@@ -445,9 +460,13 @@ def entry_p_value(columns: np.ndarray, cluster_diffs: np.ndarray, solver: str,
     sided when weights are non-negative) asks whether it differs from 0. The concept was
     the best of ``n_competing`` candidates, so the p-value is multiplied by that number.
     """
+    return _coefficient_p_value(cluster_diffs @ np.linalg.pinv(columns.T)[-1], solver, n_competing)
+
+
+def _coefficient_p_value(coefficients: np.ndarray, solver: str, n_competing: int) -> float:
+    """The test of :func:`entry_p_value` on the clusters' ``coefficients`` (n_clusters,)."""
     from scipy.special import stdtr  # Student's t CDF (ttest_1samp's, without its overhead)
 
-    coefficients = cluster_diffs @ np.linalg.pinv(columns.T)[-1]
     n = len(coefficients)
     if n < 2:
         return 1.0
@@ -607,6 +626,16 @@ def _entry(columns, cluster_diffs, settings, n_competing) -> tuple[float, bool]:
     return p, settings.stop == "significance" and p >= settings.alpha
 
 
+# Rounding slack of the squared relative residuals from :func:`_trial_residual_bounds`, per
+# unit of their conditioning: about 5e4 times double precision's epsilon, far more than the
+# QR, the projections and the solvers lose; plus a floor for the well-conditioned.
+_BOUND_SLACK = 1e-9
+_BOUND_SLACK_PER_CONDITIONING = 1e-11
+# Up to this conditioning the entry test's coefficients come from the bounds' projections;
+# beyond it, from the pseudo-inverse (rounding noise would show in the p-value).
+_PROJECTION_MAX_CONDITIONING = 1e3
+
+
 def _forward_step(v_div, concept_vecs, rejected, cluster_diffs, settings, cap):
     """Add, at each step, the candidate whose trial fit leaves the smallest residual.
 
@@ -633,9 +662,9 @@ def _forward_step(v_div, concept_vecs, rejected, cluster_diffs, settings, cap):
             return selected, weights, path, p_values, EXHAUSTED
         if len(selected) >= cap:
             return selected, weights, path, p_values, MAX_CONCEPTS
-        bounds, slack = _trial_residual_bounds(concept_vecs[selected], concept_vecs[candidates],
-                                               v_div)
-        optimistic = bounds - slack
+        bounds, conditioning, outside_parts = _trial_residual_bounds(
+            concept_vecs[selected], concept_vecs[candidates], v_div)
+        optimistic = bounds - (_BOUND_SLACK + _BOUND_SLACK_PER_CONDITIONING * conditioning)
         best = None
         for position in np.argsort(optimistic, kind="stable"):
             if best is not None and optimistic[position] > best[1] ** 2:
@@ -645,11 +674,17 @@ def _forward_step(v_div, concept_vecs, rejected, cluster_diffs, settings, cap):
             trial = _solve(columns, v_div, settings.solver)
             trial_residual = _relative_residual(columns, trial, v_div)
             if best is None or (trial_residual, i) < (best[1], best[0]):
-                best = (i, trial_residual, trial)
-        index, new_residual, new_weights = best
+                best = (i, trial_residual, trial, position)
+        index, new_residual, new_weights, position = best
         if new_residual >= residual - 1e-9:
             return selected, weights, path, p_values, NO_IMPROVEMENT
-        p, stop = _entry(concept_vecs[selected + [index]], cluster_diffs, settings, len(candidates))
+        if cluster_diffs is not None and conditioning[position] <= _PROJECTION_MAX_CONDITIONING:
+            direction = outside_parts[position] / (outside_parts[position] @ outside_parts[position])
+            p = _coefficient_p_value(cluster_diffs @ direction, settings.solver, len(candidates))
+            stop = settings.stop == "significance" and p >= settings.alpha
+        else:
+            p, stop = _entry(concept_vecs[selected + [index]], cluster_diffs, settings,
+                             len(candidates))
         if stop:
             return selected, weights, path, p_values, NOT_SIGNIFICANT
         selected.append(index)
