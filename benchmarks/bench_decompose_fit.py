@@ -108,6 +108,9 @@ def measure(args) -> list[dict]:
     import finexl.decompose as new
 
     old = load_old_module(args.old_ref)
+    warm_pairs, warm_concepts = make_problem(12, 10, 16, args.seed)
+    for module in (old, new):  # imports (scipy.optimize) and first calls, untimed
+        fit_timed(module, "nnls", 2, warm_pairs, warm_concepts)
     rows = []
     for shape in args.shapes.split(","):
         n_candidates, dim = (int(x) for x in shape.lower().split("x"))

@@ -160,3 +160,13 @@ def test_significance_bench_runs_a_design_and_the_coverage_study(tmp_path, capsy
     assert results["selection"] and all(r["runs"] == 2 for r in results["selection"])
     assert results["coverage"] and results["stop_ablation"] == []
     assert "nuisance flagged" in capsys.readouterr().out
+
+
+def test_decompose_fit_bench_runs_old_and_new_on_one_problem(tmp_path, capsys):
+    out = tmp_path / "fit.json"
+    results = load_script("bench_decompose_fit").main(["--quick", "--out", str(out)])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(results))
+    assert [(r["n_candidates"], r["solver"]) for r in results["rows"]] == [(10, "nnls"),
+                                                                          (10, "lstsq")]
+    assert all(r["identical"] for r in results["rows"])
+    assert "| 10 x 16 | nnls |" in capsys.readouterr().out

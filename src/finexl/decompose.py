@@ -255,57 +255,46 @@ def _relative_residual(columns: np.ndarray, weights: np.ndarray, target: np.ndar
     return float(np.linalg.norm(target - reconstruction) / norm)
 
 
-def _trial_residual_bounds(selected_columns: np.ndarray, candidate_columns: np.ndarray,
-                           target: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Squared relative residual of the *unconstrained* least-squares fit of ``target`` on
-    ``selected_columns`` plus each candidate, for all candidates at once.
+def _trial_residual_bounds(outside_parts: np.ndarray, target_part: np.ndarray,
+                           lengths: np.ndarray, condition: float
+                           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Squared residual of the *unconstrained* least-squares fit of a target on the selected
+    columns plus each candidate, for all candidates at once, from their parts outside the
+    span of the selected columns; and how ill-conditioned each of these fits is.
 
-    With ``r`` the part of ``target`` outside the span of the selected columns and ``q_i``
-    the part of candidate ``i`` outside it, adding candidate ``i`` removes
-    ``(q_i·r)² / |q_i|²`` from ``|r|²``. This is the trial residual of signed least squares
-    and a lower bound on that of non-negative least squares (a smaller feasible set).
+    With ``r`` the target's part outside the span and ``q_i`` candidate ``i``'s, adding
+    candidate ``i`` removes ``(q_i·r)² / |q_i|²`` from ``|r|²``. This is the trial residual
+    of signed least squares and a lower bound on that of non-negative least squares (a
+    smaller feasible set).
 
     Parameters
     ----------
-    selected_columns : ndarray of shape (k, dim), non-zero rows
-    candidate_columns : ndarray of shape (n_candidates, dim), non-zero rows
-    target : ndarray of shape (dim,), non-zero
+    outside_parts : ndarray of shape (n_candidates, dim)
+        The ``q_i``.
+    target_part : ndarray of shape (dim,)
+        ``r``, of a target scaled to unit length (the bounds are then relative residuals).
+    lengths : ndarray of shape (n_candidates,)
+        The candidates' lengths ``|c_i|``.
+    condition : float
+        A bound on the condition number of the selected columns scaled to unit length.
 
     Returns
     -------
     bounds : ndarray of shape (n_candidates,)
-        The squared relative residuals.
+        NaN for a candidate inside the span (``q_i = 0``).
     conditioning : ndarray of shape (n_candidates,)
-        How ill-conditioned each trial's columns are, a bound on their condition number: the
-        condition number of the selected columns scaled to unit length, plus
-        ``|c_i| / |q_i|`` (infinite for a candidate inside the span, whose ``q_i`` is
-        rounding noise), times the ratio of the longest to the shortest column. Rounding
-        moves a bound, and the solvers' residuals, by about double precision's epsilon
-        times this.
-    outside_parts : ndarray of shape (n_candidates, dim)
-        The ``q_i``. ``q_i / |q_i|²`` is the last row of the pseudo-inverse of the trial's
-        columns: it maps a target to candidate ``i``'s least-squares coefficient.
+        ``condition + |c_i| / |q_i|``, a bound on the condition number of the trial's unit
+        columns (infinite inside the span, where ``q_i`` is rounding noise). Rounding moves a
+        bound, and the solvers' residuals, by about double precision's epsilon times this
+        (times the ratio of the longest to the shortest column).
+    part_norms_sq : ndarray of shape (n_candidates,)
+        The ``|q_i|²``.
     """
-    target = target / np.linalg.norm(target)
-    candidate_norms = np.linalg.norm(candidate_columns, axis=1)
-    if len(selected_columns):
-        selected_norms = np.linalg.norm(selected_columns, axis=1)
-        basis, triangle = np.linalg.qr((selected_columns / selected_norms[:, None]).T)
-        condition = float(np.linalg.cond(triangle))
-        target_part = target - basis @ (basis.T @ target)
-        outside_parts = candidate_columns - (candidate_columns @ basis) @ basis.T
-        # Columns of very different lengths make the solvers' own arithmetic ill-conditioned.
-        spread = (np.maximum(candidate_norms, selected_norms.max())
-                  / np.minimum(candidate_norms, selected_norms.min()))
-    else:
-        condition, spread = 1.0, 1.0
-        target_part, outside_parts = target, candidate_columns
     part_norms_sq = np.einsum("ij,ij->i", outside_parts, outside_parts)
     with np.errstate(divide="ignore", invalid="ignore"):
-        gain = np.where(part_norms_sq > 0, (outside_parts @ target_part) ** 2 / part_norms_sq, 0.0)
-        conditioning = (condition + candidate_norms / np.sqrt(part_norms_sq)) * spread
-    bounds = np.maximum(target_part @ target_part - gain, 0.0)
-    return bounds, np.where(np.isnan(conditioning), np.inf, conditioning), outside_parts
+        bounds = target_part @ target_part - (outside_parts @ target_part) ** 2 / part_norms_sq
+        conditioning = condition + lengths / np.sqrt(part_norms_sq)
+    return np.maximum(bounds, 0.0), conditioning, part_norms_sq
 
 
 def _redundancy(cosines: np.ndarray, rule: str) -> tuple[np.ndarray, np.ndarray]:
@@ -339,9 +328,9 @@ def _rejections(indices: Sequence[int], kept: list[int], kept_cosines: np.ndarra
     if not kept or len(indices) == 0:
         return []
     scores, partners = _redundancy(kept_cosines, rule)
-    return [Rejection(int(index), "redundant", kept[partner], float(kept_cosines[row, partner]))
-            for row, (index, score, partner) in enumerate(zip(indices, scores, partners))
-            if score >= e_ortho]
+    return [Rejection(int(indices[row]), "redundant", kept[partners[row]],
+                      float(kept_cosines[row, partners[row]]))
+            for row in np.flatnonzero(scores >= e_ortho)]
 
 
 def _rejection(index: int, kept: list[int], gram: np.ndarray, rule: str,
@@ -647,29 +636,50 @@ def _forward_step(v_div, concept_vecs, rejected, cluster_diffs, settings, cap):
     the bound minus its rounding slack exceeds the best residual solved: no candidate left
     can reach it, so the winner, its weights and the tie-break are those of solving all.
     """
+    n_concepts, dim = concept_vecs.shape
     # The whole matrix, though only the kept concepts' columns are read: a column computed
     # on its own can differ in the last bit, which decides a duplicate's fate at e_ortho=1.
     gram = cosine(concept_vecs, concept_vecs)
-    out = {r.index for r in rejected}
+    lengths = np.linalg.norm(concept_vecs, axis=1)
+    active = np.ones(n_concepts, dtype=bool)  # neither selected nor rejected
+    active[[r.index for r in rejected]] = False
+    if not active.any():
+        return [], np.zeros(0), [], [], EXHAUSTED
+    # Columns of very different lengths make the solvers' own arithmetic ill-conditioned.
+    with np.errstate(divide="ignore", invalid="ignore"):
+        spread = float(lengths[active].max() / lengths[active].min())
+    # The parts of v_div (at unit length) and of every candidate outside the span of the
+    # selected concepts, and an orthonormal basis of that span (its first k rows).
+    target_part = v_div / np.linalg.norm(v_div)
+    outside_parts = concept_vecs
+    basis = np.empty((min(n_concepts, dim), dim))
+    # The inverse of the R of the QR of the selected concepts at unit length, filled in as
+    # they are selected, and its squared Frobenius norm: R's columns have unit length, so
+    # sqrt(k) * ||R^-1||_F bounds their condition number, without an SVD per step.
+    inverse_triangle = np.zeros((len(basis), len(basis)))
+    inverse_norm_sq = 0.0
     selected: list[int] = []
     weights = np.zeros(0)
     path: list[float] = []
     p_values: list[float] = []
     residual = 1.0
     while True:
-        candidates = [i for i in range(len(concept_vecs)) if i not in out]
-        if not candidates:
+        rows = np.flatnonzero(active)
+        if not len(rows):
             return selected, weights, path, p_values, EXHAUSTED
         if len(selected) >= cap:
             return selected, weights, path, p_values, MAX_CONCEPTS
-        bounds, conditioning, outside_parts = _trial_residual_bounds(
-            concept_vecs[selected], concept_vecs[candidates], v_div)
+        condition = np.sqrt(len(selected) * inverse_norm_sq) if selected else 1.0
+        bounds, conditioning, part_norms_sq = _trial_residual_bounds(
+            outside_parts[rows], target_part, lengths[rows], condition)
+        conditioning *= spread
         optimistic = bounds - (_BOUND_SLACK + _BOUND_SLACK_PER_CONDITIONING * conditioning)
+        optimistic[np.isnan(optimistic)] = -np.inf  # inside the span: solve it
         best = None
-        for position in np.argsort(optimistic, kind="stable"):
+        for position in np.argsort(optimistic, kind="stable").tolist():
             if best is not None and optimistic[position] > best[1] ** 2:
                 break  # sorted: no later candidate can reach the best either
-            i = candidates[position]
+            i = int(rows[position])
             columns = concept_vecs[selected + [i]]
             trial = _solve(columns, v_div, settings.solver)
             trial_residual = _relative_residual(columns, trial, v_div)
@@ -679,27 +689,46 @@ def _forward_step(v_div, concept_vecs, rejected, cluster_diffs, settings, cap):
         if new_residual >= residual - 1e-9:
             return selected, weights, path, p_values, NO_IMPROVEMENT
         if cluster_diffs is not None and conditioning[position] <= _PROJECTION_MAX_CONDITIONING:
-            direction = outside_parts[position] / (outside_parts[position] @ outside_parts[position])
-            p = _coefficient_p_value(cluster_diffs @ direction, settings.solver, len(candidates))
+            # q / |q|² is the last row of the trial columns' pseudo-inverse.
+            p = _coefficient_p_value(cluster_diffs @ (outside_parts[index] / part_norms_sq[position]),
+                                     settings.solver, len(rows))
             stop = settings.stop == "significance" and p >= settings.alpha
         else:
-            p, stop = _entry(concept_vecs[selected + [index]], cluster_diffs, settings,
-                             len(candidates))
+            p, stop = _entry(concept_vecs[selected + [index]], cluster_diffs, settings, len(rows))
         if stop:
             return selected, weights, path, p_values, NOT_SIGNIFICANT
         selected.append(index)
-        out.add(index)
+        active[index] = False
         weights, residual = new_weights, new_residual
         path.append(residual)
         p_values.append(p)
         # Later candidates are judged against everything kept so far (Algorithm 1).
-        pending = [i for i in candidates if i not in out]
-        for rejection in _rejections(pending, selected, gram[np.ix_(pending, selected)],
+        pending = rows[active[rows]]
+        for rejection in _rejections(pending, selected, gram[pending][:, selected],
                                      settings.ortho_rule, settings.e_ortho):
             rejected.append(rejection)
-            out.add(rejection.index)
+            active[rejection.index] = False
         if residual < settings.e_decomp:
             return selected, weights, path, p_values, CONVERGED
+        # The span gains the selected concept's part outside it.
+        k = len(selected) - 1
+        outside_length = np.sqrt(part_norms_sq[position])
+        if not outside_length > 0 or k >= len(basis):  # inside the span already (rounding)
+            inverse_norm_sq = np.inf  # no bound on the conditioning any more: solve every trial
+            continue
+        direction = outside_parts[index] / outside_length
+        direction -= (basis[:k] @ direction) @ basis[:k]  # again: keeps the basis orthonormal
+        direction /= np.linalg.norm(direction)
+        basis[k] = direction
+        # R gains the column (coefficients, diagonal); its inverse (above, 1 / diagonal).
+        diagonal = outside_length / lengths[index]
+        above = -(inverse_triangle[:k, :k] @ (basis[:k] @ concept_vecs[index])) \
+            / (lengths[index] * diagonal)
+        inverse_triangle[:k, k] = above
+        inverse_triangle[k, k] = 1.0 / diagonal
+        inverse_norm_sq += above @ above + 1.0 / diagonal ** 2
+        outside_parts = outside_parts - np.outer(outside_parts @ direction, direction)
+        target_part = target_part - (target_part @ direction) * direction
 
 
 def _given_step(v_div, concept_vecs, rejected, cluster_diffs, settings, cap):
