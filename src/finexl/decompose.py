@@ -651,7 +651,7 @@ def _forward_step(v_div, concept_vecs, rejected, cluster_diffs, settings, cap):
     # The parts of v_div (at unit length) and of every candidate outside the span of the
     # selected concepts, and an orthonormal basis of that span (its first k rows).
     target_part = v_div / np.linalg.norm(v_div)
-    outside_parts = concept_vecs
+    outside_parts = concept_vecs.copy()
     basis = np.empty((min(n_concepts, dim), dim))
     # The inverse of the R of the QR of the selected concepts at unit length, filled in as
     # they are selected, and its squared Frobenius norm: R's columns have unit length, so
@@ -727,8 +727,8 @@ def _forward_step(v_div, concept_vecs, rejected, cluster_diffs, settings, cap):
         inverse_triangle[:k, k] = above
         inverse_triangle[k, k] = 1.0 / diagonal
         inverse_norm_sq += above @ above + 1.0 / diagonal ** 2
-        outside_parts = outside_parts - np.outer(outside_parts @ direction, direction)
-        target_part = target_part - (target_part @ direction) * direction
+        outside_parts -= (outside_parts @ direction)[:, None] * direction
+        target_part -= (target_part @ direction) * direction
 
 
 def _given_step(v_div, concept_vecs, rejected, cluster_diffs, settings, cap):
