@@ -650,7 +650,8 @@ def _forward_step(v_div, concept_vecs, rejected, cluster_diffs, settings, cap):
         spread = float(lengths[active].max() / lengths[active].min())
     # The parts of v_div (at unit length) and of every candidate outside the span of the
     # selected concepts, and an orthonormal basis of that span (its first k rows).
-    target_part = v_div / np.linalg.norm(v_div)
+    with np.errstate(divide="ignore", invalid="ignore"):  # a norm that underflows: NaN bounds
+        target_part = v_div / np.linalg.norm(v_div)
     outside_parts = concept_vecs.copy()
     basis = np.empty((min(n_concepts, dim), dim))
     # The inverse of the R of the QR of the selected concepts at unit length, filled in as
