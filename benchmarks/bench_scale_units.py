@@ -46,9 +46,9 @@ def _folders(root: Path, n_pairs: int, n_models: int, seed: int) -> tuple[Path, 
 
 
 def _unit_costs(spec: str, base: Path, n_texts: int, batch_size: int) -> dict:
+    from finexl.encoders.base import embed_image_files as embed_paths
     from finexl.encoders.loader import load_encoder
     from finexl.imaging.decode import load_images
-    from finexl.encoders.base import embed_image_files as embed_paths
 
     encoder = load_encoder(spec, cache=False, batch_size=batch_size)
     paths = sorted(base.glob("*.png"))

@@ -359,8 +359,7 @@ def calibrate_on_pool(pool_images: Sequence[np.ndarray], *, n_per_attribute: int
     """The evaluation's judges: fitted on half of ``pool_images`` plus half of the bundled
     photos' crops, tested on the other halves.
 
-    Returns the judges and the fit and test images (callers that measure something else with
-    the judges use the test half, which the thresholds never saw).
+    Returns the judges and the fit and test images (the evaluation records how many of each).
     """
     from finexl.imaging.photos import bundled_photos, square_crops
 

@@ -52,7 +52,8 @@ class LoopResult:
                 "disliked_negative": r(self.disliked_negative),
                 "random_negative": r(self.random_negative), "n_users": self.n_users,
                 "drawn_top3": r(self.drawn_top3), "random_drawn_top3": r(self.random_drawn_top3),
-                "n_prompts": self.n_prompts, "n_pairs": self.n_pairs, "candidates": self.candidates, "users": self.users}
+                "n_prompts": self.n_prompts, "n_pairs": self.n_pairs,
+                "candidates": self.candidates, "users": self.users}
 
 
 def style_phrases() -> dict[str, str]:

@@ -194,9 +194,9 @@ def paired_difference(cells_a, cells_b, prompts: Sequence[str], *, n_boot: int =
     a, b = np.asarray(cells_a, np.float64), np.asarray(cells_b, np.float64)
     if a.shape != b.shape or a.shape[1] != len(prompts):
         raise ValueError(f"cells {a.shape} and {b.shape} do not match {len(prompts)} images")
-    names = list(dict.fromkeys(prompts))
-    group_of_image = np.array([names.index(p) for p in prompts])
-    n_users, n_groups = len(a), len(names)
+    group_ids = {p: g for g, p in enumerate(dict.fromkeys(prompts))}
+    group_of_image = np.array([group_ids[p] for p in prompts])
+    n_users, n_groups = len(a), len(group_ids)
     rng = np.random.default_rng(seed)
     users = rng.integers(0, n_users, (n_boot, n_users))  # draw k resamples users[k] ...
     drawn_groups = rng.integers(0, n_groups, (n_boot, n_groups))  # ... and prompts drawn_groups[k]

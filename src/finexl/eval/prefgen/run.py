@@ -29,8 +29,7 @@ import numpy as np
 from finexl.errors import FinexlError
 from finexl.eval.prefgen import methods as M
 from finexl.eval.prefgen.generation import SamplingSettings
-from finexl.eval.prefgen.judges import (JudgeSet, StyleJudge, calibrate_on_pool,
-                                        content_accuracy)
+from finexl.eval.prefgen.judges import JudgeSet, StyleJudge, calibrate_on_pool, content_accuracy
 from finexl.eval.prefgen.metrics import PlannedImage, UserTaste, preference_similarity, score_method
 from finexl.prefgen.user_generation import DRIFT_FREE, NULL_HALF
 
