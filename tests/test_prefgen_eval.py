@@ -296,6 +296,9 @@ def test_fast_evaluation_with_the_stand_in_and_its_rerun_through_the_cli(agents_
     # The ceiling (liked styles applied exactly) shows more liked styles than the base.
     assert methods["ceiling"]["liked_present"] > methods["base"]["liked_present"]
     assert result["judges"]["accuracy"]["paired"]["grainy"] > 0.8
+    # User-branch methods are made in chunks of users (resumable, shareable by processes).
+    assert (out / "methods" / "prefgen.parts" / "users_000000.npz").is_file()
+    assert methods["prefgen"]["info"]["chunks"] == 1
     stamps = {p.name: p.stat().st_mtime_ns for p in (out / "methods").iterdir()}
     run_prefgen_eval(config)  # a rerun reuses every saved stage
     assert {p.name: p.stat().st_mtime_ns for p in (out / "methods").iterdir()} == stamps

@@ -52,6 +52,8 @@ def _variant(ctx, param, values):
               help="How user-branch methods guide, as finexl generate --user-guidance;"
                    " with drift-free, null-half also runs on the same users.")
 @click.option("--no-ablations", is_flag=True, help="Skip the ablations and the λ curve.")
+@click.option("--no-loop", is_flag=True,
+              help="Skip the loop (FineXL explaining each user's images).")
 @click.option("--baselines-only", is_flag=True,
               help="Only what needs no PrefGen model (base, ceiling, true words, LoRA, judges,"
                    " scorer); a later run with the model reuses them.")
@@ -82,8 +84,8 @@ def _variant(ctx, param, values):
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 def eval_prefgen(out_dir, data_dir, model, stand_in, n_users, n_ablation_users, n_prompts,
                  n_seeds, loop_prompts, steps, lora_users, lora_steps, shift_strength, n_reference,
-                 user_guidance, no_ablations, baselines_only, variants, retrain_recipe, retrain_data,
-                 retrain_from, retrain, only, markdown, report_only, seed, quiet):
+                 user_guidance, no_ablations, no_loop, baselines_only, variants, retrain_recipe,
+                 retrain_data, retrain_from, retrain, only, markdown, report_only, seed, quiet):
     """PrefGen on held-out users: baselines, ablations, judges, and FineXL's recovery."""
     from finexl.eval.prefgen.report import checks, lambda_curve_png, update_results
     from finexl.eval.prefgen.report import markdown as render
@@ -103,7 +105,7 @@ def eval_prefgen(out_dir, data_dir, model, stand_in, n_users, n_ablation_users, 
         variants=variants, retrain_recipe=str(retrain_recipe) if retrain_recipe else None,
         retrain_data=str(retrain_data) if retrain_data else None, retrain=tuple(retrain),
         retrain_from=tuple(str(f) for f in retrain_from),
-        seed=seed, n_reference=n_reference, ablations=not no_ablations,
+        seed=seed, n_reference=n_reference, ablations=not no_ablations, loop=not no_loop,
         personal=not baselines_only, only=tuple(only))
     if report_only:
         result = read_result(Path(out_dir))

@@ -19,7 +19,7 @@ import json
 import os
 import platform
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ import numpy as np
 
 from finexl.errors import FinexlError
 from finexl.eval.prefgen import methods as M
+from finexl.eval.prefgen.chunks import made_in_chunks
 from finexl.eval.prefgen.generation import SamplingSettings
 from finexl.eval.prefgen.judges import JudgeSet, StyleJudge, calibrate_on_pool, content_accuracy
 from finexl.eval.prefgen.metrics import PlannedImage, UserTaste, preference_similarity, score_method
@@ -56,6 +57,7 @@ class PrefGenEvalConfig:
     # and 4 prompts leave it no power (a t test with 3 degrees of freedom, Bonferroni over
     # the candidates). 0: the loop uses the main plan.
     loop_prompts: int = 16
+    loop: bool = True  # False: skip the loop (a run that decides the headline lines only)
     steps: int = 20
     guidance: float = 2.0
     batch_size: int = 16
@@ -404,6 +406,15 @@ def model_identity(config: PrefGenEvalConfig, spec: str | None = None, *,
     return identity
 
 
+@dataclass(frozen=True)
+class PerUser:
+    """A method whose images of a user depend on that user alone: made in chunks of users,
+    each saved when done, so a long run resumes and two processes can share it
+    (:mod:`finexl.eval.prefgen.chunks`)."""
+
+    for_users: Callable[[Sequence[M.EvalUser]], M.MethodImages]
+
+
 def _method(ctx: _Context, name: str, users: Sequence[M.EvalUser], make, *,
             model: Any = None, **extra: Any) -> dict[str, Any]:
     """Run (or reuse) one method: images saved, then scored.
@@ -436,7 +447,9 @@ def _method(ctx: _Context, name: str, users: Sequence[M.EvalUser], make, *,
                               made_record["info"])
     else:
         try:
-            made = make()
+            made = (made_in_chunks(ctx.out / "methods" / f"{name}.parts", key, users,
+                                   make.for_users, progress=ctx.progress)
+                    if isinstance(make, PerUser) else make())
         except FinexlError as exc:
             # Said in prefgen.json and the report, not hidden: e.g. a PrefGen model without
             # its user branch yet. The other methods still run.
@@ -505,7 +518,7 @@ def run_prefgen_eval(config: PrefGenEvalConfig, *, progress: bool = False) -> di
     for stage in track(headline + [None] + ablation, total=len(steps) + 1, description="methods",
                        enabled=progress):
         if stage is None:
-            loop = _loop(ctx)
+            loop = _loop(ctx) if config.loop else {}
         else:
             name, method_users, make, extra = stage
             _method(ctx, name, method_users, make, **extra)
@@ -525,8 +538,8 @@ def _method_steps(ctx: _Context, ablation_users: list[M.EvalUser], users_dir: Pa
 
     def branch(personalizer, method_users, **kwargs):
         kwargs.setdefault("guidance", config.user_guidance)
-        return lambda: M.with_user_branch(ctx.pipe, personalizer, ctx.profiles, method_users,
-                                          plan, settings, **kwargs)
+        return PerUser(lambda chunk: M.with_user_branch(ctx.pipe, personalizer, ctx.profiles,
+                                                        chunk, plan, settings, **kwargs))
 
     def reuse(source: str, method_users):
         """The images another method already made for these (its first) users."""
@@ -830,6 +843,8 @@ def command_line(config: PrefGenEvalConfig) -> str:
         words.append("--stand-in")
     if not config.ablations:
         words.append("--no-ablations")
+    if not config.loop:
+        words.append("--no-loop")
     if not config.personal:
         words.append("--baselines-only")
     for name, folder in config.variants:
