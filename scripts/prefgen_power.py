@@ -1,0 +1,127 @@
+"""How large a held-out run must be to decide "PrefGen shows disliked attributes less often".
+
+Reads the per-user, per-image cells of two methods from finished ``finexl eval prefgen``
+runs and splits the variance of their paired difference into three parts:
+
+- between users: how much the effect truly differs from user to user (the covariance of a
+  user's difference on two disjoint halves of the prompt texts);
+- within a user: the noise of one user's share from a finite number of prompt texts;
+- between prompt texts: how much the effect differs from prompt to prompt (a bootstrap over
+  prompt texts only, users fixed, minus what within-user noise puts into it).
+
+It then projects the 95% half-width of the two-way bootstrap interval (the evaluation's
+own) for other numbers of users and prompts, and the chance that the whole interval lands
+below zero if the true difference is the one measured. The projection is a normal
+approximation; the runs it reads are the evidence, not the projection.
+
+    python scripts/prefgen_power.py RUN [RUN ...] [--method prefgen] [--against base]
+        [--designs 81x64,300x64,...] [--json OUT]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+from scipy.stats import norm
+
+from finexl.eval.prefgen.run import prompt_plan
+
+
+def _cells(run: Path, method: str, key: str) -> np.ndarray:
+    record = json.loads((run / "methods" / f"{method}.json").read_text(encoding="utf-8"))
+    return np.asarray(record["metrics"][key], np.float64)
+
+
+def _shares(cells: np.ndarray, images: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    chosen = cells if images is None else cells[:, images]
+    present, counted = chosen[..., 0].sum(1), chosen[..., 1].sum(1)
+    return present / np.maximum(counted, 1), counted > 0
+
+
+def decompose(a: np.ndarray, b: np.ndarray, prompts: list[str], *, n_splits: int = 200,
+              n_boot: int = 2000, seed: int = 0) -> dict[str, float]:
+    """Variance parts of the paired difference of shares (a - b), in share units squared."""
+    texts = list(dict.fromkeys(prompts))
+    group = np.array([texts.index(p) for p in prompts])
+    rng = np.random.default_rng(seed)
+    covariances, variances = [], []
+    for _ in range(n_splits):
+        half = np.isin(group, rng.permutation(len(texts))[: len(texts) // 2])
+        (a1, k1), (b1, _) = _shares(a, half), _shares(b, half)
+        (a2, k2), (b2, _) = _shares(a, ~half), _shares(b, ~half)
+        keep = k1 & k2
+        d1, d2 = (a1 - b1)[keep], (a2 - b2)[keep]
+        covariances.append(np.cov(d1, d2)[0, 1])
+        variances.append((d1.var(ddof=1) + d2.var(ddof=1)) / 2)
+    between_users = max(float(np.mean(covariances)), 0.0)
+    # A half plan has len(texts) / 2 texts; noise scales as 1 / texts.
+    within_per_text = (float(np.mean(variances)) - between_users) * (len(texts) / 2)
+    (share_a, keep), (share_b, _) = _shares(a), _shares(b)
+    point = float((share_a - share_b)[keep].mean())
+    draws = []
+    for _ in range(n_boot):
+        drawn = rng.integers(0, len(texts), len(texts))
+        images = np.concatenate([np.flatnonzero(group == g) for g in drawn])
+        (sa, k), (sb, _) = _shares(a, images), _shares(b, images)
+        draws.append((sa - sb)[k].mean())
+    # The prompt-only bootstrap also carries within-user noise averaged over users.
+    prompt_only = float(np.var(draws))
+    between_texts = max(prompt_only - within_per_text / (len(texts) * len(a)), 0.0) * len(texts)
+    return {"difference": point, "n_users": len(a), "n_texts": len(texts),
+            "between_users": between_users, "within_per_text": max(within_per_text, 0.0),
+            "between_texts": between_texts}
+
+
+def project(parts: dict[str, float], n_users: int, n_prompts: int, *, seed: int) -> dict:
+    """The 95% half-width and the chance of an interval wholly below zero for a design."""
+    n_texts = len({p.prompt for p in prompt_plan(n_prompts, 1, seed=seed)})
+    variance = (parts["between_users"] / n_users
+                + parts["within_per_text"] / (n_users * n_texts)
+                + parts["between_texts"] / n_texts)
+    se = float(np.sqrt(variance))
+    effect = parts["difference"]
+    return {"users": n_users, "prompts": n_prompts, "texts": n_texts,
+            "half_width": 1.96 * se, "power": float(norm.cdf(-effect / se - 1.96)),
+            "images": n_users * n_prompts}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("runs", nargs="+", type=Path)
+    parser.add_argument("--method", default="prefgen")
+    parser.add_argument("--against", default="base")
+    parser.add_argument("--cells", default="disliked_cells")
+    parser.add_argument("--designs", default="81x64,150x64,300x32,300x64,300x96")
+    parser.add_argument("--plan-seed", type=int, default=2,
+                        help="prompt plan seed the designs' distinct texts are counted on")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+    report = []
+    for run in args.runs:
+        result = json.loads((run / "prefgen.json").read_text(encoding="utf-8"))
+        prompts = [p["prompt"] for p in result["plan"]]
+        parts = decompose(_cells(run, args.method, args.cells),
+                          _cells(run, args.against, args.cells), prompts)
+        designs = [project(parts, *map(int, d.split("x")), seed=args.plan_seed)
+                   for d in args.designs.split(",")]
+        report.append({"run": str(run), **parts, "designs": designs})
+        print(f"{run}: {args.method} - {args.against} = {100 * parts['difference']:+.2f} points"
+              f" ({parts['n_users']} users x {parts['n_texts']} texts); sd between users"
+              f" {100 * np.sqrt(parts['between_users']):.2f}, within a user (one text)"
+              f" {100 * np.sqrt(parts['within_per_text']):.2f}, between texts"
+              f" {100 * np.sqrt(parts['between_texts']):.2f} points")
+        for d in designs:
+            print(f"  {d['users']:4d} users x {d['prompts']:4d} prompts ({d['texts']:3d} texts,"
+                  f" {d['images']:6d} images): 95% half-width {100 * d['half_width']:.2f},"
+                  f" P(interval below 0) {d['power']:.2f}")
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
