@@ -66,26 +66,26 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _holder(path: Path) -> int:
+    """The process id written in a claim file (0: unreadable, empty or gone)."""
+    try:
+        return int(path.read_text(encoding="utf-8").strip() or "0")
+    except (OSError, ValueError):
+        return 0
+
+
 def _claim(path: Path) -> bool:
     """Create ``path`` for this process; take it over if its process has died."""
     for _ in range(2):
         try:
             handle = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
         except FileExistsError:
-            try:
-                holder = int(path.read_text(encoding="utf-8").strip() or "0")
-            except (OSError, ValueError):
-                holder = 0
-            if holder and _alive(holder):
-                return False
+            holder = _holder(path)
             if not holder:  # being written this instant, or empty: let its creator finish
                 time.sleep(0.2)
-                try:
-                    holder = int(path.read_text(encoding="utf-8").strip() or "0")
-                except (OSError, ValueError):
-                    holder = 0
-                if holder and _alive(holder):
-                    return False
+                holder = _holder(path)
+            if holder and _alive(holder):
+                return False
             path.unlink(missing_ok=True)
             continue
         with os.fdopen(handle, "w") as claim:
