@@ -489,25 +489,29 @@ def content_accuracy(n_scenes: int = 200, *, seed: int = 0, size: int = 32) -> d
 
 
 def attributes_present(judges: JudgeSet, attributes: Sequence[str], images: Sequence[np.ndarray],
-                       base_images: Sequence[np.ndarray] | None, *, form: str = "paired"
-                       ) -> np.ndarray:
+                       base_images: Sequence[np.ndarray] | None, *, form: str = "paired",
+                       stats: np.ndarray | None = None, base_stats: np.ndarray | None = None,
+                       readings: Sequence[ContentReading] | None = None) -> np.ndarray:
     """Boolean ``(n_images, n_attributes)``; NaN-free, unknown attributes are False.
 
     Style attributes use the ``form`` judges (paired needs ``base_images``, same order);
-    content attributes are read from the image alone.
+    content attributes are read from the image alone. ``stats`` / ``base_stats``
+    (:func:`statistics_matrix`) and ``readings`` (:func:`read_content` of each image) may be
+    passed when the caller already has them: scoring asks several questions of one image.
     """
     images = list(images)
     out = np.zeros((len(images), len(attributes)), bool)
-    stats = statistics_matrix(images)
-    base_stats = statistics_matrix(base_images) if base_images is not None else None
-    readings: list[ContentReading] | None = None
+    stats = statistics_matrix(images) if stats is None else stats
+    if base_stats is None and base_images is not None:
+        base_stats = statistics_matrix(base_images)
     for j, name in enumerate(attributes):
         key = style_key(name)
         if key is not None and key in judges.single:
             out[:, j] = judges.present(key, stats, base_stats, form=form)
             continue
         if is_content(name):
-            readings = readings or [read_content(image) for image in images]
+            if readings is None:
+                readings = [read_content(image) for image in images]
             out[:, j] = [content_present(name, r) for r in readings]
     return out
 

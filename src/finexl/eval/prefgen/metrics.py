@@ -25,6 +25,7 @@ from finexl.eval.prefgen.judges import (
     is_content,
     judged,
     read_content,
+    statistics_matrix,
 )
 
 
@@ -117,14 +118,17 @@ def _slot_free(attribute: str, planned: PlannedImage) -> bool:
 
 
 def presence(judges: JudgeSet, attributes: Sequence[str], images: np.ndarray, base: np.ndarray,
-             plan: Sequence[PlannedImage], *, form: str) -> tuple[np.ndarray, np.ndarray]:
+             plan: Sequence[PlannedImage], *, form: str, **known: Any
+             ) -> tuple[np.ndarray, np.ndarray]:
     """``(present, counted)``, both boolean ``(n_plan, n_attributes)`` for one user.
 
     ``counted`` is false where the attribute has no judge or the prompt fixes its slot.
     """
     attributes = list(attributes)
+    if form != "paired":
+        known.pop("base_stats", None)
     present = attributes_present(judges, attributes, list(images),
-                                 list(base) if form == "paired" else None, form=form)
+                                 list(base) if form == "paired" else None, form=form, **known)
     counted = np.array([[judged(a) and _slot_free(a, p) for a in attributes] for p in plan],
                        bool).reshape(len(plan), len(attributes))
     return present, counted
@@ -249,15 +253,20 @@ def score_method(judges: JudgeSet, users: Sequence[UserTaste], images: np.ndarra
         raise ValueError(f"images {images.shape} / base {base.shape} do not match"
                          f" {len(users)} users x {len(plan)} planned images")
     base_readings = [read_content(image) for image in base]
+    # Each image is read once (pixel statistics, content) for every question asked of it.
+    base_stats = statistics_matrix(base)
     liked: dict[str, list] = {"paired": [[], []], "single": [[], []]}
     disliked: dict[str, list] = {"paired": [[], []], "single": [[], []]}
     attribute_hits: dict[str, dict[str, list[float]]] = {}
     by_kind = {kind: {"liked": [[], []], "disliked": [[], []]} for kind in ("style", "content")}
     fidelity_all, fidelity_kept, fidelity_styled, ious, diversity = [], [], [], [], []
     for u, user in enumerate(users):
+        known = {"stats": statistics_matrix(images[u]), "base_stats": base_stats,
+                 "readings": [read_content(image) for image in images[u]]}
         for form in ("paired", "single"):
             for table, attributes in ((liked, user.liked), (disliked, user.disliked)):
-                present, counted = presence(judges, attributes, images[u], base, plan, form=form)
+                present, counted = presence(judges, attributes, images[u], base, plan, form=form,
+                                            **known)
                 table[form][0].append(present)
                 table[form][1].append(counted)
                 if form == "paired":
@@ -268,13 +277,13 @@ def score_method(judges: JudgeSet, users: Sequence[UserTaste], images: np.ndarra
                         by_kind[kind][side][1].append(counted & columns[None, :])
         # Per style: how often each judged style shows, for users who like it and for others.
         present_all = attributes_present(judges, list(judges.paired), list(images[u]),
-                                         list(base), form="paired")
+                                         list(base), form="paired", **known)
         for j, attribute in enumerate(judges.paired):
             role = "likers" if attribute in user.liked else (
                 "dislikers" if attribute in user.disliked else "others")
             attribute_hits.setdefault(attribute, {"likers": [], "dislikers": [], "others": []})
             attribute_hits[attribute][role].append(float(present_all[:, j].mean()))
-        readings = [read_content(image) for image in images[u]]
+        readings = known["readings"]
         styled_readings = ([read_content(image) for image in styled[u]] if styled is not None
                            else [None] * len(plan))
         keeps_colour = not set(user.liked) & COLOUR_REPLACING
