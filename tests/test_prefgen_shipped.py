@@ -101,3 +101,28 @@ def test_the_anti_user_is_the_profile_with_liked_and_disliked_swapped(model, tmp
     save_file(tensors, str(tmp_path / "bad.user.safetensors"), metadata=metadata)
     with pytest.raises(FinexlError, match="damaged user profile"):
         UserProfile.load(tmp_path / "bad.user.safetensors")
+
+
+def test_the_profile_words_script_counts_words_by_side_and_kind(tmp_path, capsys):
+    """scripts/prefgen_profile_words.py on a few drawn users (a smoke test of its path)."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    from finexl.prefgen.agents import write_agents
+    from finexl.prefgen.pool import build_pool
+
+    pool = build_pool(tmp_path / "pool", 96, generate=draw_scenes)
+    write_agents(tmp_path / "agents", pool, str((tmp_path / "pool").resolve()), 30, n_liked=3,
+                 n_disliked=2)
+    path = Path(__file__).parents[1] / "scripts" / "prefgen_profile_words.py"
+    spec = importlib.util.spec_from_file_location("prefgen_profile_words", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert script.main(["--data", str(tmp_path / "agents"), "--split", "train", "--users", "3",
+                        "--json", str(tmp_path / "words.json")]) == 0
+    report = json.loads((tmp_path / "words.json").read_text())
+    styles = report["words"]["likes style"]
+    assert styles["named right"] + styles["missed"] >= 3  # every user likes a style
+    assert set(report["top_content"]) == {"likes", "dislikes"}
+    assert "likes content" in capsys.readouterr().out
