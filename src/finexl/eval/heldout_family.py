@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageChops, ImageDraw, ImageEnhance, ImageFilter, ImageOps
 
+from finexl.imaging.transforms import TRANSFORMS
+
 REFERENCE_SIDE = 256.0
 
 
@@ -206,15 +208,10 @@ def glow(image, strength):
     return _blend(image, ImageChops.lighter(image, halo), strength)
 
 
+# The same names as the canonical family, looked up among this module's functions: a
+# quality added to one family and not the other fails at import, not in an evaluation.
 _FUNCTIONS: dict[str, Callable[[Image.Image, float], Image.Image]] = {
-    "sepia": sepia, "black_and_white": black_and_white, "vivid": vivid, "muted": muted,
-    "warm": warm, "cool": cool, "pink_tint": pink_tint, "green_tint": green_tint,
-    "purple_tint": purple_tint, "neon": neon, "dark": dark, "bright": bright,
-    "high_contrast": high_contrast, "low_contrast": low_contrast, "blurry": blurry,
-    "sharp": sharp, "grainy": grainy, "pixelated": pixelated, "posterized": posterized,
-    "halftone": halftone, "pencil_sketch": pencil_sketch, "cartoon": cartoon,
-    "thick_outlines": thick_outlines, "vignette": vignette, "glow": glow,
-}
+    name: globals()[name] for name in TRANSFORMS}
 
 
 def _registered(name: str, function) -> Callable[..., Any]:
@@ -249,8 +246,6 @@ FAMILIES = ("canonical", "heldout")
 def family_transforms(family: str) -> dict[str, Callable[..., Any]]:
     """The transforms of ``family``: ``canonical`` (finexl's, used in training) or
     ``heldout`` (this module, never trained on)."""
-    from finexl.imaging.transforms import TRANSFORMS
-
     if family == "canonical":
         return TRANSFORMS
     if family == "heldout":
