@@ -296,6 +296,12 @@ def test_fast_evaluation_with_the_stand_in_and_its_rerun_through_the_cli(agents_
     # The ceiling (liked styles applied exactly) shows more liked styles than the base.
     assert methods["ceiling"]["liked_present"] > methods["base"]["liked_present"]
     assert result["judges"]["accuracy"]["paired"]["grainy"] > 0.8
+    # A later `--only prefgen` run (as a second process sharing the chunks) still scores
+    # the styled fidelity from the ceiling this run saved.
+    styled_fidelity = methods["prefgen"]["prompt_fidelity_styled"]
+    (out / "methods" / "prefgen.json").unlink()
+    alone = run_prefgen_eval(PrefGenEvalConfig(**{**vars(config), "only": ("prefgen",)}))
+    assert alone["methods"]["prefgen"]["prompt_fidelity_styled"] == styled_fidelity
     # User-branch methods are made in chunks of users (resumable, shareable by processes).
     assert (out / "methods" / "prefgen.parts" / "users_000000.npz").is_file()
     assert methods["prefgen"]["info"]["chunks"] == 1

@@ -336,11 +336,17 @@ def _score(ctx: _Context, name: str, made: M.MethodImages, users: Sequence[M.Eva
     from finexl.imaging.transforms import to_image
 
     tastes = [UserTaste(u.user_id, u.liked_attributes, u.disliked_attributes) for u in users]
-    # The ceiling runs first; its images are read only when this run made or checked them
-    # (a ceiling.npy of other users, left by an earlier run, must not be read).
+    # The ceiling runs first; its images are read only when this run made or checked them,
+    # or when they were saved for this run's users and settings (`--only prefgen` after a
+    # run that made them); a ceiling.npy of other users must not be read.
     ceiling = ctx.out / "methods" / "ceiling.npy"
+    saved_ceiling = ceiling.is_file() and _load_json(
+        ceiling.with_suffix(".made.json"),
+        {"shared": _shared_key(ctx.config), "method": "ceiling",
+         "users": [u.user_id for u in ctx.users], "model": None}) is not None
     styled = (made.images if name == "ceiling" else
-              _load_images(ceiling)[: len(users)] if "ceiling" in ctx.results else None)
+              _load_images(ceiling)[: len(users)] if "ceiling" in ctx.results or saved_ceiling
+              else None)
     metrics = score_method(ctx.judges, tastes, made.images, ctx.base, ctx.plan, styled)
     p_liked, similarity = [], []
     for u, user in enumerate(users):
