@@ -356,7 +356,7 @@ TINY_RECIPE = {"hidden_size": 32, "num_layers": 3, "num_heads": 2, "intermediate
 
 def test_retrained_variants_one_recipe_shared_stages_and_evaluation(agents_dir, tmp_path,
                                                                     one_torch_thread):
-    from finexl.eval.prefgen.report import checks, markdown
+    from finexl.eval.prefgen.report import markdown
     from finexl.eval.prefgen.run import PrefGenEvalConfig, command_line, run_prefgen_eval
     from finexl.eval.prefgen.variants import read_recipe
 
