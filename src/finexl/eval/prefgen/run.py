@@ -341,9 +341,7 @@ def _score(ctx: _Context, name: str, made: M.MethodImages, users: Sequence[M.Eva
     # run that made them); a ceiling.npy of other users must not be read.
     ceiling = ctx.out / "methods" / "ceiling.npy"
     saved_ceiling = ceiling.is_file() and _load_json(
-        ceiling.with_suffix(".made.json"),
-        {"shared": _shared_key(ctx.config), "method": "ceiling",
-         "users": [u.user_id for u in ctx.users], "model": None}) is not None
+        ceiling.with_suffix(".made.json"), _method_key(ctx, "ceiling", ctx.users)) is not None
     styled = (made.images if name == "ceiling" else
               _load_images(ceiling)[: len(users)] if "ceiling" in ctx.results or saved_ceiling
               else None)
@@ -412,6 +410,13 @@ def model_identity(config: PrefGenEvalConfig, spec: str | None = None, *,
     return identity
 
 
+def _method_key(ctx: _Context, name: str, users: Sequence[M.EvalUser], model: Any = None,
+                **extra: Any) -> dict[str, Any]:
+    """What a method's saved images depend on (its ``made.json`` settings)."""
+    return {"shared": _shared_key(ctx.config), "method": name,
+            "users": [u.user_id for u in users], "model": model, **extra}
+
+
 @dataclass(frozen=True)
 class PerUser:
     """A method whose images of a user depend on that user alone: made in chunks of users,
@@ -435,8 +440,7 @@ def _method(ctx: _Context, name: str, users: Sequence[M.EvalUser], make, *,
         except FinexlError as exc:
             ctx.not_measured[name] = str(exc)
             return None
-    key = {"shared": _shared_key(ctx.config), "method": name,
-           "users": [u.user_id for u in users], "model": model, **extra}
+    key = _method_key(ctx, name, users, model, **extra)
     json_path = ctx.out / "methods" / f"{name}.json"
     images_path = ctx.out / "methods" / f"{name}.npy"
     made_path = ctx.out / "methods" / f"{name}.made.json"
