@@ -44,7 +44,7 @@ def profiles(monkeypatch, tmp_path):
     made = {}
 
     def make(name="me", *, fingerprint="prefgen-A", base_model=None, dim=EMBED_DIM, seed=0,
-             anti=False):
+             anti=False, dislikes=()):
         path = tmp_path / f"{name}.user.safetensors"
         vector = np.random.default_rng(seed).normal(size=dim).astype(np.float32)
         anti_vector = -3 * vector if anti else None
@@ -52,7 +52,8 @@ def profiles(monkeypatch, tmp_path):
         made[path] = SimpleNamespace(model_fingerprint=fingerprint, base_model=base_model,
                                      user_embedding=lambda drop=(): vector,
                                      anti_embedding=anti_vector,
-                                     null_embedding=lambda drop=(): anti_vector)
+                                     null_embedding=lambda drop=(): anti_vector,
+                                     dislikes=[(w, 0.9) for w in dislikes])
         return path
 
     monkeypatch.setattr(user_generation, "read_profile", lambda path: made[Path(path)])
@@ -181,6 +182,80 @@ def test_drift_free_step_is_the_base_step_plus_the_weighted_difference(world, on
     assert user_branch.has_user_branch(pipe)
     assert all(p.scale == [1.0] for p in pipe.unet.attn_processors.values()
                if isinstance(getattr(p, "scale", None), list))  # restored after each step
+
+
+def test_away_text_is_the_away_half_of_the_difference(world, one_torch_thread):
+    """user_negative_prompt replaces the prompt in the away half only: one step against the
+    formula by hand, and weight 0 is the base step whatever the away text says."""
+    from diffusers.utils.torch_utils import randn_tensor
+
+    from finexl.generate.tiny import load_tiny_pipeline
+
+    pipe = load_tiny_pipeline(world.model)
+    loaders.load_user_branch(pipe, user_generation.branch_for(world.model, world.prefgen),
+                             scale=1.0)
+    user, anti = (torch.randn(2, 1, EMBED_DIM, generator=torch.Generator().manual_seed(k))
+                  for k in (3, 4))
+    prompts, aways = ["a ball", "a ball on grass"], ["red a ball", "blue a ball on grass"]
+
+    def run(**extra):
+        generator = [torch.Generator().manual_seed(s) for s in (0, 1)]
+        return pipe(prompts, num_inference_steps=1, guidance_scale=2.0, generator=generator,
+                    output_type="pt", ip_adapter_image_embeds=[torch.cat([anti, user])],
+                    **extra).images
+
+    def prediction(scale, text_rows, rows):
+        user_branch.set_user_branch_scale(pipe, scale)
+        hidden, pooled = pipe.encode_prompt(text_rows)
+        return pipe.denoise(latents, timestep, hidden, pooled, [rows])
+
+    generator = [torch.Generator().manual_seed(s) for s in (0, 1)]
+    side = pipe.default_size // pipe.patch_size
+    latents = randn_tensor((2, 3 * pipe.patch_size ** 2, side, side), generator=generator)
+    pipe.scheduler.set_timesteps(1)
+    timestep = pipe.scheduler.timesteps[0]
+    with torch.no_grad():
+        base = prediction(0.0, [""] * 2, anti), prediction(0.0, prompts, user)
+        toward, away = prediction(1.0, prompts, user), prediction(1.0, aways, anti)
+    expected = base[0] + 2.0 * (base[1] - base[0]) + 0.7 * (toward - away)
+    clean = pipe.scheduler.step(expected, timestep, latents).prev_sample
+    images = (pipe.unpatchify(clean).clamp(-1, 1) + 1) / 2
+    torch.testing.assert_close(run(user_guidance_scale=0.7, user_negative_prompt=aways), images,
+                               atol=1e-5, rtol=0)
+    assert torch.equal(run(user_guidance_scale=0.0, user_negative_prompt=aways),
+                       run(user_guidance_scale=0.0))
+    assert not torch.equal(run(user_guidance_scale=0.7, user_negative_prompt=aways),
+                           run(user_guidance_scale=0.7))
+    with pytest.raises(ValueError, match="user_negative_prompt"):
+        run(user_negative_prompt=aways)  # without drift-free guidance it means nothing
+
+
+def test_a_profile_s_disliked_content_is_named_in_the_away_text(world, profiles, tmp_path,
+                                                               one_torch_thread):
+    """generate --user: the disliked colour goes into the away text where the prompt leaves
+    the colour free; λ = 0 stays the base byte for byte; the records say what was avoided."""
+    plain = profiles("plain", base_model=world.model, anti=True)
+    picky = profiles("picky", base_model=world.model, anti=True, dislikes=["red object", "sepia"])
+    prompts = tmp_path / "free.txt"
+    prompts.write_text("a ball\na ball on grass\n")
+
+    def config(out, user, scale):
+        return GenerateConfig(model=world.model, out_dir=out, prompts=str(prompts), steps=3,
+                              guidance=2.0, batch_size=2, prefgen_model=world.prefgen,
+                              user=str(user), user_scale=scale, user_guidance="drift-free")
+
+    resolved = user_generation.resolve_user(picky, world.model, prefgen_model=world.prefgen,
+                                            guidance="drift-free")
+    assert resolved.avoid == ("red object",)  # content only: sepia is the branch's work
+    generate(GenerateConfig(model=world.model, out_dir=tmp_path / "base", prompts=str(prompts),
+                            steps=3, guidance=2.0, batch_size=2))
+    generate(config(tmp_path / "zero", picky, 0.0))
+    assert _pngs(tmp_path / "zero") == _pngs(tmp_path / "base")
+    records = generate(config(tmp_path / "picky", picky, 1.0))
+    generate(config(tmp_path / "plain", plain, 1.0))
+    assert records[0]["avoid"] == ["red object"]
+    # Same embedding (seed 0), only the away text differs.
+    assert _pngs(tmp_path / "picky") != _pngs(tmp_path / "plain")
 
 
 def test_a_caller_pipeline_gets_its_processors_back(world, profiles, tmp_path,

@@ -66,6 +66,27 @@ def test_shipped_model_reads_a_planted_style_better_than_for_other_users(model):
     assert profile.aligned_words and all(-1.001 <= c <= 1.001 for _, c in profile.aligned_words)
 
 
+def test_shipped_profile_names_a_disliked_colour_every_disliked_image_shows(model):
+    """Disliked scenes all show a blue object, liked ones other colours: the content reader
+    puts "blue object" among the profile's dislikes (and nothing blue among its likes), and
+    generation's away text names it where a prompt leaves the colour free."""
+    from finexl.prefgen.content import away_prompt
+    from finexl.prefgen.user_generation import content_dislikes
+
+    if model.content_reader is None:
+        pytest.skip("the content reader is not in the bundle")
+    specs = pool_prompts(44, seed=11)
+    blue = [s for s in specs if s["prompt_colour"] == "blue"]
+    others = [s for s in specs if s["prompt_colour"] not in ("blue", "white", "gray")][:8]
+    # pool_prompts cycles colours: every fourth-of-eleven spec is blue; redraw to get eight.
+    blue = [dict(b, seed=b["seed"] + 100 * k) for k in range(4) for b in blue][:8]
+    profile = model.profile(list(draw_scenes(others)), list(draw_scenes(blue)))
+    disliked = content_dislikes(w for w, _ in profile.dislikes)
+    assert "blue object" in disliked
+    assert "blue object" not in [w for w, _ in profile.likes]
+    assert away_prompt("a star", disliked).startswith("blue ")
+
+
 def test_the_anti_user_is_the_profile_with_liked_and_disliked_swapped(model, tmp_path):
     """A profile keeps the e_u of its anti-user (guidance's null half): exactly the profile
     of the same images with liked and disliked swapped; without disliked images there is

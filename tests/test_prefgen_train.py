@@ -157,3 +157,29 @@ def test_part_statistics_give_every_part_unit_spread():
     assert stats["big.scale"][0] == pytest.approx(20, rel=0.1)
     untouched = normalize_parts({"other": np.ones((2, 3))}, stats)["other"]
     assert np.array_equal(untouched, np.ones((2, 3)))
+
+
+def test_content_stage_writes_the_reader_profiles_use(trained):
+    """Last in this module: the content stage adds content_reader.safetensors to the folder,
+    which the model then loads and names content with (fingerprint unchanged)."""
+    import dataclasses
+
+    from finexl.prefgen.content import CONTENT_FILE
+    from finexl.prefgen.vocabulary import CONTENT, get
+
+    root, pool, config, _ = trained
+    before = PrefGenModel.load(root / "model").fingerprint
+    results = train(dataclasses.replace(config, content_agents=6), stages=("content",),
+                    progress=False)
+    report = results["content"]
+    assert (root / "model" / CONTENT_FILE).is_file()
+    assert (root / "model" / "reports" / "content.json").is_file()
+    assert 0.15 <= report["threshold"] <= 0.5 and report["training_agents"] == 6
+    assert set(report["heldout_dislikes"]) >= {"precision", "recall"}
+    model = PrefGenModel.load(root / "model")
+    assert model.content_reader is not None and model.fingerprint == before
+    profile = model.profile(list(pool.images[:3]), list(pool.images[3:5]))
+    for word, _ in profile.likes + profile.dislikes:
+        assert word in model.attributes
+    contents = [w for w, _ in profile.dislikes if get(w).kind == CONTENT]
+    assert len({get(w).slot for w in contents}) == len(contents)  # one word a slot at most

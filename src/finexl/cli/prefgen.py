@@ -93,7 +93,7 @@ def _write_agents(out_dir, pool_dir, pool_size, model, device, dtype, steps, gui
               help="An agents folder (finexl prefgen agents): its pool and held-out pairs.")
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path),
               help="The PrefGen model folder to write (resumable).")
-@click.option("--stages", default="vqa,probe,align,adapter", show_default=True,
+@click.option("--stages", default="vqa,probe,align,adapter,content", show_default=True,
               help="Comma-separated stages to run, in order.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--base-model", default="builtin:tiny", show_default=True)
@@ -134,7 +134,7 @@ def _write_agents(out_dir, pool_dir, pool_size, model, device, dtype, steps, gui
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 @click.pass_context
 def train_command(ctx, data, out_dir, stages, config_file, quiet, **options):
-    """Train a PrefGen model: stages vqa, probe, align, adapter (each resumable).
+    """Train a PrefGen model: stages vqa, probe, align, adapter, content (each resumable).
 
     Runs under `accelerate launch -m finexl.cli prefgen train ...` too: the adapter stage
     (the user branch) is an accelerate run (devices, mixed precision, checkpoints); with more

@@ -342,7 +342,7 @@ def _make(pipe: Any, config: GenerateConfig, todo: Sequence[Job], records: dict[
             from finexl.prefgen.user_generation import call_arguments
 
             guidance = arguments.get("guidance_scale", defaults.get("guidance_scale"))
-            call.update(call_arguments(pipe, user, len(batch), guidance))
+            call.update(call_arguments(pipe, user, len(batch), guidance, call["prompt"]))
         images = pipe(**call).images
         for job, image in zip(batch, images):
             write_atomic(out_dir / job.file_name, _png_bytes(image))

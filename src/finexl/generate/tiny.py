@@ -135,6 +135,7 @@ class FinexlTinyPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin, IPAd
         return_dict: bool = True,
         ip_adapter_image_embeds: list[torch.Tensor] | None = None,
         user_guidance_scale: float | None = None,
+        user_negative_prompt: str | Sequence[str] | None = None,
     ):
         """Generate images for ``prompt``.
 
@@ -159,6 +160,11 @@ class FinexlTinyPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin, IPAd
         cancels in that difference, where it survives when the null half only replaces the
         unconditional one. ``ip_adapter_image_embeds`` then always has the null half (2 *
         batch rows, null first), with guidance or without; w = 0 is the base model exactly.
+
+        ``user_negative_prompt`` (drift-free only): the text of that difference's away half,
+        one per prompt (default: the prompt itself). A user's disliked content named there
+        ("a star, red") is moved away from with the same weight w, so w = 0 is still the base
+        model exactly.
         """
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         prompts = [p for p in prompts for _ in range(num_images_per_prompt)]
@@ -171,9 +177,21 @@ class FinexlTinyPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin, IPAd
         if by_difference and ip_adapter_image_embeds is None:
             raise ValueError("user_guidance_scale needs ip_adapter_image_embeds (user and null"
                              " rows)")
+        if user_negative_prompt is not None and not by_difference:
+            raise ValueError("user_negative_prompt needs user_guidance_scale")
         image_embeds = self._check_image_embeds(
             ip_adapter_image_embeds, len(prompts) * (2 if guided or by_difference else 1))
         prompt_hidden, prompt_pooled = hidden, pooled
+        away_hidden, away_pooled = hidden, pooled
+        if user_negative_prompt is not None:
+            aways = ([user_negative_prompt] * len(prompts) if isinstance(user_negative_prompt, str)
+                     else list(user_negative_prompt))
+            if len(aways) != len(prompts):
+                aways = [a for a in aways for _ in range(num_images_per_prompt)]
+            if len(aways) != len(prompts):
+                raise ValueError(f"user_negative_prompt has {len(aways)} texts for"
+                                 f" {len(prompts)} images")
+            away_hidden, away_pooled = self.encode_prompt(aways)
         if guided:
             negatives = negative_prompt if negative_prompt is not None else ""
             negatives = [negatives] * len(prompts) if isinstance(negatives, str) else list(negatives)
@@ -203,8 +221,8 @@ class FinexlTinyPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin, IPAd
                 prediction = unconditional + guidance_scale * (conditional - unconditional)
             if by_difference and user_guidance_scale:
                 pair = self.scheduler.scale_model_input(torch.cat([latents] * 2), t)
-                away, toward = self.denoise(pair, t, torch.cat([prompt_hidden] * 2),
-                                            torch.cat([prompt_pooled] * 2),
+                away, toward = self.denoise(pair, t, torch.cat([away_hidden, prompt_hidden]),
+                                            torch.cat([away_pooled, prompt_pooled]),
                                             image_embeds).chunk(2)
                 prediction = prediction + user_guidance_scale * (toward - away)
             latents = self.scheduler.step(prediction, t, latents).prev_sample

@@ -10,11 +10,13 @@ Layout (``builtin:prefgen-tiny`` is ``src/finexl/prefgen/builtin/``)::
     probes.json, probes.png      per-layer probe accuracies, the chosen bands
     prefgen_user_branch.safetensors (+ user_branch_config.json)  the user branch, stock
                                  IP-Adapter layout (loaders.save_user_branch)
+    content_reader.safetensors   object colour and background heads (prefgen/content.py)
 
 ``fingerprint`` is a hash of ``config.json`` and the extractor, vision and align weights:
 the parts that decide e_u. A profile records it, so a profile made by one model is refused
 by another. The user branch is not in the hash (retraining the branch on the same e_u keeps
-profiles valid; the branch records the fingerprint it was trained for).
+profiles valid; the branch records the fingerprint it was trained for), nor is the content
+reader (it changes a profile's words, not its e_u).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from finexl.errors import FinexlError
+from finexl.prefgen import vocabulary as vocab
 from finexl.prefgen.profile import PARTS
 
 MODEL_FORMAT = "finexl-prefgen"
@@ -197,6 +200,15 @@ class PrefGenModel:
             except (OSError, ValueError) as exc:
                 raise FinexlError(f"PrefGen model {folder}: config.json asks for {E_U_NORM},"
                                   f" which is missing or damaged ({exc})") from exc
+        self.content_reader = None
+        from finexl.prefgen.content import CONTENT_FILE, ContentReader
+
+        if (folder / CONTENT_FILE).is_file():  # a folder trained before the content stage has none
+            try:
+                self.content_reader = ContentReader.load(folder / CONTENT_FILE)
+            except (OSError, ValueError, KeyError) as exc:
+                raise FinexlError(f"PrefGen model {folder}: {CONTENT_FILE} is damaged ({exc})"
+                                  ) from exc
 
     @property
     def base_model(self) -> str:
@@ -355,14 +367,24 @@ class PrefGenModel:
         parts = self.embeddings(read)
         like, dislike = read.like_probs[0], read.dislike_probs[0]
 
-        def words(probs):
+        def words(probs, content):
             order = np.argsort(-probs)
-            return [(self.attributes[i], float(probs[i])) for i in order if probs[i] >= threshold]
+            read = [(self.attributes[i], float(probs[i])) for i in order if probs[i] >= threshold]
+            if self.content_reader is None:
+                return read
+            # The content reader, not the extractor's list head, names content (section 8).
+            return [(w, p) for w, p in read if w not in vocab.ATTRIBUTES
+                    or vocab.get(w).kind != vocab.CONTENT] + content
+
+        liked_content, disliked_content = (
+            self.content_reader.read(liked_features, disliked_features)
+            if self.content_reader is not None else ([], []))
 
         aligned = (nearest_words(parts["g_points"][:1], self.text_names, self.text_table, k=3)[0]
                    if self.align is not None else [])
         user, anti = user_and_anti(parts)
-        return UserProfile(**user, anti_embedding=anti, likes=words(like), dislikes=words(dislike),
+        return UserProfile(**user, anti_embedding=anti, likes=words(like, liked_content),
+                           dislikes=words(dislike, disliked_content),
                            aligned_words=aligned, model_fingerprint=self.fingerprint,
                            base_model=self.base_model, n_liked=len(liked_features),
                            n_disliked=len(disliked_features))

@@ -1,4 +1,4 @@
-"""``finexl prefgen train``: the four stages that make a PrefGen model folder.
+"""``finexl prefgen train``: the five stages that make a PrefGen model folder.
 
 1. **vqa**: the extractor learns preference VQA on training agents whose images come from
    the image bank (:mod:`finexl.prefgen.features`); answer accuracy is measured on
@@ -14,6 +14,9 @@
 4. **adapter**: the user branch, by ``finexl.prefgen.train_branch.train_branch`` (owned by
    the branch code), on batches of (e_u of a training agent, an image in its taste, a
    prompt) from ``branch_data``; saved as ``prefgen_user_branch.safetensors``.
+5. **content**: the content reader (object colour, background; :mod:`finexl.prefgen.content`)
+   fitted on the image bank, its threshold chosen on training agents, precision and recall
+   reported on held-out agents (``reports/content.json``); ``content_reader.safetensors``.
 
 Every stage records its settings in ``work/<stage>.done.json`` and is skipped when rerun
 with the same settings; the vqa stage also checkpoints every ``checkpoint_every`` steps and
@@ -36,7 +39,7 @@ from finexl.errors import FinexlError
 from finexl.prefgen.model import E_U_NORM
 from finexl.progress import track
 
-STAGES = ("vqa", "probe", "align", "adapter")
+STAGES = ("vqa", "probe", "align", "adapter", "content")
 
 
 @dataclass
@@ -84,6 +87,9 @@ class TrainConfig:
     adapter_users: int = 2000
     adapter_args: dict[str, Any] = field(default_factory=dict)
     drop: tuple[str, ...] = ()  # e_u parts zeroed for the branch (ablations)
+    # content (the content reader: prefgen/content.py)
+    content_c: float = 10.0  # inverse L2 strength of its softmax heads
+    content_agents: int = 300  # training agents its threshold is chosen on
 
     def stage_settings(self, stage: str) -> dict[str, Any]:
         """The settings a stage's result depends on (its own and every earlier stage's)."""
@@ -95,6 +101,7 @@ class TrainConfig:
                       "e_u_norm", "e_u_norm_users"],
             "adapter": ["base_model", "adapter_steps", "adapter_batch_size", "adapter_lr",
                         "adapter_users", "adapter_args", "drop"],
+            "content": ["content_c", "content_agents"],
         }
         settings: dict[str, Any] = {}
         for name in STAGES[:STAGES.index(stage) + 1]:
@@ -487,8 +494,58 @@ def stage_adapter(run: Run) -> dict[str, Any]:
             "branch": str(run.out / USER_BRANCH_WEIGHTS)}
 
 
+def stage_content(run: Run) -> dict[str, Any]:
+    """The content reader (object colour, background), fitted on the image bank.
+
+    Its threshold is the one with the best F1 of the dislike read on ``content_agents``
+    *training* agents with fresh renders; precision and recall are then reported on the
+    held-out agents (``reports/content.json``). The reader is written to the model folder as
+    ``content_reader.safetensors``; it changes the words of a profile, not its embedding, so
+    the model's fingerprint (what a branch and a profile must share) leaves it out. The bank's
+    features, the renders here and the model's profiles must all come from one tower
+    (``run.tower``, saved as the folder's ``vision/``).
+    """
+    from finexl.prefgen.agents import agent_at
+    from finexl.prefgen.content import (
+        CONTENT_FILE,
+        bank_labels,
+        choose_threshold,
+        fit_content_reader,
+        score_reads,
+    )
+    from finexl.prefgen.vqa import rendered_episodes
+
+    c = run.config
+    records = [run.pool.records[int(i)] for i in run.bank.pool_index]
+    style_sets = [run.bank.sets[int(s)] for s in run.bank.style_set]
+    labels = bank_labels(records, style_sets)
+    reader = fit_content_reader(run.bank.features, labels, c=c.content_c, seed=c.seed)
+    agents, index = [], 0
+    while len(agents) < c.content_agents:
+        agent = agent_at(run.sampler, index, c.seed, "train")
+        agents.append(agent)
+        index += 1
+    training = rendered_episodes(run.sampler, run.tower, agents, c.eval_liked, c.eval_disliked,
+                                 seed=c.seed + 2, n_candidates=0, progress=run.progress)
+    threshold, by_threshold = choose_threshold(
+        reader, [(e.liked, e.disliked) for e in training], [e.agent.disliked for e in training])
+    reader.threshold = threshold
+    held = run.heldout_episodes()
+    reads = [reader.read(e.liked, e.disliked) for e in held]
+    reader.save(run.out / CONTENT_FILE)
+    return {"threshold": threshold, "training_agents": len(training),
+            "bank_rows": {slot: int(sum(n is not None for n in column))
+                          for slot, column in labels.items()},
+            "training_by_threshold": by_threshold,
+            "heldout_users": len(held),
+            "heldout_dislikes": score_reads([[w for w, _ in r[1]] for r in reads],
+                                            [e.agent.disliked for e in held]).to_dict(),
+            "heldout_likes": score_reads([[w for w, _ in r[0]] for r in reads],
+                                         [e.agent.liked for e in held]).to_dict()}
+
+
 STAGE_FUNCTIONS = {"vqa": stage_vqa, "probe": stage_probe, "align": stage_align,
-                   "adapter": stage_adapter}
+                   "adapter": stage_adapter, "content": stage_content}
 
 
 def train(config: TrainConfig, *, stages: tuple[str, ...] = STAGES, progress: bool = True

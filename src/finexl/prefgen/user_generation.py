@@ -67,6 +67,7 @@ class UserConditioning:
     scale: float
     null_embedding: np.ndarray | None = None  # what guidance moves away from; None: zeros
     guidance: str = NULL_HALF  # DRIFT_FREE or NULL_HALF
+    avoid: tuple[str, ...] = ()  # disliked content words, moved away from through text
 
     def record(self) -> dict[str, Any]:
         """What ``metadata.jsonl`` records about the user for each image."""
@@ -74,8 +75,9 @@ class UserConditioning:
         # existed still resume (generate.run reads a missing key as that value)
         anti = {"anti_user": True} if self.null_embedding is not None else {}
         how = {"user_guidance": self.guidance} if self.guidance != NULL_HALF else {}
+        away = {"avoid": list(self.avoid)} if self.avoid else {}
         return {"user": self.profile_id, "user_scale": self.scale,
-                "prefgen_model": self.prefgen_model} | anti | how
+                "prefgen_model": self.prefgen_model} | anti | how | away
 
 
 def branch_scale(guidance: str, scale: float) -> float:
@@ -86,13 +88,16 @@ def branch_scale(guidance: str, scale: float) -> float:
 
 def user_call_arguments(embedding, batch: int, *, guidance: str, scale: float,
                         guidance_scale: float | None, dtype, device,
-                        null_embedding=None) -> dict[str, Any]:
+                        null_embedding=None, prompts: list[str] | None = None,
+                        avoid=()) -> dict[str, Any]:
     """The pipeline arguments that condition ``batch`` images on a user.
 
     ``embedding`` and ``null_embedding`` (what guidance moves away from; None: zeros) are one
     row or one per image. Null-half guidance passes the null half exactly when the pipeline
     guides (its scale above 1); drift-free guidance always passes it, with
-    ``user_guidance_scale`` = λ (``scale``).
+    ``user_guidance_scale`` = λ (``scale``). ``avoid``: disliked content words, one tuple
+    for the batch or one per image; with drift-free guidance and ``prompts`` they become the
+    away half's text (``user_negative_prompt``) wherever the prompt leaves their slot free.
     """
     from finexl.prefgen.user_branch import pipeline_user_embeds
 
@@ -100,8 +105,17 @@ def user_call_arguments(embedding, batch: int, *, guidance: str, scale: float,
     guided = drift_free or (guidance_scale is not None and guidance_scale > 1.0)
     embeds = pipeline_user_embeds(embedding, batch, guided=guided, dtype=dtype, device=device,
                                   null_embedding=null_embedding)
-    return {"ip_adapter_image_embeds": embeds} | (
+    arguments = {"ip_adapter_image_embeds": embeds} | (
         {"user_guidance_scale": scale} if drift_free else {})
+    if drift_free and prompts is not None and any(avoid):
+        from finexl.prefgen.content import away_prompt
+
+        per_image = (list(avoid) if avoid and not isinstance(avoid[0], str)
+                     else [tuple(avoid)] * len(prompts))
+        aways = [away_prompt(p, a) for p, a in zip(prompts, per_image)]
+        if aways != list(prompts):
+            arguments["user_negative_prompt"] = aways
+    return arguments
 
 
 def check_user_scale(scale: float) -> float:
@@ -198,11 +212,13 @@ def _same_base(recorded: str | None, model: str) -> bool:
 
 def resolve_user(profile: str | Path, model: str, *, prefgen_model: str | None = None,
                  scale: float = 1.0, anti_user: bool = True,
-                 guidance: str = "auto") -> UserConditioning:
+                 guidance: str = "auto", away_content: bool = True) -> UserConditioning:
     """Check that ``profile`` can condition ``model`` and gather what generation needs.
 
     ``anti_user``: guide away from the profile's anti-user (when it has one); ``guidance``:
-    ``auto``, ``drift-free`` or ``null-half`` (see the module's docstring).
+    ``auto``, ``drift-free`` or ``null-half`` (see the module's docstring);
+    ``away_content``: with drift-free guidance, name the profile's disliked content in the
+    away half's text (:func:`finexl.prefgen.content.away_prompt`).
 
     Raises
     ------
@@ -240,10 +256,19 @@ def resolve_user(profile: str | Path, model: str, *, prefgen_model: str | None =
                           f" PrefGen model?")
     has_anti = getattr(user, "anti_embedding", None) is not None
     null = np.asarray(user.null_embedding(), np.float32) if anti_user and has_anti else None
+    avoid = (content_dislikes(w for w, _ in getattr(user, "dislikes", ()))
+             if away_content and guidance == DRIFT_FREE else ())
     return UserConditioning(profile=str(path.resolve()), profile_id=file_id(path),
                             embedding=embedding,
                             branch=branch, prefgen_model=config.prefgen_model or "",
-                            scale=scale, null_embedding=null, guidance=guidance)
+                            scale=scale, null_embedding=null, guidance=guidance, avoid=avoid)
+
+
+def content_dislikes(words) -> tuple[str, ...]:
+    """The content attributes (object colour, background) among a profile's disliked words."""
+    from finexl.prefgen import vocabulary as vocab
+
+    return tuple(w for w in words if w in vocab.ATTRIBUTES and vocab.get(w).kind == vocab.CONTENT)
 
 
 def apply_user(pipe: Any, user: UserConditioning) -> None:
@@ -262,13 +287,15 @@ def remove_user(pipe: Any) -> None:
 
 
 def call_arguments(pipe: Any, user: UserConditioning, batch: int,
-                   guidance: float | None) -> dict[str, Any]:
+                   guidance: float | None, prompts: list[str] | None = None) -> dict[str, Any]:
     """The extra pipeline arguments for ``batch`` images of ``user``
-    (:func:`user_call_arguments`); ``guidance`` is the pipeline's guidance scale."""
+    (:func:`user_call_arguments`); ``guidance`` is the pipeline's guidance scale, ``prompts``
+    the batch's prompts (for the away text of the user's disliked content)."""
     if user.guidance == DRIFT_FREE and \
             "user_guidance_scale" not in inspect.signature(pipe.__call__).parameters:
         raise FinexlError(f"{type(pipe).__name__} cannot guide by the user difference"
                           f" (--user-guidance {DRIFT_FREE}); pass --user-guidance {NULL_HALF}")
     return user_call_arguments(user.embedding, batch, guidance=user.guidance, scale=user.scale,
                                guidance_scale=guidance, dtype=pipe.unet.dtype,
-                               device=pipe.unet.device, null_embedding=user.null_embedding)
+                               device=pipe.unet.device, null_embedding=user.null_embedding,
+                               prompts=prompts, avoid=user.avoid)

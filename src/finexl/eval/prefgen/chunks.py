@@ -112,10 +112,12 @@ def _assemble(paths: Sequence[Path]) -> MethodImages:
         sizes.append(len(images[-1]))
     weights = np.asarray(sizes, np.float64) / sum(sizes)
     info = dict(infos[0])
-    for name in infos[0]:  # per-user times: the mean over all users
+    for name in infos[0]:  # per-user times: the mean over all users; user counts: the sum
         values = [i.get(name) for i in infos]
         if all(isinstance(v, float) for v in values):
             info[name] = float(np.dot(weights, values))
+        elif name.startswith("users_") and all(isinstance(v, int) for v in values):
+            info[name] = int(sum(values))
     info["chunks"] = len(paths)
     return MethodImages(np.concatenate(images), float(np.dot(weights, seconds)), info)
 

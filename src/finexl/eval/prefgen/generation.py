@@ -34,13 +34,16 @@ def _generators(plan: Sequence[PlannedImage]):
 
 def sample(pipe, plan: Sequence[PlannedImage], settings: SamplingSettings, *,
            user_rows: np.ndarray | None = None, null_rows: np.ndarray | None = None,
-           user_guidance_scale: float | None = None) -> np.ndarray:
+           user_guidance_scale: float | None = None,
+           avoid: Sequence[tuple[str, ...]] | None = None) -> np.ndarray:
     """Float images ``(len(plan), h, w, 3)`` in [0, 1].
 
     ``user_rows`` ``(len(plan), dim)``: one user embedding per image, for a pipeline with a
     user branch loaded; ``null_rows`` the same for what guidance moves away from (None:
     zeros). ``user_guidance_scale``: guide drift-free with that weight (the tiny pipeline's
     ``user_guidance_scale``; finexl generate's default there), else the null half.
+    ``avoid``: per image, the disliked content words named in the away half's text
+    (drift-free only; :func:`finexl.prefgen.content.away_prompt`).
     """
     from finexl.prefgen.user_generation import DRIFT_FREE, NULL_HALF, user_call_arguments
 
@@ -55,7 +58,9 @@ def sample(pipe, plan: Sequence[PlannedImage], settings: SamplingSettings, *,
                 user_rows[rows], len(chunk), guidance=guidance, scale=user_guidance_scale,
                 guidance_scale=settings.guidance, dtype=pipe.unet.dtype,
                 device=pipe.unet.device,
-                null_embedding=None if null_rows is None else null_rows[rows])
+                null_embedding=None if null_rows is None else null_rows[rows],
+                prompts=[p.prompt for p in chunk],
+                avoid=() if avoid is None else list(avoid[rows]))
         images = pipe([p.prompt for p in chunk], num_inference_steps=settings.steps,
                       guidance_scale=settings.guidance, generator=_generators(chunk),
                       output_type="np", **kwargs).images
@@ -65,15 +70,18 @@ def sample(pipe, plan: Sequence[PlannedImage], settings: SamplingSettings, *,
 
 def sample_users(pipe, plan: Sequence[PlannedImage], embeddings: np.ndarray,
                  settings: SamplingSettings, *, null_embeddings: np.ndarray | None = None,
-                 user_guidance_scale: float | None = None) -> np.ndarray:
-    """``(n_users, len(plan), h, w, 3)``: every user's plan, users batched together."""
+                 user_guidance_scale: float | None = None,
+                 avoid: Sequence[tuple[str, ...]] | None = None) -> np.ndarray:
+    """``(n_users, len(plan), h, w, 3)``: every user's plan, users batched together;
+    ``avoid``: each user's disliked content words (see :func:`sample`)."""
     def per_image(rows):
         return np.repeat(np.asarray(rows, np.float32), len(plan), axis=0)
 
     flat_plan = [p for _ in range(len(embeddings)) for p in plan]
     images = sample(pipe, flat_plan, settings, user_rows=per_image(embeddings),
                     null_rows=None if null_embeddings is None else per_image(null_embeddings),
-                    user_guidance_scale=user_guidance_scale)
+                    user_guidance_scale=user_guidance_scale,
+                    avoid=None if avoid is None else [a for a in avoid for _ in plan])
     return images.reshape(len(embeddings), len(plan), *images.shape[1:])
 
 

@@ -94,19 +94,24 @@ def with_user_branch(pipe, personalizer: Personalizer, profiles: ProfileCache,
                      users: Sequence[EvalUser], plan: Sequence[PlannedImage],
                      settings: SamplingSettings, *, scale: float = 1.0,
                      drop: Sequence[str] = (), n_liked: int | None = None,
-                     anti_user: bool = True, guidance: str = DRIFT_FREE) -> MethodImages:
+                     anti_user: bool = True, guidance: str = DRIFT_FREE,
+                     away_content: bool = False) -> MethodImages:
     """Profile every user, then generate for them with λ = ``scale``.
 
     ``anti_user``: guidance moves away from each profile's anti-user (as ``finexl generate
     --user`` does), else from zeros (no user). ``guidance``: ``drift-free`` (the branch at
     scale 1, λ weighing the difference) or ``null-half`` (the branch at λ, the anti-user in
-    guidance's null half), as in ``finexl.prefgen.user_generation``.
+    guidance's null half), as in ``finexl.prefgen.user_generation``. ``away_content``:
+    drift-free guidance names each profile's disliked content in the away half's text, as
+    ``finexl generate --user`` does.
     """
     from finexl.prefgen.user_branch import unload_user_branch
+    from finexl.prefgen.user_generation import content_dislikes
 
-    embeddings, nulls, profile_seconds = [], [], []
+    embeddings, nulls, profile_seconds, avoid = [], [], [], []
     for user in users:
         profile, seconds = profiles.get(personalizer, user, n_liked)
+        avoid.append(content_dislikes(profile.dislikes) if away_content else ())
         embeddings.append(profile.user_embedding(drop))
         nulls.append(profile.null_embedding(drop) if anti_user
                      else np.zeros_like(embeddings[-1]))
@@ -117,14 +122,17 @@ def with_user_branch(pipe, personalizer: Personalizer, profiles: ProfileCache,
         start = time.perf_counter()
         images = sample_users(pipe, plan, np.stack(embeddings), settings,
                               null_embeddings=np.stack(nulls),
-                              user_guidance_scale=scale if drift_free else None)
+                              user_guidance_scale=scale if drift_free else None,
+                              avoid=avoid if drift_free and any(avoid) else None)
         generation = (time.perf_counter() - start) / len(users)
     finally:
         unload_user_branch(pipe)
     return MethodImages(images, float(np.mean(profile_seconds)) + generation,
                         {"profile_seconds": float(np.mean(profile_seconds)),
                          "generation_seconds": generation, "scale": scale, "drop": list(drop),
-                         "n_liked": n_liked, "anti_user": anti_user, "guidance": guidance})
+                         "n_liked": n_liked, "anti_user": anti_user, "guidance": guidance,
+                         "away_content": away_content,
+                         "users_with_content_dislikes": int(sum(bool(a) for a in avoid))})
 
 
 def with_prompt_shift(pipe, users: Sequence[EvalUser], words: Sequence[tuple[list[str], list[str]]],

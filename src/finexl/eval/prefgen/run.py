@@ -65,6 +65,9 @@ class PrefGenEvalConfig:
     # How user-branch methods guide, as finexl generate --user-guidance: drift-free (its
     # default for builtin:tiny) or null-half; with drift-free, null_half runs beside it.
     user_guidance: str = DRIFT_FREE
+    # Drift-free methods name each profile's disliked content (object colour, background) in
+    # the away half's text, as finexl generate --user does (prefgen/content.py).
+    away_content: bool = True
     n_reference: int | None = 8  # liked images per profile (None: all a user has)
     reference_counts: tuple[int, ...] = (2, 4, 8, 16)
     ablations: bool = True  # run the ablations (no_*, refs_*, lambda_*, variants)
@@ -368,8 +371,9 @@ def guidance_key(config: PrefGenEvalConfig, guidance: str | None = None) -> dict
     null-half images were saved under before drift-free existed, so they are still reused).
     """
     guidance = guidance or config.user_guidance
+    away = {"away_content": True} if guidance != NULL_HALF and config.away_content else {}
     return {"guidance_null": "anti_user"} | (
-        {"user_guidance": guidance} if guidance != NULL_HALF else {})
+        {"user_guidance": guidance} if guidance != NULL_HALF else {}) | away
 
 
 def _shared_key(config: PrefGenEvalConfig) -> dict[str, Any]:
@@ -403,7 +407,9 @@ def model_identity(config: PrefGenEvalConfig, spec: str | None = None, *,
     folder = prefgen_model_dir(spec or config.model)
     identity: list[Any] = [fingerprint(folder)] if spec is None else [spec, fingerprint(folder)]
     if branch:
-        files = sorted(p for p in folder.glob("*branch*") if p.is_file())
+        # The branch, and the content reader whose words the away text names.
+        files = sorted(p for p in [*folder.glob("*branch*"), *folder.glob("content_reader*")]
+                       if p.is_file())
         identity.append([[p.name, hashlib.sha256(p.read_bytes()).hexdigest()[:16]]
                          for p in files] if spec is None else
                         [files_identity(p) for p in files])
@@ -548,6 +554,7 @@ def _method_steps(ctx: _Context, ablation_users: list[M.EvalUser], users_dir: Pa
 
     def branch(personalizer, method_users, **kwargs):
         kwargs.setdefault("guidance", config.user_guidance)
+        kwargs.setdefault("away_content", config.away_content)
         return PerUser(lambda chunk: M.with_user_branch(ctx.pipe, personalizer, ctx.profiles,
                                                         chunk, plan, settings, **kwargs))
 
@@ -609,6 +616,11 @@ def _method_steps(ctx: _Context, ablation_users: list[M.EvalUser], users_dir: Pa
     for part in ctx.parts:
         steps.append((f"no_{part}", ablation_users,
                       branch(ctx.personalizer, ablation_users, drop=(part,)), model))
+    if config.away_content and config.user_guidance != NULL_HALF:
+        steps.append(("no_away_content", ablation_users,
+                      branch(ctx.personalizer, ablation_users, away_content=False),
+                      {"model": model_identity(config), "guidance_null": "anti_user",
+                       "user_guidance": config.user_guidance}))
     steps.append(("no_anti_user", ablation_users,
                   branch(ctx.personalizer, ablation_users, anti_user=False),
                   {**model, "guidance_null": "zeros"}))
@@ -654,7 +666,8 @@ def _retrained_steps(ctx: _Context, ablation_users: list[M.EvalUser], users_dir:
             return M.with_user_branch(ctx.pipe, _personalizer(config, str(variant.folder),
                                                               variant.name),
                                       ctx.profiles, ablation_users, ctx.plan, ctx.settings,
-                                      guidance=config.user_guidance)
+                                      guidance=config.user_guidance,
+                                      away_content=config.away_content)
         steps.append((variant.name, ablation_users, make,
                       {"model": identity, **guidance_key(config)}))
     return steps
@@ -729,7 +742,8 @@ def _loop(ctx: _Context) -> dict[str, Any]:
         images = _loop_images(
             ctx, "prefgen", {"users": [u.user_id for u in ctx.users], **model},
             lambda: M.with_user_branch(ctx.pipe, ctx.personalizer, ctx.profiles, ctx.users,
-                                       plan, ctx.settings, guidance=config.user_guidance).images)
+                                       plan, ctx.settings, guidance=config.user_guidance,
+                                       away_content=config.away_content).images)
     else:
         images = _load_images(ctx.out / "methods" / "prefgen.npy")
     return {**_loop_on(ctx, "prefgen", model, images, base, plan), "ceiling": ceiling}
