@@ -226,6 +226,15 @@ def test_away_text_is_the_away_half_of_the_difference(world, one_torch_thread):
                        run(user_guidance_scale=0.0))
     assert not torch.equal(run(user_guidance_scale=0.7, user_negative_prompt=aways),
                            run(user_guidance_scale=0.7))
+    # The away half weighed apart: each half against the base model's conditional prediction.
+    expected = (base[0] + 2.0 * (base[1] - base[0]) + 0.7 * (toward - base[1])
+                - 1.4 * (away - base[1]))
+    clean = pipe.scheduler.step(expected, timestep, latents).prev_sample
+    torch.testing.assert_close(
+        run(user_guidance_scale=0.7, user_away_scale=1.4, user_negative_prompt=aways),
+        (pipe.unpatchify(clean).clamp(-1, 1) + 1) / 2, atol=1e-5, rtol=0)
+    assert torch.equal(run(user_guidance_scale=0.7, user_away_scale=0.7),
+                       run(user_guidance_scale=0.7))  # equal weights: the plain difference
     with pytest.raises(ValueError, match="user_negative_prompt"):
         run(user_negative_prompt=aways)  # without drift-free guidance it means nothing
 

@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from finexl.eval.prefgen.chunks import _save_chunk, made_in_chunks
+from finexl.eval.prefgen.chunks import _assemble, _save_chunk, made_in_chunks
 from finexl.eval.prefgen.methods import MethodImages
 
 USERS = [f"u{i:03d}" for i in range(11)]
@@ -140,3 +140,18 @@ def test_two_processes_share_the_chunks_and_assemble_the_same_images(tmp_path):
     assert len(set(made)) == len(made)
     assert np.array_equal(results[0], results[1])  # ... and both see all of them
     assert np.allclose(results[0], _quantised(_images_of(USERS).images), atol=1e-6)
+
+
+def test_assembled_info_averages_times_and_sums_user_counts(tmp_path):
+    sizes, infos = (3, 1), ({"profile_seconds": 1.0, "users_with_content_dislikes": 2,
+                             "guidance": "drift-free"},
+                            {"profile_seconds": 5.0, "users_with_content_dislikes": 1,
+                             "guidance": "drift-free"})
+    paths = []
+    for k, (n, info) in enumerate(zip(sizes, infos)):
+        paths.append(tmp_path / f"chunk_{k}.npz")
+        _save_chunk(paths[-1], MethodImages(np.zeros((n, 2, 4, 4, 3)), 1.0, info))
+    info = _assemble(paths).info
+    assert info["profile_seconds"] == 2.0  # (3 * 1 + 1 * 5) / 4
+    assert info["users_with_content_dislikes"] == 3 and info["chunks"] == 2
+    assert info["guidance"] == "drift-free"

@@ -83,13 +83,15 @@ def _variant(ctx, param, values):
 @click.option("--no-away-content", is_flag=True,
               help="Do not name each profile's disliked content in drift-free guidance's away"
                    " text (the PrefGen of sessions 6-8; the ablation no_away_content).")
+@click.option("--away-weight", default=1.0, show_default=True, type=float,
+              help="Drift-free guidance: the away half's weight over the toward half's.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 def eval_prefgen(out_dir, data_dir, model, stand_in, n_users, n_ablation_users, n_prompts,
                  n_seeds, loop_prompts, steps, lora_users, lora_steps, shift_strength, n_reference,
                  user_guidance, no_ablations, no_loop, baselines_only, variants, retrain_recipe,
                  retrain_data, retrain_from, retrain, only, markdown, report_only, no_away_content,
-                 seed, quiet):
+                 away_weight, seed, quiet):
     """PrefGen on held-out users: baselines, ablations, judges, and FineXL's recovery."""
     from finexl.eval.prefgen.report import checks, lambda_curve_png, update_results
     from finexl.eval.prefgen.report import markdown as render
@@ -110,7 +112,8 @@ def eval_prefgen(out_dir, data_dir, model, stand_in, n_users, n_ablation_users, 
         retrain_data=str(retrain_data) if retrain_data else None, retrain=tuple(retrain),
         retrain_from=tuple(str(f) for f in retrain_from),
         seed=seed, n_reference=n_reference, ablations=not no_ablations, loop=not no_loop,
-        personal=not baselines_only, only=tuple(only), away_content=not no_away_content)
+        personal=not baselines_only, only=tuple(only), away_content=not no_away_content,
+        away_weight=away_weight)
     if report_only:
         result = read_result(Path(out_dir))
         lambda_curve_png(result, Path(out_dir) / "lambda_curve.png")

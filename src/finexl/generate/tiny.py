@@ -136,6 +136,7 @@ class FinexlTinyPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin, IPAd
         ip_adapter_image_embeds: list[torch.Tensor] | None = None,
         user_guidance_scale: float | None = None,
         user_negative_prompt: str | Sequence[str] | None = None,
+        user_away_scale: float | None = None,
     ):
         """Generate images for ``prompt``.
 
@@ -165,6 +166,12 @@ class FinexlTinyPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin, IPAd
         one per prompt (default: the prompt itself). A user's disliked content named there
         ("a star, red") is moved away from with the same weight w, so w = 0 is still the base
         model exactly.
+
+        ``user_away_scale`` w_a (drift-free only; default w): weigh the two halves apart, each
+        against the base model's own conditional prediction c:
+        ``w * (eps(prompt, embeds) - c) - w_a * (eps(away, null embeds) - c)``; with w_a = w
+        that is the difference above, and w_a > w moves further from what the user dislikes
+        (what the branch gives everyone then survives with weight w - w_a).
         """
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         prompts = [p for p in prompts for _ in range(num_images_per_prompt)]
@@ -177,8 +184,10 @@ class FinexlTinyPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin, IPAd
         if by_difference and ip_adapter_image_embeds is None:
             raise ValueError("user_guidance_scale needs ip_adapter_image_embeds (user and null"
                              " rows)")
-        if user_negative_prompt is not None and not by_difference:
-            raise ValueError("user_negative_prompt needs user_guidance_scale")
+        if (user_negative_prompt is not None or user_away_scale is not None) \
+                and not by_difference:
+            raise ValueError("user_negative_prompt and user_away_scale need"
+                             " user_guidance_scale")
         image_embeds = self._check_image_embeds(
             ip_adapter_image_embeds, len(prompts) * (2 if guided or by_difference else 1))
         prompt_hidden, prompt_pooled = hidden, pooled
@@ -216,15 +225,20 @@ class FinexlTinyPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin, IPAd
                                               [e.chunk(2)[1] for e in image_embeds])
             else:
                 prediction = self.denoise(model_input, t, hidden, pooled, image_embeds)
+            conditional = prediction
             if guided:
                 unconditional, conditional = prediction.chunk(2)
                 prediction = unconditional + guidance_scale * (conditional - unconditional)
-            if by_difference and user_guidance_scale:
+            if by_difference and (user_guidance_scale or user_away_scale):
                 pair = self.scheduler.scale_model_input(torch.cat([latents] * 2), t)
                 away, toward = self.denoise(pair, t, torch.cat([away_hidden, prompt_hidden]),
                                             torch.cat([away_pooled, prompt_pooled]),
                                             image_embeds).chunk(2)
-                prediction = prediction + user_guidance_scale * (toward - away)
+                if user_away_scale is None or user_away_scale == user_guidance_scale:
+                    prediction = prediction + user_guidance_scale * (toward - away)
+                else:
+                    prediction = (prediction + user_guidance_scale * (toward - conditional)
+                                  - user_away_scale * (away - conditional))
             latents = self.scheduler.step(prediction, t, latents).prev_sample
         images = (self.unpatchify(latents.float()).clamp(-1, 1) + 1) / 2
         images = self._to_output(images, output_type)

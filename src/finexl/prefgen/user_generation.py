@@ -89,7 +89,7 @@ def branch_scale(guidance: str, scale: float) -> float:
 def user_call_arguments(embedding, batch: int, *, guidance: str, scale: float,
                         guidance_scale: float | None, dtype, device,
                         null_embedding=None, prompts: list[str] | None = None,
-                        avoid=()) -> dict[str, Any]:
+                        avoid=(), away_weight: float = 1.0) -> dict[str, Any]:
     """The pipeline arguments that condition ``batch`` images on a user.
 
     ``embedding`` and ``null_embedding`` (what guidance moves away from; None: zeros) are one
@@ -98,6 +98,8 @@ def user_call_arguments(embedding, batch: int, *, guidance: str, scale: float,
     ``user_guidance_scale`` = λ (``scale``). ``avoid``: disliked content words, one tuple
     for the batch or one per image; with drift-free guidance and ``prompts`` they become the
     away half's text (``user_negative_prompt``) wherever the prompt leaves their slot free.
+    ``away_weight`` ρ (drift-free only): the away half weighs ρ·λ (``user_away_scale``), the
+    toward half λ; ρ = 1 is the plain difference.
     """
     from finexl.prefgen.user_branch import pipeline_user_embeds
 
@@ -107,6 +109,8 @@ def user_call_arguments(embedding, batch: int, *, guidance: str, scale: float,
                                   null_embedding=null_embedding)
     arguments = {"ip_adapter_image_embeds": embeds} | (
         {"user_guidance_scale": scale} if drift_free else {})
+    if drift_free and away_weight != 1.0:
+        arguments["user_away_scale"] = away_weight * scale
     if drift_free and prompts is not None and any(avoid):
         from finexl.prefgen.content import away_prompt
 

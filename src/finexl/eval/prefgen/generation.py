@@ -35,7 +35,8 @@ def _generators(plan: Sequence[PlannedImage]):
 def sample(pipe, plan: Sequence[PlannedImage], settings: SamplingSettings, *,
            user_rows: np.ndarray | None = None, null_rows: np.ndarray | None = None,
            user_guidance_scale: float | None = None,
-           avoid: Sequence[tuple[str, ...]] | None = None) -> np.ndarray:
+           avoid: Sequence[tuple[str, ...]] | None = None,
+           away_weight: float = 1.0) -> np.ndarray:
     """Float images ``(len(plan), h, w, 3)`` in [0, 1].
 
     ``user_rows`` ``(len(plan), dim)``: one user embedding per image, for a pipeline with a
@@ -43,7 +44,8 @@ def sample(pipe, plan: Sequence[PlannedImage], settings: SamplingSettings, *,
     zeros). ``user_guidance_scale``: guide drift-free with that weight (the tiny pipeline's
     ``user_guidance_scale``; finexl generate's default there), else the null half.
     ``avoid``: per image, the disliked content words named in the away half's text
-    (drift-free only; :func:`finexl.prefgen.content.away_prompt`).
+    (drift-free only; :func:`finexl.prefgen.content.away_prompt`); ``away_weight``: the away
+    half's weight over the toward half's (drift-free only; 1: the plain difference).
     """
     from finexl.prefgen.user_generation import DRIFT_FREE, NULL_HALF, user_call_arguments
 
@@ -60,7 +62,7 @@ def sample(pipe, plan: Sequence[PlannedImage], settings: SamplingSettings, *,
                 device=pipe.unet.device,
                 null_embedding=None if null_rows is None else null_rows[rows],
                 prompts=[p.prompt for p in chunk],
-                avoid=() if avoid is None else list(avoid[rows]))
+                avoid=() if avoid is None else list(avoid[rows]), away_weight=away_weight)
         images = pipe([p.prompt for p in chunk], num_inference_steps=settings.steps,
                       guidance_scale=settings.guidance, generator=_generators(chunk),
                       output_type="np", **kwargs).images
@@ -71,7 +73,8 @@ def sample(pipe, plan: Sequence[PlannedImage], settings: SamplingSettings, *,
 def sample_users(pipe, plan: Sequence[PlannedImage], embeddings: np.ndarray,
                  settings: SamplingSettings, *, null_embeddings: np.ndarray | None = None,
                  user_guidance_scale: float | None = None,
-                 avoid: Sequence[tuple[str, ...]] | None = None) -> np.ndarray:
+                 avoid: Sequence[tuple[str, ...]] | None = None,
+                 away_weight: float = 1.0) -> np.ndarray:
     """``(n_users, len(plan), h, w, 3)``: every user's plan, users batched together;
     ``avoid``: each user's disliked content words (see :func:`sample`)."""
     def per_image(rows):
@@ -81,7 +84,8 @@ def sample_users(pipe, plan: Sequence[PlannedImage], embeddings: np.ndarray,
     images = sample(pipe, flat_plan, settings, user_rows=per_image(embeddings),
                     null_rows=None if null_embeddings is None else per_image(null_embeddings),
                     user_guidance_scale=user_guidance_scale,
-                    avoid=None if avoid is None else [a for a in avoid for _ in plan])
+                    avoid=None if avoid is None else [a for a in avoid for _ in plan],
+                    away_weight=away_weight)
     return images.reshape(len(embeddings), len(plan), *images.shape[1:])
 
 

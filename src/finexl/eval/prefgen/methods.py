@@ -95,7 +95,7 @@ def with_user_branch(pipe, personalizer: Personalizer, profiles: ProfileCache,
                      settings: SamplingSettings, *, scale: float = 1.0,
                      drop: Sequence[str] = (), n_liked: int | None = None,
                      anti_user: bool = True, guidance: str = DRIFT_FREE,
-                     away_content: bool = False) -> MethodImages:
+                     away_content: bool = False, away_weight: float = 1.0) -> MethodImages:
     """Profile every user, then generate for them with λ = ``scale``.
 
     ``anti_user``: guidance moves away from each profile's anti-user (as ``finexl generate
@@ -103,7 +103,8 @@ def with_user_branch(pipe, personalizer: Personalizer, profiles: ProfileCache,
     scale 1, λ weighing the difference) or ``null-half`` (the branch at λ, the anti-user in
     guidance's null half), as in ``finexl.prefgen.user_generation``. ``away_content``:
     drift-free guidance names each profile's disliked content in the away half's text, as
-    ``finexl generate --user`` does.
+    ``finexl generate --user`` does; ``away_weight``: the away half's weight over the toward
+    half's (drift-free; 1 is the plain difference).
     """
     from finexl.prefgen.user_branch import unload_user_branch
     from finexl.prefgen.user_generation import content_dislikes
@@ -123,7 +124,8 @@ def with_user_branch(pipe, personalizer: Personalizer, profiles: ProfileCache,
         images = sample_users(pipe, plan, np.stack(embeddings), settings,
                               null_embeddings=np.stack(nulls),
                               user_guidance_scale=scale if drift_free else None,
-                              avoid=avoid if drift_free and any(avoid) else None)
+                              avoid=avoid if drift_free and any(avoid) else None,
+                              away_weight=away_weight if drift_free else 1.0)
         generation = (time.perf_counter() - start) / len(users)
     finally:
         unload_user_branch(pipe)
@@ -131,7 +133,7 @@ def with_user_branch(pipe, personalizer: Personalizer, profiles: ProfileCache,
                         {"profile_seconds": float(np.mean(profile_seconds)),
                          "generation_seconds": generation, "scale": scale, "drop": list(drop),
                          "n_liked": n_liked, "anti_user": anti_user, "guidance": guidance,
-                         "away_content": away_content,
+                         "away_content": away_content, "away_weight": away_weight,
                          "users_with_content_dislikes": int(sum(bool(a) for a in avoid))})
 
 

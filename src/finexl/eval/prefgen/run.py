@@ -68,6 +68,8 @@ class PrefGenEvalConfig:
     # Drift-free methods name each profile's disliked content (object colour, background) in
     # the away half's text, as finexl generate --user does (prefgen/content.py).
     away_content: bool = True
+    # The away half's weight over the toward half's in drift-free guidance (1: the difference).
+    away_weight: float = 1.0
     n_reference: int | None = 8  # liked images per profile (None: all a user has)
     reference_counts: tuple[int, ...] = (2, 4, 8, 16)
     ablations: bool = True  # run the ablations (no_*, refs_*, lambda_*, variants)
@@ -372,6 +374,8 @@ def guidance_key(config: PrefGenEvalConfig, guidance: str | None = None) -> dict
     """
     guidance = guidance or config.user_guidance
     away = {"away_content": True} if guidance != NULL_HALF and config.away_content else {}
+    if guidance != NULL_HALF and config.away_weight != 1.0:
+        away["away_weight"] = config.away_weight
     return {"guidance_null": "anti_user"} | (
         {"user_guidance": guidance} if guidance != NULL_HALF else {}) | away
 
@@ -555,6 +559,7 @@ def _method_steps(ctx: _Context, ablation_users: list[M.EvalUser], users_dir: Pa
     def branch(personalizer, method_users, **kwargs):
         kwargs.setdefault("guidance", config.user_guidance)
         kwargs.setdefault("away_content", config.away_content)
+        kwargs.setdefault("away_weight", config.away_weight)
         return PerUser(lambda chunk: M.with_user_branch(ctx.pipe, personalizer, ctx.profiles,
                                                         chunk, plan, settings, **kwargs))
 
@@ -619,8 +624,8 @@ def _method_steps(ctx: _Context, ablation_users: list[M.EvalUser], users_dir: Pa
     if config.away_content and config.user_guidance != NULL_HALF:
         steps.append(("no_away_content", ablation_users,
                       branch(ctx.personalizer, ablation_users, away_content=False),
-                      {"model": model_identity(config), "guidance_null": "anti_user",
-                       "user_guidance": config.user_guidance}))
+                      {"model": model_identity(config),
+                       **{k: v for k, v in guidance_key(config).items() if k != "away_content"}}))
     steps.append(("no_anti_user", ablation_users,
                   branch(ctx.personalizer, ablation_users, anti_user=False),
                   {**model, "guidance_null": "zeros"}))
