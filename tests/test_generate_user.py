@@ -141,98 +141,87 @@ def test_drift_free_guidance_cancels_what_the_branch_gives_everyone(world, profi
     assert _pngs(tmp_path / "itself-null") != _pngs(tmp_path / "base")
 
 
+class _OneStep:
+    """One DDIM step of the tiny pipeline with a user branch, and its parts by hand:
+    ``base`` (unconditional, conditional; branch off), ``toward`` (prompt, user; branch on),
+    ``away`` (away texts, anti-user; branch on)."""
+
+    def __init__(self, world, prompts, aways, seeds):
+        from diffusers.utils.torch_utils import randn_tensor
+
+        from finexl.generate.tiny import load_tiny_pipeline
+
+        self.pipe = pipe = load_tiny_pipeline(world.model)
+        loaders.load_user_branch(pipe, user_generation.branch_for(world.model, world.prefgen),
+                                 scale=1.0)
+        self.prompts = prompts
+        user, anti = (torch.randn(2, 1, EMBED_DIM, generator=torch.Generator().manual_seed(k))
+                      for k in seeds)
+        self.embeds = [torch.cat([anti, user])]
+        side = pipe.default_size // pipe.patch_size
+        self.latents = randn_tensor((2, 3 * pipe.patch_size ** 2, side, side),
+                                    generator=self._generators())
+        pipe.scheduler.set_timesteps(1)
+        self.timestep = pipe.scheduler.timesteps[0]
+        with torch.no_grad():
+            self.base = self._prediction(0.0, [""] * 2, anti), self._prediction(0.0, prompts, user)
+            self.toward = self._prediction(1.0, prompts, user)
+            self.away = self._prediction(1.0, aways, anti)
+
+    @staticmethod
+    def _generators():
+        return [torch.Generator().manual_seed(s) for s in (0, 1)]
+
+    def _prediction(self, scale, text_rows, rows):
+        user_branch.set_user_branch_scale(self.pipe, scale)
+        hidden, pooled = self.pipe.encode_prompt(text_rows)
+        return self.pipe.denoise(self.latents, self.timestep, hidden, pooled, [rows])
+
+    def run(self, **extra):
+        return self.pipe(self.prompts, num_inference_steps=1, guidance_scale=2.0,
+                         generator=self._generators(), output_type="pt",
+                         ip_adapter_image_embeds=self.embeds, **extra).images
+
+    def guided(self):
+        """The base model's own guided prediction (guidance scale 2)."""
+        return self.base[0] + 2.0 * (self.base[1] - self.base[0])
+
+    def image(self, prediction):
+        clean = self.pipe.scheduler.step(prediction, self.timestep, self.latents).prev_sample
+        return (self.pipe.unpatchify(clean).clamp(-1, 1) + 1) / 2
+
+
 def test_drift_free_step_is_the_base_step_plus_the_weighted_difference(world, one_torch_thread):
     """One DDIM step of the pipeline against the formula computed by hand."""
-    from finexl.generate.tiny import load_tiny_pipeline
-
-    pipe = load_tiny_pipeline(world.model)
-    loaders.load_user_branch(pipe, user_generation.branch_for(world.model, world.prefgen),
-                             scale=1.0)
-    user, anti = (torch.randn(2, 1, EMBED_DIM, generator=torch.Generator().manual_seed(k))
-                  for k in (1, 2))
-    embeds = [torch.cat([anti, user])]
-
-    def run(**extra):
-        generator = [torch.Generator().manual_seed(s) for s in (0, 1)]
-        return pipe(["a red ball", "a blue ball"], num_inference_steps=1, guidance_scale=2.0,
-                    generator=generator, output_type="pt", ip_adapter_image_embeds=embeds,
-                    **extra).images
-
-    def prediction(scale, text_rows, rows):
-        user_branch.set_user_branch_scale(pipe, scale)
-        hidden, pooled = pipe.encode_prompt(text_rows)
-        return pipe.denoise(latents, timestep, hidden, pooled, [rows])
-
-    from diffusers.utils.torch_utils import randn_tensor
-
-    generator = [torch.Generator().manual_seed(s) for s in (0, 1)]
-    side = pipe.default_size // pipe.patch_size
-    latents = randn_tensor((2, 3 * pipe.patch_size ** 2, side, side), generator=generator)
-    pipe.scheduler.set_timesteps(1)
-    timestep = pipe.scheduler.timesteps[0]
-    prompts = ["a red ball", "a blue ball"]
-    with torch.no_grad():
-        base = prediction(0.0, [""] * 2, anti), prediction(0.0, prompts, user)
-        toward, away = prediction(1.0, prompts, user), prediction(1.0, prompts, anti)
+    step = _OneStep(world, ["a red ball", "a blue ball"], ["a red ball", "a blue ball"], (1, 2))
     for weight in (0.0, 0.7):
-        expected = base[0] + 2.0 * (base[1] - base[0]) + weight * (toward - away)
-        clean = pipe.scheduler.step(expected, timestep, latents).prev_sample
-        images = ((pipe.unpatchify(clean).clamp(-1, 1) + 1) / 2)
-        torch.testing.assert_close(run(user_guidance_scale=weight), images, atol=1e-5, rtol=0)
-    assert user_branch.has_user_branch(pipe)
-    assert all(p.scale == [1.0] for p in pipe.unet.attn_processors.values()
+        expected = step.guided() + weight * (step.toward - step.away)
+        torch.testing.assert_close(step.run(user_guidance_scale=weight), step.image(expected),
+                                   atol=1e-5, rtol=0)
+    assert user_branch.has_user_branch(step.pipe)
+    assert all(p.scale == [1.0] for p in step.pipe.unet.attn_processors.values()
                if isinstance(getattr(p, "scale", None), list))  # restored after each step
 
 
 def test_away_text_is_the_away_half_of_the_difference(world, one_torch_thread):
     """user_negative_prompt replaces the prompt in the away half only: one step against the
     formula by hand, and weight 0 is the base step whatever the away text says."""
-    from diffusers.utils.torch_utils import randn_tensor
-
-    from finexl.generate.tiny import load_tiny_pipeline
-
-    pipe = load_tiny_pipeline(world.model)
-    loaders.load_user_branch(pipe, user_generation.branch_for(world.model, world.prefgen),
-                             scale=1.0)
-    user, anti = (torch.randn(2, 1, EMBED_DIM, generator=torch.Generator().manual_seed(k))
-                  for k in (3, 4))
-    prompts, aways = ["a ball", "a ball on grass"], ["red a ball", "blue a ball on grass"]
-
-    def run(**extra):
-        generator = [torch.Generator().manual_seed(s) for s in (0, 1)]
-        return pipe(prompts, num_inference_steps=1, guidance_scale=2.0, generator=generator,
-                    output_type="pt", ip_adapter_image_embeds=[torch.cat([anti, user])],
-                    **extra).images
-
-    def prediction(scale, text_rows, rows):
-        user_branch.set_user_branch_scale(pipe, scale)
-        hidden, pooled = pipe.encode_prompt(text_rows)
-        return pipe.denoise(latents, timestep, hidden, pooled, [rows])
-
-    generator = [torch.Generator().manual_seed(s) for s in (0, 1)]
-    side = pipe.default_size // pipe.patch_size
-    latents = randn_tensor((2, 3 * pipe.patch_size ** 2, side, side), generator=generator)
-    pipe.scheduler.set_timesteps(1)
-    timestep = pipe.scheduler.timesteps[0]
-    with torch.no_grad():
-        base = prediction(0.0, [""] * 2, anti), prediction(0.0, prompts, user)
-        toward, away = prediction(1.0, prompts, user), prediction(1.0, aways, anti)
-    expected = base[0] + 2.0 * (base[1] - base[0]) + 0.7 * (toward - away)
-    clean = pipe.scheduler.step(expected, timestep, latents).prev_sample
-    images = (pipe.unpatchify(clean).clamp(-1, 1) + 1) / 2
-    torch.testing.assert_close(run(user_guidance_scale=0.7, user_negative_prompt=aways), images,
-                               atol=1e-5, rtol=0)
+    aways = ["red a ball", "blue a ball on grass"]
+    step = _OneStep(world, ["a ball", "a ball on grass"], aways, (3, 4))
+    run = step.run
+    expected = step.guided() + 0.7 * (step.toward - step.away)
+    torch.testing.assert_close(run(user_guidance_scale=0.7, user_negative_prompt=aways),
+                               step.image(expected), atol=1e-5, rtol=0)
     assert torch.equal(run(user_guidance_scale=0.0, user_negative_prompt=aways),
                        run(user_guidance_scale=0.0))
     assert not torch.equal(run(user_guidance_scale=0.7, user_negative_prompt=aways),
                            run(user_guidance_scale=0.7))
     # The away half weighed apart: each half against the base model's conditional prediction.
-    expected = (base[0] + 2.0 * (base[1] - base[0]) + 0.7 * (toward - base[1])
-                - 1.4 * (away - base[1]))
-    clean = pipe.scheduler.step(expected, timestep, latents).prev_sample
+    expected = (step.guided() + 0.7 * (step.toward - step.base[1])
+                - 1.4 * (step.away - step.base[1]))
     torch.testing.assert_close(
         run(user_guidance_scale=0.7, user_away_scale=1.4, user_negative_prompt=aways),
-        (pipe.unpatchify(clean).clamp(-1, 1) + 1) / 2, atol=1e-5, rtol=0)
+        step.image(expected), atol=1e-5, rtol=0)
     assert torch.equal(run(user_guidance_scale=0.7, user_away_scale=0.7),
                        run(user_guidance_scale=0.7))  # equal weights: the plain difference
     with pytest.raises(ValueError, match="user_negative_prompt"):
