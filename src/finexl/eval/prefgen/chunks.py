@@ -94,9 +94,19 @@ def _claim(path: Path) -> bool:
     return False
 
 
+def to_stored(images: np.ndarray) -> np.ndarray:
+    """Float images in [0, 1] as every saved method keeps them: uint8."""
+    return np.round(np.clip(images, 0, 1) * 255).astype(np.uint8)
+
+
+def from_stored(stored: np.ndarray) -> np.ndarray:
+    """Saved uint8 images back as float32 in [0, 1]."""
+    return stored.astype(np.float32) / 255
+
+
 def _save_chunk(path: Path, made: MethodImages) -> None:
     buffer = io.BytesIO()
-    np.savez(buffer, images=np.round(np.clip(made.images, 0, 1) * 255).astype(np.uint8),
+    np.savez(buffer, images=to_stored(made.images),
              seconds_per_user=np.float64(made.seconds_per_user),
              info=np.array(json.dumps(made.info, default=str)))
     write_atomic(path, buffer.getvalue())
@@ -106,7 +116,7 @@ def _assemble(paths: Sequence[Path]) -> MethodImages:
     images, seconds, infos, sizes = [], [], [], []
     for path in paths:
         with np.load(path) as chunk:
-            images.append(chunk["images"].astype(np.float32) / 255)
+            images.append(from_stored(chunk["images"]))
             seconds.append(float(chunk["seconds_per_user"]))
             infos.append(json.loads(str(chunk["info"])))
         sizes.append(len(images[-1]))

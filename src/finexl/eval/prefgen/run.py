@@ -28,7 +28,7 @@ import numpy as np
 
 from finexl.errors import FinexlError
 from finexl.eval.prefgen import methods as M
-from finexl.eval.prefgen.chunks import made_in_chunks
+from finexl.eval.prefgen.chunks import from_stored, made_in_chunks, to_stored
 from finexl.eval.prefgen.generation import SamplingSettings
 from finexl.eval.prefgen.judges import JudgeSet, StyleJudge, calibrate_on_pool, content_accuracy
 from finexl.eval.prefgen.metrics import PlannedImage, UserTaste, preference_similarity, score_method
@@ -230,12 +230,12 @@ def _save_images(path: Path, images: np.ndarray) -> None:
     from finexl.store.files import write_atomic
 
     buffer = io.BytesIO()
-    np.save(buffer, np.round(np.clip(images, 0, 1) * 255).astype(np.uint8))
+    np.save(buffer, to_stored(images))
     write_atomic(path, buffer.getvalue())
 
 
 def _load_images(path: Path) -> np.ndarray:
-    return np.load(path).astype(np.float32) / 255
+    return from_stored(np.load(path))
 
 
 def judges_from_dict(record: dict[str, Any]) -> JudgeSet:
