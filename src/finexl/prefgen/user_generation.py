@@ -21,6 +21,10 @@ is what every step moves away from, as a negative prompt does for text; ``anti_u
 
 docs/PREFGEN.md §8 ("Session 6" and "Session 5") has what each changed.
 
+With drift-free guidance, the content the profile says the user dislikes (an object colour,
+a background: ``prefgen.content``) is also named in the away half's *text* ("red a star"
+for "a star"), wherever the prompt leaves that slot free; the records name it (``avoid``).
+
 Checks, each a one-line ``FinexlError`` before any image is made: λ within
 [0, ``MAX_USER_SCALE``]; a model with no user branch for it; a profile made with another
 PrefGen model (its fingerprint differs from the one the branch was trained with); a branch
