@@ -4,6 +4,7 @@ errors for a profile or model that cannot go together."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -254,6 +255,12 @@ def test_a_profile_s_disliked_content_is_named_in_the_away_text(world, profiles,
     assert records[0]["avoid"] == ["red object"]
     # Same embedding (seed 0), only the away text differs.
     assert _pngs(tmp_path / "picky") != _pngs(tmp_path / "plain")
+    # --no-away-content: the plain profile's images; into the folder made with it: refused.
+    off = dataclasses.replace(config(tmp_path / "off", picky, 1.0), away_content=False)
+    generate(off)
+    assert _pngs(tmp_path / "off") == _pngs(tmp_path / "plain")
+    with pytest.raises(FinexlError, match="avoid"):
+        generate(dataclasses.replace(off, out_dir=tmp_path / "picky"))
 
 
 def test_a_caller_pipeline_gets_its_processors_back(world, profiles, tmp_path,

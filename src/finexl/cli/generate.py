@@ -43,12 +43,15 @@ import click
               help="With --user: drift-free adds λ·(user − anti-user) to the base model's step"
               " (finexl tiny pipelines); null-half puts the anti-user in guidance's null half"
               " (any diffusers pipeline); auto picks drift-free where it can run.")
+@click.option("--away-content/--no-away-content", default=True, show_default=True,
+              help="With --user and drift-free guidance: name the colour and background the"
+              " profile dislikes in the away half's text where the prompt leaves them free.")
 @click.option("--prefgen-model", help="The PrefGen model whose user branch conditions --model"
               " (default for builtin:tiny: builtin:prefgen-tiny).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def generate(model, loras, prompts, out_dir, prompt_count, n_seeds, seed_offset, steps, guidance,
              size, negative_prompt, batch_size, device, dtype, single_file_config, user,
-             user_scale, anti_user, user_guidance, prefgen_model, quiet):
+             user_scale, anti_user, user_guidance, away_content, prefgen_model, quiet):
     """Generate images with shared seeds (resumable), for finexl explain."""
     from finexl.generate.pipelines import parse_lora_spec
     from finexl.generate.run import GenerateConfig
@@ -60,7 +63,8 @@ def generate(model, loras, prompts, out_dir, prompt_count, n_seeds, seed_offset,
         steps=steps, guidance=guidance, size=size, negative_prompt=negative_prompt,
         batch_size=batch_size, device=device, dtype=dtype, single_file_config=single_file_config,
         user=str(user) if user is not None else None, user_scale=user_scale,
-        prefgen_model=prefgen_model, anti_user=anti_user, user_guidance=user_guidance)
+        prefgen_model=prefgen_model, anti_user=anti_user, user_guidance=user_guidance,
+        away_content=away_content)
     records = run_generate(config, progress=not quiet)
     click.echo(f"{len(records)} images in {out_dir} (metadata.jsonl beside them)")
 

@@ -27,7 +27,8 @@ logger = logging.getLogger(__name__)
 
 # Settings that must agree for an image on disk to be reused by a rerun.
 _RESUME_KEYS = ("prompt", "seed", "model", "loras", "negative_prompt", "steps", "guidance",
-                "size", "user", "user_scale", "prefgen_model", "anti_user", "user_guidance")
+                "size", "user", "user_scale", "prefgen_model", "anti_user", "user_guidance",
+                "avoid")
 _MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed's range
 
 
@@ -63,6 +64,7 @@ class GenerateConfig:
     prefgen_model: str | None = None  # whose user branch; None: the model's default
     anti_user: bool = True  # guide away from the profile's anti-user (its dislikes)
     user_guidance: str = "auto"  # drift-free, null-half, or auto (drift-free where it can)
+    away_content: bool = True  # drift-free: name the profile's disliked content in away text
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "loras", tuple(
@@ -194,7 +196,7 @@ def _matches(wanted: dict[str, Any], existing: dict[str, Any]) -> str | None:
 
 # Settings a record leaves out when they have this value (so older records still match;
 # UserConditioning.record leaves them out).
-_UNRECORDED = {"anti_user": False, "user_guidance": "null-half"}
+_UNRECORDED = {"anti_user": False, "user_guidance": "null-half", "avoid": []}
 
 
 def _setting(record: dict[str, Any], key: str) -> Any:
@@ -284,7 +286,7 @@ def generate(config: GenerateConfig, *, progress: bool = False,
 
         user = resolve_user(config.user, config.model, prefgen_model=config.prefgen_model,
                             scale=config.user_scale, anti_user=config.anti_user,
-                            guidance=config.user_guidance)
+                            guidance=config.user_guidance, away_content=config.away_content)
     out_dir = Path(config.out_dir)
     jobs = plan_jobs(config, load_prompt_records(config))
     # The check against metadata.jsonl and the writes are one critical section: a concurrent
