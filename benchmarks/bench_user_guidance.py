@@ -3,8 +3,11 @@
 ``finexl generate`` (the Python call, one pipeline loaded once) makes the same N images
 (prompts from ``builtin:tiny``, one seed each) three ways: no user, ``--user-guidance
 null-half`` (one UNet call per step, the branch in it) and ``drift-free`` (two UNet calls per
-step: the base model's guided step, then user and anti-user). The three are run in turn,
-R rounds, each into a fresh folder, so a load change on this shared machine hits all three;
+step: the base model's guided step, then user and anti-user). Then the away text: on
+prompts that leave the object colour free ("a star"), a profile whose disliked images all
+show a blue object, drift-free with and without ``--no-away-content`` (the away half's text
+then reads "blue a star": text encoding only, no extra UNet call). All ways are run in turn,
+R rounds, each into a fresh folder, so a load change on this shared machine hits all of them;
 the ratios of the medians are the figures to read.
 
     python benchmarks/bench_user_guidance.py [--images 16] [--steps 20] [--repeats 3]
@@ -40,17 +43,40 @@ def main(argv=None) -> dict:
     from finexl.prefgen.pool import draw_scenes, pool_prompts
 
     scenes = [Image.fromarray(s) for s in draw_scenes(pool_prompts(16, seed=5))]
+    specs = pool_prompts(44, seed=11)  # colours cycle: four blue specs, redrawn twice each
+    blue = [dict(b, seed=b["seed"] + 100 * k) for k in range(2) for b in specs
+            if b["prompt_colour"] == "blue"]
+    others = [s for s in specs if s["prompt_colour"] not in ("blue", "white", "gray")][:8]
     pipe = load_pipeline("builtin:tiny")
     ways = {"no user": {}, "null-half": {"user_guidance": "null-half"},
-            "drift-free": {"user_guidance": "drift-free"}}
+            "drift-free": {"user_guidance": "drift-free"},
+            "drift-free, colour-free prompts": {"user_guidance": "drift-free",
+                                                "away_content": False, "free": True},
+            "drift-free + away text, colour-free prompts": {"user_guidance": "drift-free",
+                                                            "free": True}}
     seconds: dict[str, list[float]] = {name: [] for name in ways}
     with tempfile.TemporaryDirectory(prefix="finexl-guidance-") as tmp:
         profile = Path(tmp) / "me.user.safetensors"
-        PrefGenModel.load("builtin:prefgen-tiny").profile(scenes[:8], scenes[8:]).save(profile)
+        model = PrefGenModel.load("builtin:prefgen-tiny")
+        model.profile(scenes[:8], scenes[8:]).save(profile)
+        blue_hater = Path(tmp) / "blue.user.safetensors"
+        made = model.profile([Image.fromarray(s) for s in draw_scenes(others)],
+                             [Image.fromarray(s) for s in draw_scenes(blue)])
+        if "blue object" not in [w for w, _ in made.dislikes]:
+            raise SystemExit("the content reader did not read the blue dislike; nothing to time")
+        made.save(blue_hater)
+        free = Path(tmp) / "free.txt"
+        shapes = ("star", "heart", "circle", "square")
+        free.write_text("".join(f"a {shapes[k % 4]}{' on a white background' * (k % 2)}\n"
+                                for k in range(args.images)))
         for round_ in range(args.repeats + 1):  # round 0 warms up and is not counted
             for name, extra in ways.items():
-                user = {"user": str(profile), **extra} if extra else {}
-                config = GenerateConfig(model="builtin:tiny", prompts="builtin:tiny",
+                extra = dict(extra)
+                on_free = extra.pop("free", False)
+                who = blue_hater if on_free else profile
+                user = {"user": str(who), **extra} if extra else {}
+                config = GenerateConfig(model="builtin:tiny",
+                                        prompts=str(free) if on_free else "builtin:tiny",
                                         prompt_count=args.images, steps=args.steps,
                                         batch_size=8, out_dir=Path(tmp) / f"{name}-{round_}",
                                         **user)
@@ -65,6 +91,8 @@ def main(argv=None) -> dict:
         "drift_free_over_null_half": median["drift-free"] / median["null-half"],
         "drift_free_over_no_user": median["drift-free"] / median["no user"],
         "null_half_over_no_user": median["null-half"] / median["no user"],
+        "away_text_over_drift_free": (median["drift-free + away text, colour-free prompts"]
+                                      / median["drift-free, colour-free prompts"]),
         "machine": machine_info(),
     }
     print("| guidance | s / image (median) | x no user |\n|---|---|---|")

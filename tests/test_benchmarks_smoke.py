@@ -132,15 +132,18 @@ def test_explain_memory_makes_the_largest_allowed_images_and_n_pairs(tmp_path):
     assert len((base / "metadata.jsonl").read_text().splitlines()) == 5
 
 
-def test_user_guidance_bench_makes_every_image_three_ways(tmp_path, capsys, one_torch_thread):
+def test_user_guidance_bench_makes_every_image_every_way(tmp_path, capsys, one_torch_thread):
     pytest.importorskip("diffusers")
     out = tmp_path / "guidance.json"
     results = load_script("bench_user_guidance").main(
         ["--images", "2", "--steps", "2", "--repeats", "1", "--out", str(out)])
     assert json.loads(out.read_text()) == json.loads(json.dumps(results))
     assert {len(v) for v in results["seconds_per_image"].values()} == {1}
-    assert set(results["median_seconds_per_image"]) == {"no user", "null-half", "drift-free"}
-    assert results["drift_free_over_null_half"] > 0 and "| drift-free |" in capsys.readouterr().out
+    assert set(results["median_seconds_per_image"]) == {
+        "no user", "null-half", "drift-free", "drift-free, colour-free prompts",
+        "drift-free + away text, colour-free prompts"}
+    assert results["drift_free_over_null_half"] > 0 and results["away_text_over_drift_free"] > 0
+    assert "| drift-free |" in capsys.readouterr().out
 
 
 def test_prefgen_profile_bench_times_in_process_and_cli(tmp_path, capsys, one_torch_thread):
