@@ -147,3 +147,38 @@ def test_the_profile_words_script_counts_words_by_side_and_kind(tmp_path, capsys
     assert styles["named right"] + styles["missed"] >= 3  # every user likes a style
     assert set(report["top_content"]) == {"likes", "dislikes"}
     assert "likes content" in capsys.readouterr().out
+
+
+def test_the_content_effect_script_splits_users_by_what_the_profile_read(tmp_path, capsys):
+    """scripts/prefgen_content_effect.py on drawn users and planted cells (a smoke test with a
+    known answer: every counted cell half present)."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    from finexl.prefgen.agents import write_agents
+    from finexl.prefgen.pool import build_pool
+
+    pool = build_pool(tmp_path / "pool", 96, generate=draw_scenes)
+    write_agents(tmp_path / "agents", pool, str((tmp_path / "pool").resolve()), 12, n_liked=3,
+                 n_disliked=3)
+    users_file = tmp_path / "agents" / "users.jsonl"
+    lines = [json.loads(line) for line in users_file.read_text().splitlines()]
+    users_file.write_text("".join(json.dumps({**u, "split": "heldout"}) + "\n" for u in lines))
+    cells = [[[1, 2]] * 3 for _ in range(8)]
+    (tmp_path / "run" / "methods").mkdir(parents=True)
+    (tmp_path / "run" / "methods" / "base.json").write_text(
+        json.dumps({"metrics": {"content_cells": {"disliked": cells}}}))
+    path = Path(__file__).parents[1] / "scripts" / "prefgen_content_effect.py"
+    spec = importlib.util.spec_from_file_location("prefgen_content_effect", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    result = script.main(["--run", str(tmp_path / "run"), "--data", str(tmp_path / "agents"),
+                          "--users", "8", "--references", "3", "--method", "base"])
+    with_dislike = sum(any(vocab.ATTRIBUTES[a].slot in ("colour", "background")
+                           for a in u["disliked_attributes"]) for u in lines[:8])
+    assert with_dislike > 0  # these 8 drawn users include content dislikes (seeded)
+    assert result["read"]["users"] + result["missed"]["users"] == with_dislike
+    for group in result.values():
+        assert group["base"] == (0.5 if group["users"] else None)
+    assert "read" in capsys.readouterr().out
