@@ -193,20 +193,13 @@ class FinexlTinyPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin, IPAd
         prompt_hidden, prompt_pooled = hidden, pooled
         away_hidden, away_pooled = hidden, pooled
         if user_negative_prompt is not None:
-            aways = ([user_negative_prompt] * len(prompts) if isinstance(user_negative_prompt, str)
-                     else list(user_negative_prompt))
-            if len(aways) != len(prompts):
-                aways = [a for a in aways for _ in range(num_images_per_prompt)]
-            if len(aways) != len(prompts):
-                raise ValueError(f"user_negative_prompt has {len(aways)} texts for"
-                                 f" {len(prompts)} images")
-            away_hidden, away_pooled = self.encode_prompt(aways)
+            away_hidden, away_pooled = self.encode_prompt(_per_image(
+                user_negative_prompt, "user_negative_prompt", len(prompts),
+                num_images_per_prompt))
         if guided:
-            negatives = negative_prompt if negative_prompt is not None else ""
-            negatives = [negatives] * len(prompts) if isinstance(negatives, str) else list(negatives)
-            if len(negatives) != len(prompts):
-                negatives = [n for n in negatives for _ in range(num_images_per_prompt)]
-            hidden_neg, pooled_neg = self.encode_prompt(negatives)
+            hidden_neg, pooled_neg = self.encode_prompt(_per_image(
+                negative_prompt if negative_prompt is not None else "", "negative_prompt",
+                len(prompts), num_images_per_prompt))
             hidden = torch.cat([hidden_neg, hidden])
             pooled = torch.cat([pooled_neg, pooled])
         p = self.patch_size
@@ -274,6 +267,18 @@ class FinexlTinyPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin, IPAd
 
             return [Image.fromarray((a * 255).round().astype(np.uint8)) for a in array]
         raise ValueError(f"output_type must be 'pil', 'np' or 'pt', got {output_type!r}")
+
+
+def _per_image(texts: str | Sequence[str], name: str, n_images: int,
+               per_prompt: int) -> list[str]:
+    """One text for every image: a single text for all, one per image, or one per prompt
+    (repeated ``per_prompt`` times); anything else is a ``ValueError`` naming ``name``."""
+    texts = [texts] * n_images if isinstance(texts, str) else list(texts)
+    if len(texts) != n_images:
+        texts = [t for t in texts for _ in range(per_prompt)]
+    if len(texts) != n_images:
+        raise ValueError(f"{name} has {len(texts) // per_prompt} texts for {n_images} images")
+    return texts
 
 
 # Building and saving ------------------------------------------------------------------------

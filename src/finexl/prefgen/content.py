@@ -178,7 +178,7 @@ def score_reads(reads: Iterable[Iterable[str]], truths: Iterable[Iterable[str]])
     true = false = missed = 0
     for read, truth in zip(reads, truths):
         got = set(read)
-        wanted = {t for t in truth if vocab.get(t).kind == vocab.CONTENT}
+        wanted = {t for t in truth if vocab.is_content(t)}
         true += len(got & wanted)
         false += len(got - wanted)
         missed += len(wanted - got)
@@ -241,9 +241,10 @@ def away_prompt(prompt: str, dislikes: Iterable[str]) -> str:
     of a slot the prompt leaves free count); ``prompt`` itself when none does."""
     before, after = [], []
     for name in dislikes:
-        if name not in vocab.ATTRIBUTES or vocab.get(name).kind != vocab.CONTENT:
+        if not vocab.is_content(name):
             continue
-        if vocab.get(name).slot not in SLOTS or names_slot(prompt, vocab.get(name).slot):
+        slot = vocab.get(name).slot
+        if slot not in SLOTS or names_slot(prompt, slot):
             continue
         where, text = away_phrase(name)
         (before if where == "before" else after).append(text)

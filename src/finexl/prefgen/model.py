@@ -373,8 +373,7 @@ class PrefGenModel:
             if self.content_reader is None:
                 return read
             # The content reader, not the extractor's list head, names content (section 8).
-            return [(w, p) for w, p in read if w not in vocab.ATTRIBUTES
-                    or vocab.get(w).kind != vocab.CONTENT] + content
+            return [(w, p) for w, p in read if not vocab.is_content(w)] + content
 
         liked_content, disliked_content = (
             self.content_reader.read(liked_features, disliked_features)

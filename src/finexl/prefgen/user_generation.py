@@ -93,15 +93,16 @@ def branch_scale(guidance: str, scale: float) -> float:
 def user_call_arguments(embedding, batch: int, *, guidance: str, scale: float,
                         guidance_scale: float | None, dtype, device,
                         null_embedding=None, prompts: list[str] | None = None,
-                        avoid=(), away_weight: float = 1.0) -> dict[str, Any]:
+                        avoid: list[tuple[str, ...]] | None = None,
+                        away_weight: float = 1.0) -> dict[str, Any]:
     """The pipeline arguments that condition ``batch`` images on a user.
 
     ``embedding`` and ``null_embedding`` (what guidance moves away from; None: zeros) are one
     row or one per image. Null-half guidance passes the null half exactly when the pipeline
     guides (its scale above 1); drift-free guidance always passes it, with
-    ``user_guidance_scale`` = λ (``scale``). ``avoid``: disliked content words, one tuple
-    for the batch or one per image; with drift-free guidance and ``prompts`` they become the
-    away half's text (``user_negative_prompt``) wherever the prompt leaves their slot free.
+    ``user_guidance_scale`` = λ (``scale``). ``avoid``: each image's disliked content words;
+    with drift-free guidance and ``prompts`` they become the away half's text
+    (``user_negative_prompt``) wherever the prompt leaves their slot free.
     ``away_weight`` ρ (drift-free only): the away half weighs ρ·λ (``user_away_scale``), the
     toward half λ; ρ = 1 is the plain difference.
     """
@@ -115,12 +116,10 @@ def user_call_arguments(embedding, batch: int, *, guidance: str, scale: float,
         {"user_guidance_scale": scale} if drift_free else {})
     if drift_free and away_weight != 1.0:
         arguments["user_away_scale"] = away_weight * scale
-    if drift_free and prompts is not None and any(avoid):
+    if drift_free and prompts is not None and avoid and any(avoid):
         from finexl.prefgen.content import away_prompt
 
-        per_image = (list(avoid) if avoid and not isinstance(avoid[0], str)
-                     else [tuple(avoid)] * len(prompts))
-        aways = [away_prompt(p, a) for p, a in zip(prompts, per_image)]
+        aways = [away_prompt(p, a) for p, a in zip(prompts, avoid, strict=True)]
         if aways != list(prompts):
             arguments["user_negative_prompt"] = aways
     return arguments
@@ -276,7 +275,7 @@ def content_dislikes(words) -> tuple[str, ...]:
     """The content attributes (object colour, background) among a profile's disliked words."""
     from finexl.prefgen import vocabulary as vocab
 
-    return tuple(w for w in words if w in vocab.ATTRIBUTES and vocab.get(w).kind == vocab.CONTENT)
+    return tuple(w for w in words if vocab.is_content(w))
 
 
 def apply_user(pipe: Any, user: UserConditioning) -> None:
@@ -306,4 +305,5 @@ def call_arguments(pipe: Any, user: UserConditioning, batch: int,
     return user_call_arguments(user.embedding, batch, guidance=user.guidance, scale=user.scale,
                                guidance_scale=guidance, dtype=pipe.unet.dtype,
                                device=pipe.unet.device, null_embedding=user.null_embedding,
-                               prompts=prompts, avoid=user.avoid)
+                               prompts=prompts,
+                               avoid=None if prompts is None else [user.avoid] * len(prompts))

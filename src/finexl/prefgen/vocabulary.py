@@ -192,6 +192,12 @@ def get(name: str) -> Attribute:
     return found
 
 
+def is_content(name: str) -> bool:
+    """Whether ``name`` is a content attribute of the tiny vocabulary (object colour,
+    background, size); False for styles and for words outside it."""
+    return name in ATTRIBUTES and ATTRIBUTES[name].kind == CONTENT
+
+
 # Styles that replace every colour: an object colour or a coloured background cannot be
 # seen through them.
 COLOUR_REPLACING: frozenset[str] = frozenset({"sepia", "black and white"})

@@ -62,7 +62,7 @@ def sample(pipe, plan: Sequence[PlannedImage], settings: SamplingSettings, *,
                 device=pipe.unet.device,
                 null_embedding=None if null_rows is None else null_rows[rows],
                 prompts=[p.prompt for p in chunk],
-                avoid=() if avoid is None else list(avoid[rows]), away_weight=away_weight)
+                avoid=None if avoid is None else list(avoid[rows]), away_weight=away_weight)
         images = pipe([p.prompt for p in chunk], num_inference_steps=settings.steps,
                       guidance_scale=settings.guidance, generator=_generators(chunk),
                       output_type="np", **kwargs).images

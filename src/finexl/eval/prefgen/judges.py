@@ -38,6 +38,7 @@ from scipy import ndimage
 
 from finexl.generate.tiny_data import COLOURS
 from finexl.imaging.transforms import LUMA, resolve_quality
+from finexl.prefgen.vocabulary import is_content
 
 # --------------------------------------------------------------------------------------
 # Pixel statistics: image (h, w, 3) float in [0, 1] -> float
@@ -514,12 +515,6 @@ def attributes_present(judges: JudgeSet, attributes: Sequence[str], images: Sequ
                 readings = [read_content(image) for image in images]
             out[:, j] = [content_present(name, r) for r in readings]
     return out
-
-
-def is_content(name: str) -> bool:
-    from finexl.prefgen.vocabulary import ATTRIBUTES, CONTENT
-
-    return name in ATTRIBUTES and ATTRIBUTES[name].kind == CONTENT
 
 
 def judged(name: str) -> bool:
