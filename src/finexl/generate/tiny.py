@@ -164,7 +164,7 @@ class FinexlTinyPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin, IPAd
 
         ``user_negative_prompt`` (drift-free only): the text of that difference's away half,
         one per prompt (default: the prompt itself). A user's disliked content named there
-        ("a star, red") is moved away from with the same weight w, so w = 0 is still the base
+        ("red a star") is moved away from with the same weight w, so w = 0 is still the base
         model exactly.
 
         ``user_away_scale`` w_a (drift-free only; default w): weigh the two halves apart, each

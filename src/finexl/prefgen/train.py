@@ -520,11 +520,7 @@ def stage_content(run: Run) -> dict[str, Any]:
     style_sets = [run.bank.sets[int(s)] for s in run.bank.style_set]
     labels = bank_labels(records, style_sets)
     reader = fit_content_reader(run.bank.features, labels, c=c.content_c, seed=c.seed)
-    agents, index = [], 0
-    while len(agents) < c.content_agents:
-        agent = agent_at(run.sampler, index, c.seed, "train")
-        agents.append(agent)
-        index += 1
+    agents = [agent_at(run.sampler, i, c.seed, "train") for i in range(c.content_agents)]
     training = rendered_episodes(run.sampler, run.tower, agents, c.eval_liked, c.eval_disliked,
                                  seed=c.seed + 2, n_candidates=0, progress=run.progress)
     threshold, by_threshold = choose_threshold(
