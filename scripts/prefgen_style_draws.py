@@ -5,6 +5,9 @@ same settings), applies each style alone to other pool images at the vocabulary'
 strengths, and lists the pairs ``(a, b)`` where ``b``'s paired judge fires at least
 ``--threshold`` more often than on the untouched images. Those pairs are
 ``finexl.prefgen.vocabulary.DRAWS``: a simulated user never likes ``a`` and dislikes ``b``.
+Then the same for every two styles a user can like together (after the single styles, so
+their rates do not change): ``(a1, a2, b)`` where the two together draw ``b`` and neither
+does alone are ``finexl.prefgen.vocabulary.DRAWN_TOGETHER``.
 
     python scripts/prefgen_style_draws.py --pool /tmp/prefgen-core/pool \\
         --json docs/eval/prefgen_style_draws.json
@@ -15,12 +18,20 @@ The pool is the training agents' pool (``builtin:tiny`` images); no held-out use
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 from pathlib import Path
 
 import numpy as np
 
-from finexl.eval.prefgen.judges import calibrate_on_pool, drawn_pairs, style_draws
+from finexl.eval.prefgen.judges import (
+    calibrate_on_pool,
+    drawn_pairs,
+    drawn_together,
+    style_draws,
+    vocabulary_styles,
+)
+from finexl.prefgen import vocabulary as vocab
 from finexl.prefgen.pool import load_pool
 
 
@@ -44,16 +55,24 @@ def main() -> None:
                                      n_per_attribute=args.judge_samples, seed=args.seed,
                                      progress=True)
     measured = images[args.judge_images: args.judge_images + args.images]
-    rates = style_draws(judges, measured, seed=args.seed)
+    styles = vocabulary_styles()
+    liked_pairs = [p for p in itertools.combinations(styles, 2) if not vocab.contradicts(*p)]
+    rates = style_draws(judges, measured, seed=args.seed,
+                        sets=[(a,) for a in styles] + liked_pairs)
     pairs = drawn_pairs(rates, args.threshold)
+    together = drawn_together(rates, args.threshold)
     untouched = rates["none"]
     for a, b in pairs:
         print(f"{a:>16} draws {b:<16} {rates[a][b]:.2f} (untouched {untouched[b]:.2f})")
+    for a1, a2, b in together:
+        print(f"{a1 + ' + ' + a2:>30} draw {b:<16} {rates[a1 + ' + ' + a2][b]:.2f}"
+              f" (untouched {untouched[b]:.2f})")
     if args.json:
         record = {"command": "python scripts/prefgen_style_draws.py --pool " + str(args.pool)
                   + (f" --threshold {args.threshold}" if args.threshold != 0.2 else ""),
                   "threshold": args.threshold, "n_images": len(measured),
                   "pairs": [list(p) for p in pairs],
+                  "together": [list(t) for t in together],
                   "rates": {a: {b: round(v, 4) for b, v in row.items()}
                             for a, row in rates.items()}}
         args.json.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")

@@ -67,8 +67,8 @@ def test_rendered_images_show_the_liked_content_and_style(sampler):
         for image in liked:
             assert set(agent.styles("liked")) <= set(image.styles)
             assert not set(agent.disliked) & set(image.styles)
-            # Nor a distractor that draws a disliked style.
-            assert not any(vocab.draws(s, d) for s in image.styles for d in agent.disliked)
+            # Nor a distractor that draws a disliked style, alone or with a liked one.
+            assert not vocab.drawn_by(image.styles) & set(agent.disliked)
             record = pool.records[image.pool_index]
             assert all(vocab.shows(c, record) for c in agent.content("liked"))
             assert not any(vocab.shows(c, record) for c in agent.content("disliked"))

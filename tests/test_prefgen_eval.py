@@ -79,6 +79,18 @@ def test_style_draws_reads_what_applying_one_style_makes_the_judges_see(judges):
              "b": {"a": 0.65, "b": 1.0}}
     assert J.drawn_pairs(table, 0.2) == [("a", "b")]
     assert J.drawn_pairs(table, 0.1) == [("a", "b"), ("b", "a")]
+    # Two styles together: only a third that neither draws alone, and no pair key among
+    # the single draws.
+    table |= {"c": {"a": 0.5, "b": 0.0, "c": 1.0},
+              "a + c": {"a": 1.0, "b": 0.3, "c": 1.0}, "b + c": {"a": 0.75, "b": 1.0, "c": 1.0}}
+    table = {k: v | {"c": v.get("c", 0.0)} for k, v in table.items()}
+    assert J.drawn_pairs(table, 0.2) == [("a", "b")]
+    assert J.drawn_together(table, 0.2) == [("b", "c", "a")]
+    # Applied together, sets are keyed by their styles, after the single ones.
+    together = J.style_draws(judges, images, seed=0, attributes=["sepia", "dark", "bright"],
+                             sets=[("sepia",), ("dark",), ("bright",), ("sepia", "dark")])
+    assert {k: together[k] for k in rates} == rates
+    assert together["sepia + dark"]["dark"] >= 0.9 and J.set_key(("sepia", "dark")) in together
 
 
 def test_content_judges_name_colour_background_and_setting():

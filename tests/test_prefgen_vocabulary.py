@@ -52,6 +52,12 @@ def test_compatible():
     assert v.draws("sepia", "warm") and not v.compatible(["sepia"], ["warm"])
     assert not v.compatible(["grainy", "red object"], ["high contrast"])
     assert v.compatible(["warm"], ["cool"]) and v.compatible(["blurry"], ["sepia"])
+    # Two liked styles that draw a third together, though neither does alone.
+    assert v.compatible(["faded"], ["black and white"])
+    assert v.compatible(["low contrast"], ["black and white"])
+    assert not v.compatible(["faded", "low contrast"], ["black and white"])
+    assert not v.compatible(["low contrast", "faded", "red object"], ["black and white"])
+    assert v.drawn_by(["faded", "low contrast"]) >= {"black and white", "sepia", "blurry"}
 
 
 def test_draws_table_is_the_measured_one():
@@ -65,6 +71,10 @@ def test_draws_table_is_the_measured_one():
     for a, b in v.DRAWS:
         assert record["rates"][a][b] - untouched[b] >= record["threshold"]
         assert v.get(a).kind == v.get(b).kind == v.STYLE
+    assert v.DRAWN_TOGETHER == {tuple(row) for row in record["together"]}
+    for a1, a2, b in v.DRAWN_TOGETHER:
+        assert record["rates"][f"{a1} + {a2}"][b] - untouched[b] >= record["threshold"]
+        assert not v.draws(a1, b) and not v.draws(a2, b) and not v.contradicts(a1, a2)
 
 
 def test_apply_styles_changes_pixels_in_the_expected_direction():

@@ -204,12 +204,14 @@ def image_for(sampler: AgentSampler, agent: Agent, which: str,
     styles = agent.styles(which)
     if rng.random() < DISTRACTOR_RATE:
         avoid = set(agent.liked) | set(agent.disliked)
-        # A distractor never draws a style of the other side: a liked image showing a
-        # disliked style would teach the opposite of the user's taste.
+        # A distractor never draws a style of the other side, alone or together with a
+        # style of this side: a liked image showing a disliked style would teach the
+        # opposite of the user's taste.
+        drawn = vocab.drawn_by(styles)
         options = [s for s in sampler.styles if s not in avoid
                    and not any(vocab.contradicts(s, t) for t in styles)
                    and not any(vocab.contradicts(s, c) for c in agent.content(which))
-                   and not any(vocab.draws(s, t) for t in agent.styles(other))]
+                   and not (vocab.drawn_by(styles + [s]) - drawn) & set(agent.styles(other))]
         if options:
             styles = styles + [options[int(rng.integers(len(options)))]]
     return render_image(sampler.pool, index, styles, rng)

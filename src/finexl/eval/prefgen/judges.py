@@ -376,34 +376,64 @@ def calibrate_on_pool(pool_images: Sequence[np.ndarray], *, n_per_attribute: int
 
 
 def style_draws(judges: JudgeSet, images: Sequence[np.ndarray], *, seed: int = 0,
-                attributes: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
-    """How often each paired judge fires once one style is applied, and on the untouched
-    images: ``{style: {judged style: share}}`` plus ``{"none": {judged style: share}}``.
+                attributes: Sequence[str] | None = None,
+                sets: Sequence[tuple[str, ...]] | None = None) -> dict[str, dict[str, float]]:
+    """How often each paired judge fires once styles are applied, and on the untouched
+    images: ``{set key: {judged style: share}}`` plus ``{"none": {judged style: share}}``.
 
-    A liked style that makes another style's judge fire on most images *draws* that style
-    (sepia draws warm): a user who likes the first and dislikes the second could never be
-    satisfied, so :data:`finexl.prefgen.vocabulary.DRAWS` lists such pairs and simulated
-    users avoid them. Styles are drawn at the vocabulary's strengths.
+    ``sets``: the style sets to apply, each keyed by :func:`set_key` (default: every style
+    alone). A liked style that makes another style's judge fire on most images *draws* that
+    style (sepia draws warm): a user who likes the first and dislikes the second could never
+    be satisfied, so :data:`finexl.prefgen.vocabulary.DRAWS` lists such pairs and simulated
+    users avoid them; two liked styles can draw a third together (faded and low contrast
+    read as black and white), :data:`finexl.prefgen.vocabulary.DRAWN_TOGETHER`. Styles are
+    drawn at the vocabulary's strengths.
     """
     from finexl.prefgen.vocabulary import apply_styles
 
     attributes = list(attributes or vocabulary_styles())
+    sets = [(a,) for a in attributes] if sets is None else [tuple(s) for s in sets]
     rng = np.random.default_rng(seed)
     base_stats = statistics_matrix(images)
     rates = {"none": {b: float(judges.present(b, base_stats, base_stats).mean())
                       for b in attributes}}
-    for a in attributes:
-        stats = statistics_matrix([apply_styles(image, [a], rng) for image in images])
-        rates[a] = {b: float(judges.present(b, stats, base_stats).mean()) for b in attributes}
+    for styles in sets:
+        stats = statistics_matrix([apply_styles(image, list(styles), rng) for image in images])
+        rates[set_key(styles)] = {b: float(judges.present(b, stats, base_stats).mean())
+                                  for b in attributes}
     return rates
 
 
+def set_key(styles: Sequence[str]) -> str:
+    """The key of a style set in :func:`style_draws`' rates: ``"faded + low contrast"``."""
+    return " + ".join(styles)
+
+
 def drawn_pairs(rates: dict[str, dict[str, float]], threshold: float) -> list[tuple[str, str]]:
-    """``(a, b)`` where applying ``a`` makes ``b``'s judge fire at least ``threshold`` more
-    often than on the untouched images (``rates`` from :func:`style_draws`)."""
+    """``(a, b)`` where applying ``a`` alone makes ``b``'s judge fire at least ``threshold``
+    more often than on the untouched images (``rates`` from :func:`style_draws`)."""
     untouched = rates["none"]
-    return sorted((a, b) for a, row in rates.items() if a != "none"
+    return sorted((a, b) for a, row in rates.items() if a != "none" and " + " not in a
                   for b, share in row.items() if b != a and share - untouched[b] >= threshold)
+
+
+def drawn_together(rates: dict[str, dict[str, float]], threshold: float
+                   ) -> list[tuple[str, str, str]]:
+    """``(a1, a2, b)`` where applying ``a1`` and ``a2`` together makes ``b``'s judge fire at
+    least ``threshold`` more often than on the untouched images while neither does alone
+    (those are :func:`drawn_pairs` already). ``rates`` holds the pairs and every style
+    alone."""
+    untouched = rates["none"]
+    singles = set(drawn_pairs(rates, threshold))
+    found = []
+    for key, row in rates.items():
+        if key.count(" + ") != 1:
+            continue
+        a1, a2 = key.split(" + ")
+        found += [(a1, a2, b) for b, share in row.items()
+                  if b not in (a1, a2) and share - untouched[b] >= threshold
+                  and (a1, b) not in singles and (a2, b) not in singles]
+    return sorted(found)
 
 
 # --------------------------------------------------------------------------------------
