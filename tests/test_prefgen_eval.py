@@ -66,6 +66,25 @@ def test_judges_beat_chance_on_images_they_were_not_fitted_on(judges):
     assert not judges.present("sepia", stats, stats).any()
 
 
+def test_attributes_present_reads_every_style_by_its_vocabulary_name(judges):
+    """A style whose transform has another name ("black and white" is drawn by
+    black_and_white, "faded" by muted) is read by its own judge. Before this was fixed, such
+    styles were never read as present while their cells still counted."""
+    base = _scenes(16, 9)
+    stats = J.statistics_matrix(base)
+    for style in judges.single:
+        styled = [apply_styles(image, [style], np.random.default_rng(1)) for image in base]
+        read = J.attributes_present(judges, [style], styled, base)[:, 0]
+        direct = judges.present(style, J.statistics_matrix(styled), stats)
+        assert (read == direct).all(), style
+    bw = [apply_styles(image, ["black and white"], np.random.default_rng(1)) for image in base]
+    assert J.attributes_present(judges, ["black and white"], bw, base).mean() >= 0.9
+    assert J.judge_key(judges, "black and white") == "black and white"
+    assert J.judge_key(judges, "black_and_white") == "black and white"
+    assert J.judge_key(judges, "faded") is None  # no faded judge in this set
+    assert J.judge_key(judges, "red object") is None
+
+
 def test_style_draws_reads_what_applying_one_style_makes_the_judges_see(judges):
     images = _scenes(12, 7)
     rates = J.style_draws(judges, images, seed=0, attributes=["sepia", "dark", "bright"])

@@ -536,8 +536,8 @@ def attributes_present(judges: JudgeSet, attributes: Sequence[str], images: Sequ
     if base_stats is None and base_images is not None:
         base_stats = statistics_matrix(base_images)
     for j, name in enumerate(attributes):
-        key = style_key(name)
-        if key is not None and key in judges.single:
+        key = judge_key(judges, name)
+        if key is not None:
             out[:, j] = judges.present(key, stats, base_stats, form=form)
             continue
         if is_content(name):
@@ -545,6 +545,18 @@ def attributes_present(judges: JudgeSet, attributes: Sequence[str], images: Sequ
                 readings = [read_content(image) for image in images]
             out[:, j] = [content_present(name, r) for r in readings]
     return out
+
+
+def judge_key(judges: JudgeSet, name: str) -> str | None:
+    """The key of ``name``'s judge in ``judges`` (None: no judge). Judges are keyed by the
+    vocabulary's names ("faded"); a name outside it is matched through its transform."""
+    if name in judges.single:
+        return name
+    key = style_key(name)
+    if key is None:
+        return None
+    by_transform = {style_key(attribute): attribute for attribute in judges.single}
+    return key if key in judges.single else by_transform.get(key)
 
 
 def judged(name: str) -> bool:
