@@ -35,7 +35,7 @@ from finexl.eval.prefgen.metrics import PlannedImage, UserTaste, preference_simi
 from finexl.prefgen.user_generation import DRIFT_FREE, NULL_HALF
 
 RESULTS_FILE = "prefgen.json"
-METRICS_VERSION = 4  # bump when scoring changes: saved images are rescored, not remade
+METRICS_VERSION = 5  # bump when scoring changes: saved images are rescored, not remade (5: every style read by its own judge)
 LOOP_VERSION = 4  # bump when the loop's FineXL settings change
 HEADLINE = ("prefgen", "base", "e_img", "null_half", "predicted_words", "true_words", "lora")
 
