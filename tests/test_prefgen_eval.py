@@ -192,6 +192,12 @@ def test_paired_difference_matches_resampling_users_and_prompts_by_index():
     fast = paired_difference(a, b, prompts, n_boot=300, seed=7)
     assert np.isclose(fast.low, low) and np.isclose(fast.high, high)
     assert np.isclose(fast.difference, cell_share(a) - cell_share(b))
+    # A stricter declared level reads further into the same resamples.
+    strict = paired_difference(a, b, prompts, n_boot=300, seed=7, level=0.99)
+    assert np.allclose([strict.low, strict.high], np.nanpercentile(draws, [0.5, 99.5]))
+    assert strict.low <= fast.low and strict.high >= fast.high
+    with pytest.raises(ValueError):
+        paired_difference(a, b, prompts, level=95)
 
 
 def test_paired_difference_finds_a_known_shift_and_widens_when_one_prompt_carries_it():

@@ -186,8 +186,9 @@ N_BOOTSTRAP = 20_000
 
 
 def paired_difference(cells_a, cells_b, prompts: Sequence[str], *, n_boot: int = N_BOOTSTRAP,
-                      seed: int = 0) -> Difference:
-    """How much more often method a shows the attributes than method b, with an interval.
+                      seed: int = 0, level: float = 0.95) -> Difference:
+    """How much more often method a shows the attributes than method b, with an interval
+    (central, ``level``: 0.95 unless a test declared a stricter one).
 
     Both methods drew the same users, prompts and seeds, so the difference is paired. The
     bootstrap resamples users *and* prompts (all seeds of a resampled prompt come along):
@@ -195,6 +196,8 @@ def paired_difference(cells_a, cells_b, prompts: Sequence[str], *, n_boot: int =
     is held as counts (how often each user and each image was drawn), so every draw is one
     row of a matrix product (the same shares as indexing the resampled users and images).
     """
+    if not 0 < level < 1:
+        raise ValueError(f"level {level} must be between 0 and 1")
     a, b = np.asarray(cells_a, np.float64), np.asarray(cells_b, np.float64)
     if a.shape != b.shape or a.shape[1] != len(prompts):
         raise ValueError(f"cells {a.shape} and {b.shape} do not match {len(prompts)} images")
@@ -220,7 +223,8 @@ def paired_difference(cells_a, cells_b, prompts: Sequence[str], *, n_boot: int =
             return (user_counts * ratio).sum(axis=1) / (user_counts * keep).sum(axis=1)
 
     draws = shares(a) - shares(b)
-    low, high = np.nanpercentile(draws, [2.5, 97.5])
+    tail = 100 * (1 - level) / 2
+    low, high = np.nanpercentile(draws, [tail, 100 - tail])
     return Difference(cell_share(a) - cell_share(b), float(low), float(high), len(a), n_groups)
 
 
