@@ -345,6 +345,24 @@ def test_fast_evaluation_with_the_stand_in_and_its_rerun_through_the_cli(agents_
     stamps = {p.name: p.stat().st_mtime_ns for p in (out / "methods").iterdir()}
     run_prefgen_eval(config)  # a rerun reuses every saved stage
     assert {p.name: p.stat().st_mtime_ns for p in (out / "methods").iterdir()} == stamps
+    # scripts/prefgen_rescore.py scores the saved images again: the same judges and images
+    # give the run's own figures, written in the run's layout.
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "scripts" / "prefgen_rescore.py"
+    spec = importlib.util.spec_from_file_location("prefgen_rescore", path)
+    rescore = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rescore)
+    again = rescore.main([str(out), "--data", str(agents_dir), "--prompts", "2", "--seed",
+                          str(config.seed), "--out", str(tmp_path / "rescored")])
+    for name in ("base", "ceiling", "prefgen"):
+        own = json.loads((out / "methods" / f"{name}.json").read_text())["metrics"]
+        saved = json.loads((tmp_path / "rescored" / "methods" / f"{name}.json").read_text())
+        assert again[name]["disliked_cells"] == own["disliked_cells"], name
+        assert saved["metrics"]["liked_cells"] == own["liked_cells"], name
+        for key in ("liked_present", "disliked_present", "disliked_present_single"):
+            assert abs(again[name][key] - own[key]) < 1e-4, (name, key)  # the run rounds
     text = markdown(result, command=command_line(config))
     assert "| `prefgen` |" in text and "Command: `finexl eval prefgen --out" in text
     assert "--stand-in" in text and "## The loop" in text
