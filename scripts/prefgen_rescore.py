@@ -49,6 +49,8 @@ def rescore(run: Path, data: Path, out: Path, *, n_prompts: int, n_seeds: int, s
                              f" --seeds and --seed")
     base = from_stored(np.load(run / "methods" / "base_images.npy"))
     ceiling_path = run / "methods" / "ceiling.npy"
+    # The styled reference of every method (the run reads the same first rows of it).
+    ceiling = from_stored(np.load(ceiling_path)) if ceiling_path.is_file() else None
     by_id = {u.user_id: u for u in load_users(data)}
     results = {}
     (out / "methods").mkdir(parents=True, exist_ok=True)
@@ -58,8 +60,7 @@ def rescore(run: Path, data: Path, out: Path, *, n_prompts: int, n_seeds: int, s
         tastes = [UserTaste(i, by_id[i].liked_attributes, by_id[i].disliked_attributes)
                   for i in ids]
         images = from_stored(np.load(run / "methods" / f"{name}.npy"))[: len(ids)]
-        styled = (from_stored(np.load(ceiling_path))[: len(ids)] if ceiling_path.is_file()
-                  else None)
+        styled = None if ceiling is None else ceiling[: len(ids)]
         metrics = score_method(judges, tastes, images, base, plan, styled).to_dict()
         metrics.pop("extra")  # set by the run, not by the judges
         record = {"settings": {"rescored_from": str(run), "metrics_version": METRICS_VERSION,

@@ -28,6 +28,7 @@ from finexl.eval.prefgen.judges import (
     calibrate_on_pool,
     drawn_pairs,
     drawn_together,
+    set_key,
     style_draws,
     vocabulary_styles,
 )
@@ -65,7 +66,7 @@ def main() -> None:
     for a, b in pairs:
         print(f"{a:>16} draws {b:<16} {rates[a][b]:.2f} (untouched {untouched[b]:.2f})")
     for a1, a2, b in together:
-        print(f"{a1 + ' + ' + a2:>30} draw {b:<16} {rates[a1 + ' + ' + a2][b]:.2f}"
+        print(f"{set_key((a1, a2)):>30} draw {b:<16} {rates[set_key((a1, a2))][b]:.2f}"
               f" (untouched {untouched[b]:.2f})")
     if args.json:
         record = {"command": "python scripts/prefgen_style_draws.py --pool " + str(args.pool)

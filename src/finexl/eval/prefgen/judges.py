@@ -404,16 +404,19 @@ def style_draws(judges: JudgeSet, images: Sequence[np.ndarray], *, seed: int = 0
     return rates
 
 
+_SET_JOIN = " + "
+
+
 def set_key(styles: Sequence[str]) -> str:
     """The key of a style set in :func:`style_draws`' rates: ``"faded + low contrast"``."""
-    return " + ".join(styles)
+    return _SET_JOIN.join(styles)
 
 
 def drawn_pairs(rates: dict[str, dict[str, float]], threshold: float) -> list[tuple[str, str]]:
     """``(a, b)`` where applying ``a`` alone makes ``b``'s judge fire at least ``threshold``
     more often than on the untouched images (``rates`` from :func:`style_draws`)."""
     untouched = rates["none"]
-    return sorted((a, b) for a, row in rates.items() if a != "none" and " + " not in a
+    return sorted((a, b) for a, row in rates.items() if a != "none" and _SET_JOIN not in a
                   for b, share in row.items() if b != a and share - untouched[b] >= threshold)
 
 
@@ -427,9 +430,9 @@ def drawn_together(rates: dict[str, dict[str, float]], threshold: float
     singles = set(drawn_pairs(rates, threshold))
     found = []
     for key, row in rates.items():
-        if key.count(" + ") != 1:
+        if key.count(_SET_JOIN) != 1:
             continue
-        a1, a2 = key.split(" + ")
+        a1, a2 = key.split(_SET_JOIN)
         found += [(a1, a2, b) for b, share in row.items()
                   if b not in (a1, a2) and share - untouched[b] >= threshold
                   and (a1, b) not in singles and (a2, b) not in singles]
@@ -552,11 +555,10 @@ def judge_key(judges: JudgeSet, name: str) -> str | None:
     vocabulary's names ("faded"); a name outside it is matched through its transform."""
     if name in judges.single:
         return name
-    key = style_key(name)
-    if key is None:
+    transform = style_key(name)
+    if transform is None:
         return None
-    by_transform = {style_key(attribute): attribute for attribute in judges.single}
-    return key if key in judges.single else by_transform.get(key)
+    return next((a for a in judges.single if style_key(a) == transform), None)
 
 
 def judged(name: str) -> bool:
