@@ -9,7 +9,13 @@ import pytest
 from finexl.generate.tiny_data import SHAPES
 from finexl.prefgen import vocabulary as vocab
 from finexl.prefgen.agents import AgentSampler, agent_at, held_out_pairs
-from finexl.prefgen.branch_data import branch_batches, fixed_user_embedding, free_prompt
+from finexl.prefgen.branch_data import (
+    TargetPick,
+    branch_batches,
+    draw_index,
+    fixed_user_embedding,
+    free_prompt,
+)
 from finexl.prefgen.pool import build_pool, draw_scenes
 
 torch = pytest.importorskip("torch")
@@ -64,3 +70,40 @@ def test_fixed_embedding_is_the_contrast_then_the_liked_mean():
     disliked = np.array([[1.0, 1.0]])
     np.testing.assert_allclose(fixed_user_embedding(liked, disliked), [-0.5, -0.5, 0.5, 0.5])
     np.testing.assert_allclose(fixed_user_embedding(liked, None), [0.5, 0.5, 0.5, 0.5])
+
+
+def test_draw_index_keeps_the_best_of_n_along_the_users_direction():
+    options = np.arange(10, 60)
+    features = np.arange(100, dtype=np.float32)[:, None]  # pool image i scores i
+    up = TargetPick(features, {"a": np.array([1.0]), "b": np.array([-1.0])}, n=5)
+    for seed in range(20):
+        drawn = options[np.random.default_rng(seed).integers(len(options), size=5)]
+        assert draw_index(options, np.random.default_rng(seed), up, "a") == drawn.max()
+        assert draw_index(options, np.random.default_rng(seed), up, "b") == drawn.min()
+        # no direction for the user, or n = 1: the plain draw, the same stream as no pick
+        plain = draw_index(options, np.random.default_rng(seed))
+        assert draw_index(options, np.random.default_rng(seed), up, "c") == plain
+        one = TargetPick(features, up.directions, n=1)
+        assert draw_index(options, np.random.default_rng(seed), one, "a") == plain
+
+
+def test_picked_batches_favour_the_users_direction(sampler):
+    agents = [agent_at(sampler, i, 0, "train") for i in range(30)]
+    embeddings = {a.user_id: np.zeros(4, np.float32) for a in agents}
+    # a feature the rendering cannot take away: the pool image's own index
+    features = np.arange(len(sampler.pool.images), dtype=np.float32)[:, None]
+    plain = branch_batches(sampler, agents, embeddings, batch_size=8, seed=3)
+    unpicked = branch_batches(sampler, agents, embeddings, batch_size=8, seed=3,
+                              pick=TargetPick(features, {}, n=6))
+    assert torch.equal(next(plain(0))[1], next(unpicked(0))[1])  # no directions: as before
+    late = TargetPick(features, {a.user_id: np.array([1.0]) for a in agents}, n=6)
+    early = TargetPick(features, {a.user_id: np.array([-1.0]) for a in agents}, n=6)
+    prompts = {}
+    for name, pick in (("late", late), ("early", early)):
+        data = branch_batches(sampler, agents, embeddings, batch_size=8, seed=3, pick=pick)
+        prompts[name] = [p for k in range(6) for p in next(data(k))[2]]
+    index = {str(r["prompt"]): i for i, r in enumerate(sampler.records)}
+    known = [(index[a], index[b]) for a, b in zip(prompts["late"], prompts["early"])
+             if a in index and b in index]
+    assert len(known) > 20
+    assert np.mean([a for a, _ in known]) > np.mean([b for _, b in known]) + 100

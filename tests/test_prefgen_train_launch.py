@@ -45,6 +45,19 @@ def test_cli_train_with_a_config_file_through_the_adapter_stage(agents, tmp_path
     assert config["hidden_size"] == 32 and config["vqa_steps"] == 4  # file + command line
     assert (out / "work" / "branch" / "checkpoint-2").is_dir()
     assert (out / "prefgen_user_branch.safetensors").is_file()
+    adapter = json.loads((out / "work" / "adapter.done.json").read_text())["settings"]
+    assert "adapter_pick" not in adapter  # runs from before the setting stay complete
+    assert not (out / "stage_settings.json").exists()  # the work folder's, not the model's
+    # picking targets by the users' own examples reruns the adapter stage, not the others
+    vqa_done = (out / "work" / "vqa.done.json").read_bytes()
+    branch = (out / "prefgen_user_branch.safetensors").read_bytes()
+    result = CliRunner().invoke(main, _train_args(agents, out, stages="vqa,probe,align,adapter")
+                                + ["--adapter-pick", "3"])
+    assert result.exit_code == 0, result.output
+    adapter = json.loads((out / "work" / "adapter.done.json").read_text())["settings"]
+    assert adapter["adapter_pick"] == 3
+    assert (out / "work" / "vqa.done.json").read_bytes() == vqa_done
+    assert (out / "prefgen_user_branch.safetensors").read_bytes() != branch
     # more processes than one: the single-process stages are refused in one line
     result = CliRunner().invoke(main, _train_args(agents, out, stages="vqa,adapter"),
                                 env={"WORLD_SIZE": "2"})

@@ -121,6 +121,9 @@ def _write_agents(out_dir, pool_dir, pool_size, model, device, dtype, steps, gui
 @click.option("--adapter-batch-size", default=16, show_default=True, type=click.IntRange(1))
 @click.option("--adapter-users", default=2000, show_default=True, type=click.IntRange(1),
               help="Training agents whose e_u the user branch learns from.")
+@click.option("--adapter-pick", default=1, show_default=True, type=click.IntRange(1),
+              help="Pool images drawn per branch training row; the one furthest along the"
+                   " user's liked-minus-disliked reference features is kept (1: draw one).")
 @click.option("--adapter-arg", "adapter_arg", multiple=True, metavar="NAME=VALUE",
               help="Another BranchTrainingArgs setting for the adapter stage, e.g."
                    " content_weight=1.0 (repeatable; the value is read as JSON if it parses).")

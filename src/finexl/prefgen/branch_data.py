@@ -22,6 +22,7 @@ extractor's profiles exist, and the "no extractor" baseline.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -50,14 +51,46 @@ def free_prompt(record: Mapping[str, Any], open_slots: Sequence[str]) -> str:
     return text
 
 
+@dataclass(frozen=True)
+class TargetPick:
+    """Best-of-``n`` choice of a row's pool image by the user's own examples.
+
+    ``features`` ``(n_pool, d)``: the image tower's features of every pool image (unstyled);
+    ``directions``: ``user_id -> (d,)``, the mean feature of the user's liked reference
+    images minus that of their disliked ones (users without disliked images are left out and
+    draw one image as before). Of ``n`` pool images drawn for a row, the one furthest along
+    the user's direction is drawn in their liked styles, so the base model's own looks that
+    the user's disliked images share (a naturally vivid scene for a user who dislikes vivid)
+    are rarer in what the branch learns to draw. No judge is read: only the user's images.
+    """
+
+    features: np.ndarray
+    directions: Mapping[str, np.ndarray]
+    n: int = 4
+
+
+def draw_index(options, rng: np.random.Generator, pick: TargetPick | None = None,
+               user_id: str | None = None) -> int:
+    """A pool index from ``options``: one drawn at random, or with ``pick`` (and a direction
+    for ``user_id``) the best of ``pick.n`` drawn, by their features along that direction.
+    Without a pick the draw is the one earlier versions made, so their data is unchanged."""
+    direction = None if pick is None else pick.directions.get(user_id)
+    if direction is None or pick.n <= 1:
+        return int(options[int(rng.integers(len(options)))])
+    drawn = np.asarray(options)[rng.integers(len(options), size=pick.n)]
+    return int(drawn[int(np.argmax(pick.features[drawn] @ direction))])
+
+
 def training_example(sampler, agent, rng: np.random.Generator, *,
-                     free_content_rate: float = 0.5) -> tuple[np.ndarray, str]:
+                     free_content_rate: float = 0.5,
+                     pick: TargetPick | None = None) -> tuple[np.ndarray, str]:
     """One image the branch should draw for ``agent``, and its prompt.
 
     With probability ``free_content_rate`` (users with liked or disliked content only): a
     pool image showing the liked content and none of the disliked content, with a prompt
     that leaves those slots open. Otherwise: any usable pool image with its full prompt.
-    Either way rendered in the agent's liked styles.
+    Either way rendered in the agent's liked styles. ``pick``: choose that pool image as
+    the best of several by the user's direction (:class:`TargetPick`).
 
     Returns
     -------
@@ -67,23 +100,26 @@ def training_example(sampler, agent, rng: np.random.Generator, *,
     from finexl.prefgen import vocabulary as vocab
     from finexl.prefgen.agents import render_image
 
+    def draw(options) -> int:
+        return draw_index(options, rng, pick, agent.user_id)
+
     liked_content, disliked_content = agent.content("liked"), agent.content("disliked")
     candidates = (sampler.matches(liked_content, disliked_content)
                   if liked_content or disliked_content else ())
     if len(candidates) and rng.random() < free_content_rate:
-        index = int(candidates[int(rng.integers(len(candidates)))])
+        index = draw(candidates)
         prompt = free_prompt(sampler.records[index], [
             vocab.get(name).slot for name in liked_content + disliked_content])
     else:
-        index = int(sampler.usable[int(rng.integers(len(sampler.usable)))])
+        index = draw(sampler.usable)
         prompt = str(sampler.records[index]["prompt"])
     image = render_image(sampler.pool, index, agent.styles("liked"), rng)
     return np.asarray(image.pixels, np.float32), prompt
 
 
 def branch_batches(sampler, agents: Sequence, embeddings: Mapping[str, np.ndarray], *,
-                   batch_size: int = 16, seed: int = 0, free_content_rate: float = 0.5
-                   ) -> Callable[[int], Iterator[Batch]]:
+                   batch_size: int = 16, seed: int = 0, free_content_rate: float = 0.5,
+                   pick: TargetPick | None = None) -> Callable[[int], Iterator[Batch]]:
     """Micro-batches ``(e_u, pixels, prompts)`` for ``train_branch`` from simulated users
     whose ``e_u`` are computed beforehand (see :func:`training_example` for the images).
 
@@ -100,6 +136,9 @@ def branch_batches(sampler, agents: Sequence, embeddings: Mapping[str, np.ndarra
     free_content_rate
         For users with liked content, the share of rows whose prompt leaves that content
         open (and whose image shows it).
+    pick
+        Choose each row's pool image as the best of several by the user's own examples
+        (:class:`TargetPick`); None draws one.
     """
     import torch
 
@@ -114,7 +153,8 @@ def branch_batches(sampler, agents: Sequence, embeddings: Mapping[str, np.ndarra
             for _ in range(batch_size):
                 agent = agents[int(rng.integers(len(agents)))]
                 pixels, prompt = training_example(sampler, agent, rng,
-                                                  free_content_rate=free_content_rate)
+                                                  free_content_rate=free_content_rate,
+                                                  pick=pick)
                 rows_e.append(np.asarray(embeddings[agent.user_id], np.float32))
                 rows_px.append(pixels.transpose(2, 0, 1))
                 prompts.append(prompt)

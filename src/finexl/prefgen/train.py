@@ -87,6 +87,7 @@ class TrainConfig:
     adapter_users: int = 2000
     adapter_args: dict[str, Any] = field(default_factory=dict)
     drop: tuple[str, ...] = ()  # e_u parts zeroed for the branch (ablations)
+    adapter_pick: int = 1  # pool images drawn per branch row, the best kept (branch_data.TargetPick)
     # content (the content reader: prefgen/content.py)
     content_c: float = 10.0  # inverse L2 strength of its softmax heads
     content_agents: int = 300  # training agents its threshold is chosen on
@@ -106,6 +107,9 @@ class TrainConfig:
         settings: dict[str, Any] = {}
         for name in STAGES[:STAGES.index(stage) + 1]:
             settings.update({k: getattr(self, k) for k in keys[name]})
+        if stage in STAGES[STAGES.index("adapter"):] and self.adapter_pick != 1:
+            # only when set, so runs made before the setting existed are still complete
+            settings["adapter_pick"] = self.adapter_pick
         return json.loads(json.dumps(settings, default=list))
 
 
@@ -426,12 +430,14 @@ def write_model_config(run: Run, core: list[int], sem: list[int], text_dim: int,
 # Stage 4: adapter (the user branch, trained by train_branch)
 
 
-def user_embeddings(model, run: Run, n_users: int, seed: int, drop: tuple[str, ...] = ()):
+def user_embeddings(model, run: Run, n_users: int, seed: int, drop: tuple[str, ...] = (),
+                    directions: dict[str, np.ndarray] | None = None):
     """``(agents, {user_id: e_u})`` for ``n_users`` fresh training agents.
 
     Each agent's references come from the image bank (2-8 liked, 0-8 disliked, so the
     branch sees e_u made from as few and as many images as users give); ``drop`` zeroes
-    parts of e_u (ablations).
+    parts of e_u (ablations). ``directions``, when given, is filled with each agent's mean
+    liked minus mean disliked reference feature (agents with disliked references only).
     """
     from finexl.prefgen.profile import PARTS
     from finexl.prefgen.vqa import BankEpisodes
@@ -448,6 +454,9 @@ def user_embeddings(model, run: Run, n_users: int, seed: int, drop: tuple[str, .
             if episode is not None:
                 break
         parts = model.embeddings(model.read([episode.liked], [episode.disliked]))
+        if directions is not None and len(episode.disliked):
+            directions[agent.user_id] = (episode.liked.mean(axis=0)
+                                         - episode.disliked.mean(axis=0))
         embeddings[agent.user_id] = np.concatenate(
             [np.zeros_like(parts[p][0]) if p in drop else parts[p][0] for p in PARTS])
         agents.append(agent)
@@ -463,7 +472,7 @@ def stage_adapter(run: Run) -> dict[str, Any]:
     """
     import shutil
 
-    from finexl.prefgen.branch_data import branch_batches
+    from finexl.prefgen.branch_data import TargetPick, branch_batches
     from finexl.prefgen.loaders import USER_BRANCH_WEIGHTS
     from finexl.prefgen.model import PrefGenModel
     from finexl.prefgen.train_branch import BranchTrainingArgs, train_branch
@@ -472,8 +481,21 @@ def stage_adapter(run: Run) -> dict[str, Any]:
     if c.adapter_steps < 1:
         return {"skipped": "adapter_steps is 0"}
     model = PrefGenModel.load(run.out)
-    agents, embeddings = user_embeddings(model, run, c.adapter_users, c.seed, c.drop)
+    directions: dict[str, np.ndarray] | None = {} if c.adapter_pick > 1 else None
+    agents, embeddings = user_embeddings(model, run, c.adapter_users, c.seed, c.drop,
+                                         directions)
+    # the model's own tower: the one the bank's features (and so the directions) came from
+    pick = None if directions is None else TargetPick(
+        model.tower.features(run.pool.images), directions, c.adapter_pick)
     work = run.work / "branch"
+    stamp = work / "stage_settings.json"
+    current = c.stage_settings("adapter")
+    if work.exists() and (not stamp.is_file()
+                          or json.loads(stamp.read_text(encoding="utf-8")) != current):
+        # checkpoints of other settings: resuming them would end at their steps, untrained
+        shutil.rmtree(work)
+    work.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(json.dumps(current), encoding="utf-8")
     settings = dict(
         output_dir=str(work), pretrained_model_name_or_path=c.base_model,
         max_train_steps=c.adapter_steps, train_batch_size=c.adapter_batch_size,
@@ -484,10 +506,11 @@ def stage_adapter(run: Run) -> dict[str, Any]:
     args = BranchTrainingArgs(**settings)
     args.check()
     data = branch_batches(run.sampler, agents, embeddings, batch_size=c.adapter_batch_size,
-                          seed=c.seed)
+                          seed=c.seed, pick=pick)
     result = train_branch(data, args, progress=run.progress)
     for path in work.iterdir():
-        if path.is_file() and (path.name == USER_BRANCH_WEIGHTS or path.suffix == ".json"):
+        if path.is_file() and path != stamp and (path.name == USER_BRANCH_WEIGHTS
+                                                 or path.suffix == ".json"):
             shutil.copy2(path, run.out / path.name)
     return {"steps": result.global_step, "resumed_from": result.resumed_from,
             "losses": result.losses[-5:], "users": len(agents),
