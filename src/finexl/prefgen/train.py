@@ -489,10 +489,11 @@ def stage_adapter(run: Run) -> dict[str, Any]:
         model.tower.features(run.pool.images), directions, c.adapter_pick)
     work = run.work / "branch"
     stamp = work / "stage_settings.json"
-    current = c.stage_settings("adapter")
+    # A run told to go on for more steps resumes; checkpoints made with any other setting
+    # are removed (resuming them would end at their step count with the old model).
+    current = {k: v for k, v in c.stage_settings("adapter").items() if k != "adapter_steps"}
     if work.exists() and (not stamp.is_file()
                           or json.loads(stamp.read_text(encoding="utf-8")) != current):
-        # checkpoints of other settings: resuming them would end at their steps, untrained
         shutil.rmtree(work)
     work.mkdir(parents=True, exist_ok=True)
     stamp.write_text(json.dumps(current), encoding="utf-8")
