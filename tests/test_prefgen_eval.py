@@ -363,6 +363,23 @@ def test_fast_evaluation_with_the_stand_in_and_its_rerun_through_the_cli(agents_
         assert saved["metrics"]["liked_cells"] == own["liked_cells"], name
         for key in ("liked_present", "disliked_present", "disliked_present_single"):
             assert abs(again[name][key] - own[key]) < 1e-4, (name, key)  # the run rounds
+    # scripts/prefgen_style_shares.py: the run's own per-style shares, and for one style's
+    # dislikers the same share again from the saved images, user by user
+    path = Path(__file__).parents[1] / "scripts" / "prefgen_style_shares.py"
+    spec = importlib.util.spec_from_file_location("prefgen_style_shares", path)
+    shares_script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(shares_script)
+    per_style = json.loads((out / "methods" / "prefgen.json").read_text())["metrics"][
+        "per_attribute"]
+    rows = shares_script.style_table(out)
+    assert len(rows) == len(per_style) and all(r.startswith(f"| {s} |")
+                                               for r, s in zip(rows, per_style))
+    disliked = [s for s, v in per_style.items() if v.get("dislikers") is not None]
+    assert disliked  # the stand-in users dislike some styles
+    for style in disliked:
+        users = shares_script.disliker_shares(out, agents_dir, style)
+        mean = np.mean([share for _, share in users.values()])
+        assert abs(mean - per_style[style]["dislikers"]) < 1e-3, style
     text = markdown(result, command=command_line(config))
     assert "| `prefgen` |" in text and "Command: `finexl eval prefgen --out" in text
     assert "--stand-in" in text and "## The loop" in text
