@@ -1,6 +1,6 @@
 """Per style, how often a finished ``finexl eval prefgen`` run's images show it: the base's,
 and PrefGen's for the users who like it, dislike it, and neither (paired judges, as the run
-scored them), with the ceiling's for the dislikers. Prints a markdown table.
+scored them), with the ceiling's for the dislikers and the others. Prints a markdown table.
 
     python scripts/prefgen_style_shares.py RUN [--method prefgen]
     python scripts/prefgen_style_shares.py RUN --data USERS_DIR --by-liked "high contrast"
@@ -20,7 +20,8 @@ import numpy as np
 
 
 def style_table(run: Path, method: str = "prefgen") -> list[str]:
-    """Markdown rows: style | base | method likers | dislikers | others | ceiling dislikers."""
+    """Markdown rows: style | base | method likers | dislikers | others | ceiling dislikers |
+    ceiling others."""
     def shares(name):
         return json.loads((run / "methods" / f"{name}.json").read_text())["metrics"]["per_attribute"]
 
@@ -32,7 +33,8 @@ def style_table(run: Path, method: str = "prefgen") -> list[str]:
 
     return [f"| {style} | {cell(base, style, 'others')} | {cell(ours, style, 'likers')} |"
             f" {cell(ours, style, 'dislikers')} | {cell(ours, style, 'others')} |"
-            f" {cell(ceiling, style, 'dislikers')} |" for style in ours]
+            f" {cell(ceiling, style, 'dislikers')} | {cell(ceiling, style, 'others')} |"
+            for style in ours]
 
 
 def disliker_shares(run: Path, data: Path, style: str, method: str = "prefgen"
@@ -85,8 +87,9 @@ def main(argv: list[str] | None = None) -> None:
         for name, (n, share) in by_liked(shares).items():
             print(f"{name:>16}: {n:3d} users, {100 * share:.1f}% of their images show {args.by_liked}")
         return
-    print(f"| style | base | {args.method}, likers | dislikers | others | ceiling, dislikers |")
-    print("|---|---|---|---|---|---|")
+    print(f"| style | base | {args.method}, likers | dislikers | others | ceiling, dislikers |"
+          f" ceiling, others |")
+    print("|---|---|---|---|---|---|---|")
     print("\n".join(style_table(args.run, args.method)))
 
 
