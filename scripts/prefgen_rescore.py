@@ -29,7 +29,13 @@ import numpy as np
 
 from finexl.eval.prefgen.chunks import from_stored
 from finexl.eval.prefgen.metrics import UserTaste, score_method
-from finexl.eval.prefgen.run import METRICS_VERSION, judges_from_dict, prompt_plan
+from finexl.eval.prefgen.run import (
+    METRICS_VERSION,
+    prompt_plan,
+    saved_base,
+    saved_judges,
+    saved_method,
+)
 from finexl.prefgen.users import load_users
 
 
@@ -39,7 +45,7 @@ def rescore(run: Path, data: Path, out: Path, *, n_prompts: int, n_seeds: int, s
     ``methods`` may be ``["all"]``: every method with a ``.made.json`` in the run."""
     if methods == ["all"]:
         methods = sorted(p.name[: -len(".made.json")] for p in (run / "methods").glob("*.made.json"))
-    judges = judges_from_dict(json.loads((run / "judges.json").read_text())["judges"])
+    judges = saved_judges(run)
     plan = prompt_plan(n_prompts, n_seeds, seed=seed)
     saved = run / "prefgen.json"
     if saved.is_file():
@@ -47,7 +53,7 @@ def rescore(run: Path, data: Path, out: Path, *, n_prompts: int, n_seeds: int, s
         if planned and planned != [p.prompt for p in plan]:
             raise SystemExit(f"{run} was run with another prompt plan; pass its --prompts,"
                              f" --seeds and --seed")
-    base = from_stored(np.load(run / "methods" / "base_images.npy"))
+    base = saved_base(run)
     ceiling_path = run / "methods" / "ceiling.npy"
     # The styled reference of every method (the run reads the same first rows of it).
     ceiling = from_stored(np.load(ceiling_path)) if ceiling_path.is_file() else None
@@ -55,11 +61,9 @@ def rescore(run: Path, data: Path, out: Path, *, n_prompts: int, n_seeds: int, s
     results = {}
     (out / "methods").mkdir(parents=True, exist_ok=True)
     for name in methods:
-        made = json.loads((run / "methods" / f"{name}.made.json").read_text())
-        ids = made["settings"]["users"]
+        ids, images = saved_method(run, name)
         tastes = [UserTaste(i, by_id[i].liked_attributes, by_id[i].disliked_attributes)
                   for i in ids]
-        images = from_stored(np.load(run / "methods" / f"{name}.npy"))[: len(ids)]
         styled = None if ceiling is None else ceiling[: len(ids)]
         metrics = score_method(judges, tastes, images, base, plan, styled).to_dict()
         metrics.pop("extra")  # set by the run, not by the judges

@@ -41,16 +41,14 @@ def disliker_shares(run: Path, data: Path, style: str, method: str = "prefgen"
                     ) -> dict[str, tuple[list[str], float]]:
     """``{user_id: (liked styles, share of images showing style)}`` for the users of the run
     who dislike ``style``, read from the saved images with the run's own judges."""
-    from finexl.eval.prefgen.chunks import from_stored
     from finexl.eval.prefgen.judges import attributes_present, statistics_matrix
-    from finexl.eval.prefgen.run import judges_from_dict
+    from finexl.eval.prefgen.run import saved_base, saved_judges, saved_method
     from finexl.prefgen import vocabulary as vocab
     from finexl.prefgen.users import load_users
 
-    judges = judges_from_dict(json.loads((run / "judges.json").read_text())["judges"])
-    ids = json.loads((run / "methods" / f"{method}.made.json").read_text())["settings"]["users"]
-    images = from_stored(np.load(run / "methods" / f"{method}.npy"))[: len(ids)]
-    base_stats = statistics_matrix(list(from_stored(np.load(run / "methods" / "base_images.npy"))))
+    judges = saved_judges(run)
+    ids, images = saved_method(run, method)
+    base_stats = statistics_matrix(list(saved_base(run)))
     users = {u.user_id: u for u in load_users(data)}
     out = {}
     for row, user_id in enumerate(ids):

@@ -476,6 +476,7 @@ def stage_adapter(run: Run) -> dict[str, Any]:
     from finexl.prefgen.loaders import USER_BRANCH_WEIGHTS
     from finexl.prefgen.model import PrefGenModel
     from finexl.prefgen.train_branch import BranchTrainingArgs, train_branch
+    from finexl.store.files import write_atomic
 
     c = run.config
     if c.adapter_steps < 1:
@@ -496,7 +497,7 @@ def stage_adapter(run: Run) -> dict[str, Any]:
                           or json.loads(stamp.read_text(encoding="utf-8")) != current):
         shutil.rmtree(work)
     work.mkdir(parents=True, exist_ok=True)
-    stamp.write_text(json.dumps(current), encoding="utf-8")
+    write_atomic(stamp, json.dumps(current).encode())  # a torn stamp would stop every rerun
     settings = dict(
         output_dir=str(work), pretrained_model_name_or_path=c.base_model,
         max_train_steps=c.adapter_steps, train_batch_size=c.adapter_batch_size,

@@ -238,6 +238,24 @@ def _load_images(path: Path) -> np.ndarray:
     return from_stored(np.load(path))
 
 
+def saved_judges(out: Path) -> JudgeSet:
+    """The judges a finished run fitted (``OUT/judges.json``), for reading its images again."""
+    return judges_from_dict(json.loads((Path(out) / "judges.json").read_text())["judges"])
+
+
+def saved_method(out: Path, name: str) -> tuple[list[str], np.ndarray]:
+    """A finished run's method ``name``: its users (in order) and their images
+    ``(n_users, n_plan, h, w, 3)`` as saved."""
+    methods = Path(out) / "methods"
+    users = json.loads((methods / f"{name}.made.json").read_text())["settings"]["users"]
+    return users, _load_images(methods / f"{name}.npy")[: len(users)]
+
+
+def saved_base(out: Path) -> np.ndarray:
+    """A finished run's base images, one per planned image (what paired judges compare to)."""
+    return _load_images(Path(out) / "methods" / "base_images.npy")
+
+
 def judges_from_dict(record: dict[str, Any]) -> JudgeSet:
     def judge(attribute: str, entry: dict[str, Any]) -> StyleJudge:
         return StyleJudge(attribute, tuple(entry["statistics"]), bool(entry["paired"]),
