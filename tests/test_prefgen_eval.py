@@ -380,6 +380,24 @@ def test_fast_evaluation_with_the_stand_in_and_its_rerun_through_the_cli(agents_
         users = shares_script.disliker_shares(out, agents_dir, style)
         mean = np.mean([share for _, share in users.values()])
         assert abs(mean - per_style[style]["dislikers"]) < 1e-3, style
+    # scripts/prefgen_declared_read.py: the primary line is paired_difference at the declared
+    # level on the run's own cells, and its rows are the run's own shares
+    path = Path(__file__).parents[1] / "scripts" / "prefgen_declared_read.py"
+    spec = importlib.util.spec_from_file_location("prefgen_declared_read", path)
+    declared = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(declared)
+    reading = declared.read(out, 2, config.seed, 0.995, n_boot=300)
+    cells = {n: json.loads((out / "methods" / f"{n}.json").read_text())["metrics"]
+             for n in ("base", "prefgen")}
+    direct = paired_difference(cells["prefgen"]["disliked_cells"], cells["base"]["disliked_cells"],
+                               [p.prompt for p in prompt_plan(2, 1, seed=config.seed)],
+                               level=0.995, n_boot=300)
+    assert reading["primary"]["high"] == pytest.approx(100 * direct.high)
+    assert reading["primary"]["shown"] == (direct.high < 0)
+    assert reading["primary"]["upper_by_seed"][0] == reading["primary"]["high"]
+    assert set(reading["rows"]) == {"base", "ceiling", "prefgen"}
+    assert reading["rows"]["prefgen"]["liked_present"] == pytest.approx(
+        100 * cells["prefgen"]["liked_present"])
     text = markdown(result, command=command_line(config))
     assert "| `prefgen` |" in text and "Command: `finexl eval prefgen --out" in text
     assert "--stand-in" in text and "## The loop" in text
