@@ -31,15 +31,12 @@ def read(run: Path, n_prompts: int, seed: int, level: float, *, method: str = "p
          against: str = "base", n_boot: int | None = None) -> dict[str, Any]:
     """Every figure of a declared reading, as numbers (percentage points, shares in %)."""
     from finexl.eval.prefgen.metrics import N_BOOTSTRAP, paired_difference
-    from finexl.eval.prefgen.run import prompt_plan
+    from finexl.eval.prefgen.run import prompt_plan, saved_metrics
 
     n_boot = N_BOOTSTRAP if n_boot is None else n_boot
     prompts = [p.prompt for p in prompt_plan(n_prompts, 1, seed=seed)]
 
-    def metrics(name: str) -> dict[str, Any]:
-        return json.loads((run / "methods" / f"{name}.json").read_text())["metrics"]
-
-    ours, theirs = metrics(method), metrics(against)
+    ours, theirs = saved_metrics(run, method), saved_metrics(run, against)
 
     def difference(cells_a, cells_b, at: float = 0.95, boot_seed: int = 0) -> dict[str, float]:
         d = paired_difference(cells_a, cells_b, prompts, level=at, n_boot=n_boot, seed=boot_seed)
@@ -53,13 +50,13 @@ def read(run: Path, n_prompts: int, seed: int, level: float, *, method: str = "p
     rows = {}
     for name in dict.fromkeys((against, "ceiling", method)):
         if (run / "methods" / f"{name}.json").is_file():
-            m = metrics(name)
+            m = saved_metrics(run, name)
             rows[name] = {k: None if m.get(k) is None else 100 * m[k] for k in keys}
     return {
         "primary": {**primary, "shown": primary["high"] < 0,
-                    "upper_by_seed": [difference(ours["disliked_cells"],
-                                                 theirs["disliked_cells"], level, s)["high"]
-                                      for s in range(10)]},
+                    "upper_by_seed": [primary["high"]] + [
+                        difference(ours["disliked_cells"], theirs["disliked_cells"], level,
+                                   s)["high"] for s in range(1, 10)]},
         "rows": rows,
         "secondary": {
             "liked": difference(ours["liked_cells"], theirs["liked_cells"]),

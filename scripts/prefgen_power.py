@@ -28,12 +28,11 @@ from pathlib import Path
 import numpy as np
 
 from finexl.eval.prefgen.power import decompose, project
-from finexl.eval.prefgen.run import prompt_plan
+from finexl.eval.prefgen.run import prompt_plan, saved_metrics
 
 
 def _cells(run: Path, method: str, key: str) -> np.ndarray:
-    record = json.loads((run / "methods" / f"{method}.json").read_text(encoding="utf-8"))
-    return np.asarray(record["metrics"][key], np.float64)
+    return np.asarray(saved_metrics(run, method)[key], np.float64)
 
 
 def _design(parts: dict[str, float], n_users: int, n_prompts: int, seed: int) -> dict:

@@ -12,7 +12,6 @@ dislike STYLE by each style they like: how often their images show STYLE.
 from __future__ import annotations
 
 import argparse
-import json
 from collections import defaultdict
 from pathlib import Path
 
@@ -22,10 +21,10 @@ import numpy as np
 def style_table(run: Path, method: str = "prefgen") -> list[str]:
     """Markdown rows: style | base | method likers | dislikers | others | ceiling dislikers |
     ceiling others."""
-    def shares(name):
-        return json.loads((run / "methods" / f"{name}.json").read_text())["metrics"]["per_attribute"]
+    from finexl.eval.prefgen.run import saved_metrics
 
-    base, ours, ceiling = shares("base"), shares(method), shares("ceiling")
+    base, ours, ceiling = (saved_metrics(run, name)["per_attribute"]
+                           for name in ("base", method, "ceiling"))
 
     def cell(table, style, who):
         value = table.get(style, {}).get(who)

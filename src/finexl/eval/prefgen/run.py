@@ -251,6 +251,13 @@ def saved_method(out: Path, name: str) -> tuple[list[str], np.ndarray]:
     return users, _load_images(methods / f"{name}.npy")[: len(users)]
 
 
+def saved_metrics(out: Path, name: str) -> dict[str, Any]:
+    """A finished run's scores of method ``name`` (``methods/NAME.json``'s ``metrics``: shares,
+    per-attribute shares and the per-user, per-image cells the intervals resample)."""
+    path = Path(out) / "methods" / f"{name}.json"
+    return json.loads(path.read_text(encoding="utf-8"))["metrics"]
+
+
 def saved_base(out: Path) -> np.ndarray:
     """A finished run's base images, one per planned image (what paired judges compare to)."""
     return _load_images(Path(out) / "methods" / "base_images.npy")
